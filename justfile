@@ -1,0 +1,29 @@
+# iomodels: compare Linux server I/O models. `just --list` shows every recipe.
+# Every recipe is a thin wrapper over a cargo command given in the README, so nothing here
+# needs `just` itself.
+
+set shell := ["bash", "-eu", "-o", "pipefail", "-c"]
+
+# Show the recipes.
+default:
+    @just --list
+
+# Run every test: protocol units and the conformance suite against every model.
+test:
+    cargo test --workspace
+
+# List the models, their family and whether this machine supports them.
+models:
+    cargo run --release -q -p servers --bin server -- --list
+
+# Run one server by hand, e.g. `just serve epoll-et http --addr 127.0.0.1:8080`.
+serve MODEL PROTOCOL *ARGS:
+    cargo run --release -q -p servers --bin server -- --model {{MODEL}} --protocol {{PROTOCOL}} {{ARGS}}
+
+# The checks CI runs (format, lints, tests).
+ci:
+    bash .ci/run
+
+# Fuzz one parser for a while (needs cargo-fuzz): `just fuzz http_head 300`.
+fuzz TARGET SECONDS="300":
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {{TARGET}} -- -max_total_time={{SECONDS}}

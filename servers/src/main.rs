@@ -1,0 +1,186 @@
+//! `server`: run any I/O model with any protocol (DESIGN.md section 2, "CLI contract").
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde::Serialize;
+
+use servers::models::{self, Clients, Config, Family, FdTable, Knob, Model, MODELS};
+use servers::protocol::Protocol;
+use servers::{listener, signals};
+
+/// One small server per Linux I/O model, all speaking the same protocols.
+///
+/// Once ready, prints exactly one line `listening <ip>:<port>` on stdout. SIGTERM or SIGINT
+/// stops it (children reaped) with exit status 0. Exit status 2: bad arguments or unknown
+/// names; 3: the model cannot run on this machine (`unsupported: <reason>` on stderr).
+#[derive(Parser, Debug)]
+#[command(name = "server", version)]
+struct Cli {
+    /// The I/O model (see --list).
+    #[arg(long, required_unless_present = "list")]
+    model: Option<String>,
+    /// The protocol to speak.
+    #[arg(long, value_enum, required_unless_present = "list")]
+    protocol: Option<Protocol>,
+    /// Address to listen on; port 0 lets the kernel choose.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+    /// Event-loop models: independent loops, each with its own SO_REUSEPORT listener [default: 1].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Pool models: workers created up front [default: 64].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// `threads` and `fork`: most live connections; more are closed at once [default: 10000].
+    #[arg(long)]
+    max_conns: Option<usize>,
+    /// List every model, its family, what it does, and whether this machine can run it.
+    #[arg(long)]
+    list: bool,
+    /// With --list: one JSON array, for programs (the conformance suite, the bench runner).
+    #[arg(long, requires = "list")]
+    json: bool,
+}
+
+const EXIT_USAGE: u8 = 2;
+const EXIT_UNSUPPORTED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.list {
+        return list(cli.json);
+    }
+    let (Some(name), Some(protocol)) = (cli.model.as_deref(), cli.protocol) else {
+        unreachable!("clap requires --model and --protocol without --list");
+    };
+    let Some(model) = models::find(name) else {
+        eprintln!(
+            "error: unknown model '{name}'\nvalid models: {}",
+            models::names().join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let config = match config_for(model, &cli, protocol) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(reason) = (model.support)() {
+        eprintln!("unsupported: {reason}");
+        return ExitCode::from(EXIT_UNSUPPORTED);
+    }
+    match serve(model, &config, cli.addr) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}: {e}", model.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(model: &Model, config: &Config, addr: SocketAddr) -> std::io::Result<()> {
+    // First, before any thread exists, so every thread inherits the blocked signal mask.
+    signals::start_signal_thread()?;
+    let loops = if model.knobs.contains(&Knob::Threads) {
+        config.threads
+    } else {
+        1
+    };
+    let listeners = listener::bind(addr, loops)?;
+    let local = listeners[0].local_addr()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening {local}")?;
+    stdout.flush()?;
+    drop(stdout);
+    (model.run)(listeners, config)
+}
+
+/// Checks the options against what the model takes, and fills in the defaults.
+fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, String> {
+    let given = [
+        (Knob::Threads, cli.threads),
+        (Knob::Workers, cli.workers),
+        (Knob::MaxConns, cli.max_conns),
+    ];
+    for (knob, value) in given {
+        if value.is_some() && !model.knobs.contains(&knob) {
+            return Err(format!(
+                "model '{}' does not take {}",
+                model.name,
+                knob.flag()
+            ));
+        }
+        if value == Some(0) {
+            return Err(format!("{} must be at least 1", knob.flag()));
+        }
+    }
+    Ok(Config {
+        protocol,
+        threads: cli.threads.unwrap_or(1),
+        workers: cli.workers.unwrap_or(models::DEFAULT_WORKERS),
+        max_conns: cli.max_conns.unwrap_or(models::DEFAULT_MAX_CONNS),
+    })
+}
+
+/// One model as `--list --json` prints it.
+#[derive(Serialize)]
+struct Listing {
+    name: &'static str,
+    family: Family,
+    clients: Clients,
+    fd_table: FdTable,
+    options: Vec<&'static str>,
+    summary: &'static str,
+    supported: bool,
+    reason: Option<String>,
+}
+
+fn list(json: bool) -> ExitCode {
+    let listings: Vec<Listing> = MODELS
+        .iter()
+        .map(|m| {
+            let support = (m.support)();
+            Listing {
+                name: m.name,
+                family: m.family,
+                clients: m.clients,
+                fd_table: m.fd_table,
+                options: m.knobs.iter().map(|k| k.flag()).collect(),
+                summary: m.summary,
+                supported: support.is_ok(),
+                reason: support.err(),
+            }
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&listings).expect("listings serialise")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<16} {:<18} {:<10} WHAT IT DOES",
+        "MODEL", "FAMILY", "SUPPORTED"
+    );
+    for l in &listings {
+        let family = serde_json::to_value(l.family).expect("family serialises");
+        let supported = match &l.reason {
+            None => "yes".to_string(),
+            Some(reason) => format!("no ({reason})"),
+        };
+        println!(
+            "{:<16} {:<18} {:<10} {}",
+            l.name,
+            family.as_str().unwrap_or_default(),
+            supported,
+            l.summary
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,600 @@
+//! The conformance suite (DESIGN.md section 8): the same cases against every model that
+//! `server --list` names. What differs between models (serving one client at a time, a pool
+//! of N workers, a descriptor table per process) is stated in each case and asserted, never
+//! skipped silently.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+// ---------------------------------------------------------------------------------------------
+// echo
+
+#[test]
+fn echo_messages_of_every_size_byte_exact() {
+    for_each_model("echo", |server| {
+        for (i, size) in [1usize, 1024, 64 * 1024, 16 * 1024 * 1024]
+            .into_iter()
+            .enumerate()
+        {
+            let stream = server.connect().map_err(|e| format!("connect: {e}"))?;
+            let data = payload(i as u64, size);
+            let back = echo_concurrently(&stream, &data, 7 + i as u64)
+                .map_err(|e| format!("{size} B: {e}"))?;
+            ensure!(back == data, "{size} B message came back different");
+        }
+        Ok(())
+    });
+}
+
+/// 100 clients at once, each echoing 100 messages of varying size. Every model must serve
+/// them all byte-exact. How many it serves at the same time is what the model says: one
+/// (`iterative`: each client waits until the one before has left), at most `--workers`
+/// (pools), or many (a worker per connection, event loops).
+#[test]
+fn hundred_concurrent_clients() {
+    const CLIENTS: usize = 100;
+    const MESSAGES: usize = 100;
+    for_each_model("echo", |server| {
+        let addr = server.addr;
+        let spans: Vec<Result<(Instant, Instant), String>> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..CLIENTS)
+                .map(|c| {
+                    scope.spawn(move || -> Result<(Instant, Instant), String> {
+                        let mut stream = connect(addr).map_err(|e| format!("connect: {e}"))?;
+                        let mut first = None;
+                        for m in 0..MESSAGES {
+                            let size = 1 + (c * 31 + m * 17) % 300;
+                            echo_once(&mut stream, &payload((c * MESSAGES + m) as u64, size))
+                                .map_err(|e| format!("client {c} message {m}: {e}"))?;
+                            first.get_or_insert_with(Instant::now);
+                        }
+                        Ok((first.expect("at least one message"), Instant::now()))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("client thread"))
+                .collect()
+        });
+        let spans: Vec<(Instant, Instant)> = spans.into_iter().collect::<Result<_, _>>()?;
+        let overlap = max_overlap(&spans);
+        match server.model.concurrency() {
+            Some(limit) => ensure!(
+                overlap <= limit,
+                "served {overlap} clients at once; the model serves at most {limit}"
+            ),
+            None => ensure!(overlap > 1, "served only one client at a time"),
+        }
+        Ok(())
+    });
+}
+
+/// The largest number of [first reply, last reply] spans that overlap.
+fn max_overlap(spans: &[(Instant, Instant)]) -> usize {
+    let mut events: Vec<(Instant, i32)> = spans
+        .iter()
+        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    // Ends sort before starts at the same instant: touching spans do not overlap.
+    events.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, delta) in events {
+        now += delta;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// A client that shuts down its write side after sending still gets every byte back, then
+/// a close.
+#[test]
+fn half_close_gets_everything_back() {
+    for_each_model("echo", |server| {
+        let mut stream = server.connect().map_err(|e| format!("connect: {e}"))?;
+        let data = payload(42, 1 << 20);
+        let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let sent = data.clone();
+        let sender = thread::spawn(move || -> std::io::Result<()> {
+            writer.write_all(&sent)?;
+            half_close(&writer)
+        });
+        let back = read_to_close(&mut stream)?;
+        sender
+            .join()
+            .expect("writer thread")
+            .map_err(|e| format!("write: {e}"))?;
+        ensure!(
+            back.len() == data.len(),
+            "got {} of {} bytes back",
+            back.len(),
+            data.len()
+        );
+        ensure!(back == data, "half-closed echo differs");
+        Ok(())
+    });
+}
+
+/// A client that writes 64 MiB and never reads: the server stops reading from it (bounded
+/// memory, the rest stays in the kernel's buffers), and another client is served meanwhile
+/// by every model that serves more than one client at a time.
+#[test]
+fn flood_without_reading_keeps_memory_bounded() {
+    const FLOOD: usize = 64 << 20;
+    // An unbounded server would hold tens of MiB for the flooder; a bounded one holds a
+    // couple of buffers. The kernel's socket buffers are not in the process's PSS.
+    const GROWTH_LIMIT_KIB: u64 = 16 * 1024;
+    for_each_model("echo", |server| {
+        let before = server.tree_pss_kib();
+        let flooder = server.connect().map_err(|e| format!("connect: {e}"))?;
+        flooder
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        let mut writer = flooder.try_clone().map_err(|e| e.to_string())?;
+        let flood = thread::spawn(move || {
+            let chunk = vec![0x5au8; 1 << 20];
+            let mut sent = 0;
+            while sent < FLOOD {
+                match writer.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(_) => break, // the 2 s write timeout: the server pushed back
+                }
+            }
+            sent
+        });
+        let sent = flood.join().expect("flood thread");
+        let peak = server.tree_pss_kib();
+        eprintln!(
+            "{}: flooder got {} MiB in before the server pushed back; PSS {before} -> {peak} KiB",
+            server.model.name,
+            sent >> 20
+        );
+        ensure!(
+            sent < FLOOD,
+            "the server accepted all {FLOOD} bytes from a client that never reads"
+        );
+        ensure!(
+            peak.saturating_sub(before) < GROWTH_LIMIT_KIB,
+            "server memory grew from {before} KiB to {peak} KiB while flooded"
+        );
+        let mut other = server.connect().map_err(|e| format!("connect: {e}"))?;
+        let served_meanwhile = match server.model.concurrency() {
+            Some(1) => {
+                // One at a time: the other client waits until the flooder leaves.
+                let early = {
+                    other
+                        .write_all(b"still there?")
+                        .map_err(|e| e.to_string())?;
+                    try_read_exact(&mut other, 12, Duration::from_millis(500))
+                };
+                ensure!(early.is_none(), "a serial model served a second client");
+                drop(flooder);
+                let late = try_read_exact(&mut other, 12, IO_TIMEOUT);
+                ensure!(
+                    late.as_deref() == Some(b"still there?".as_slice()),
+                    "not served after the flooder left"
+                );
+                return Ok(());
+            }
+            _ => echo_once(&mut other, b"still there?"),
+        };
+        served_meanwhile.map_err(|e| format!("other client while flooded: {e}"))?;
+        drop(flooder);
+        Ok(())
+    });
+}
+
+/// A client that resets its connection mid-message (unread echo pending on the server)
+/// disturbs nobody else: the server stays up and serves the next client.
+#[test]
+fn reset_mid_message_disturbs_no_one() {
+    for_each_model("echo", |server| {
+        for round in 0..3 {
+            let mut resetter = server.connect().map_err(|e| format!("connect: {e}"))?;
+            resetter
+                .write_all(&payload(round, 2 << 20))
+                .map_err(|e| format!("write: {e}"))?;
+            set_linger_zero(&resetter);
+            drop(resetter);
+            let mut other = server.connect().map_err(|e| format!("connect: {e}"))?;
+            echo_once(&mut other, b"after the reset")
+                .map_err(|e| format!("round {round}: other client: {e}"))?;
+        }
+        ensure!(server.is_alive(), "server died");
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// process life
+
+/// SIGTERM with ten clients connected: exit status 0 within one second, no process of the
+/// server's tree left behind.
+#[test]
+fn sigterm_with_clients_connected_exits_cleanly() {
+    for_each_model("echo", |server| {
+        let mut clients = Vec::new();
+        for i in 0..10 {
+            let mut stream = server.connect().map_err(|e| format!("connect: {e}"))?;
+            stream.write_all(b"hi").map_err(|e| e.to_string())?;
+            if server.model.concurrency().is_none_or(|n| i < n) {
+                // These are being served; make sure they are before the signal.
+                let mut back = [0u8; 2];
+                stream
+                    .read_exact(&mut back)
+                    .map_err(|e| format!("client {i}: {e}"))?;
+            }
+            clients.push(stream);
+        }
+        let tree = server.tree();
+        let (status, took) = server.terminate(Duration::from_secs(1))?;
+        ensure!(status.success(), "SIGTERM gave {}", describe(status));
+        ensure!(took < Duration::from_secs(1), "exit took {took:?}");
+        let left: Vec<i32> = tree
+            .into_iter()
+            .filter(|&pid| process_exists(pid))
+            .collect();
+        ensure!(left.is_empty(), "processes left after exit: {left:?}");
+        for (i, client) in clients.iter_mut().enumerate() {
+            read_to_close(client).map_err(|e| format!("client {i}: {e}"))?;
+        }
+        Ok(())
+    });
+}
+
+/// Descriptor exhaustion. The server's RLIMIT_NOFILE is lowered to leave room for three
+/// connections, and ten clients connect. A server with one descriptor table serves what
+/// fits (its concurrency permitting) and backs off on EMFILE without spinning; a model with a
+/// table per process is not limited by the parent's. Then clients leave, and every waiting
+/// client must be served.
+#[test]
+fn descriptor_exhaustion_and_recovery() {
+    const CLIENTS: usize = 10;
+    const ROOM: usize = 3;
+    for_each_model("echo", |server| {
+        let limit = server.nofile_leaving_room(ROOM);
+        set_nofile(server.pid(), limit).map_err(|e| format!("prlimit: {e}"))?;
+        let mut waiting: Vec<(usize, TcpStream)> = Vec::new();
+        for i in 0..CLIENTS {
+            let mut stream = server.connect().map_err(|e| format!("connect {i}: {e}"))?;
+            stream
+                .write_all(format!("client-{i:02}").as_bytes())
+                .map_err(|e| e.to_string())?;
+            waiting.push((i, stream));
+        }
+        thread::sleep(Duration::from_millis(500));
+        let mut served = take_served(&mut waiting);
+        let fits = if server.model.fd_table == "shared" {
+            ROOM
+        } else {
+            CLIENTS
+        };
+        let expected = server.model.concurrency().unwrap_or(CLIENTS).min(fits);
+        ensure!(
+            served.len() == expected,
+            "{} clients served at first; expected {expected} (room for {fits}, concurrency {:?})",
+            served.len(),
+            server.model.concurrency()
+        );
+        // Clients are waiting and the server must be idle, not retrying accept in a loop.
+        let cpu_before = server.tree_cpu();
+        thread::sleep(Duration::from_secs(1));
+        let cpu = server.tree_cpu().saturating_sub(cpu_before);
+        ensure!(
+            cpu < Duration::from_millis(200),
+            "server used {cpu:?} of CPU in 1 s while clients waited: spinning"
+        );
+        // Clients leave; the waiting ones must be served as descriptors free up.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut total = served.len();
+        while !waiting.is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "{} clients never served after others left",
+                waiting.len()
+            );
+            served.clear();
+            thread::sleep(Duration::from_millis(50));
+            served = take_served(&mut waiting);
+            total += served.len();
+        }
+        ensure!(total == CLIENTS, "served {total} of {CLIENTS}");
+        ensure!(server.is_alive(), "server died");
+        Ok(())
+    });
+}
+
+/// Removes from `waiting` the clients whose echo has arrived, checks it, and closes them, all
+/// of them only after looking at every client (closing one frees the server to serve the
+/// next, which must not be counted in the same look).
+fn take_served(waiting: &mut Vec<(usize, TcpStream)>) -> Vec<usize> {
+    let served: Vec<usize> = waiting
+        .iter_mut()
+        .filter_map(|(i, stream)| {
+            let back = try_read_exact(stream, 9, Duration::from_millis(5))?;
+            assert_eq!(
+                back,
+                format!("client-{i:02}").as_bytes(),
+                "echo of client {i}"
+            );
+            Some(*i)
+        })
+        .collect();
+    waiting.retain(|(i, _)| !served.contains(i));
+    served
+}
+
+// ---------------------------------------------------------------------------------------------
+// http
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn read_response(reader: &mut BufReader<TcpStream>) -> Result<Response, String> {
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| format!("status line: {e}"))?;
+    ensure!(!line.is_empty(), "connection closed before a response");
+    let status = line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("header: {e}"))?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').ok_or("header without a colon")?;
+        headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or("no Content-Length")?;
+    let mut body = vec![0u8; length];
+    reader
+        .read_exact(&mut body)
+        .map_err(|e| format!("body: {e}"))?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn http_client(server: &Server) -> Result<(TcpStream, BufReader<TcpStream>), String> {
+    let stream = server.connect().map_err(|e| format!("connect: {e}"))?;
+    let reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    Ok((stream, reader))
+}
+
+fn expect_hello(response: &Response) -> Result<(), String> {
+    ensure!(response.status == 200, "status {}", response.status);
+    ensure!(
+        response.body == b"Hello, World!",
+        "body {:?}",
+        response.body
+    );
+    ensure!(
+        response
+            .headers
+            .contains(&("content-type".into(), "text/plain".into())),
+        "no Content-Type: text/plain"
+    );
+    Ok(())
+}
+
+fn expect_closed(reader: &mut BufReader<TcpStream>) -> Result<(), String> {
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) if rest.is_empty() => Ok(()),
+        Ok(_) => Err(format!("{} unexpected bytes before the close", rest.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        Err(e) => Err(format!("connection not closed: {e}")),
+    }
+}
+
+const GET: &[u8] = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+#[test]
+fn http_keep_alive_and_pipelining() {
+    for_each_model("http", |server| {
+        let (mut stream, mut reader) = http_client(server)?;
+        for i in 0..3 {
+            stream.write_all(GET).map_err(|e| e.to_string())?;
+            expect_hello(&read_response(&mut reader)?).map_err(|e| format!("request {i}: {e}"))?;
+        }
+        stream
+            .write_all(&GET.repeat(10))
+            .map_err(|e| e.to_string())?;
+        for i in 0..10 {
+            expect_hello(&read_response(&mut reader)?)
+                .map_err(|e| format!("pipelined request {i}: {e}"))?;
+        }
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let last = read_response(&mut reader)?;
+        expect_hello(&last)?;
+        ensure!(
+            last.headers
+                .contains(&("connection".into(), "close".into())),
+            "no Connection: close in the reply"
+        );
+        expect_closed(&mut reader)
+    });
+}
+
+#[test]
+fn http_errors() {
+    for_each_model("http", |server| {
+        {
+            // Scoped: a serial model serves the next client only once this one has left.
+            let (mut stream, mut reader) = http_client(server)?;
+            stream
+                .write_all(b"POST /form HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody")
+                .map_err(|e| e.to_string())?;
+            let response = read_response(&mut reader)?;
+            ensure!(response.status == 405, "POST gave {}", response.status);
+            stream.write_all(GET).map_err(|e| e.to_string())?;
+            expect_hello(&read_response(&mut reader)?)
+                .map_err(|e| format!("GET after 405: {e}"))?;
+        }
+
+        let (mut stream, mut reader) = http_client(server)?;
+        stream
+            .write_all(b"NOT HTTP AT ALL\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let response = read_response(&mut reader)?;
+        ensure!(
+            response.status == 400,
+            "malformed request gave {}",
+            response.status
+        );
+        expect_closed(&mut reader)?;
+
+        let (mut stream, mut reader) = http_client(server)?;
+        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0.. {
+            if big.len() > 9 * 1024 {
+                break;
+            }
+            big.extend_from_slice(format!("X-Header-{i:04}: {}\r\n", "v".repeat(44)).as_bytes());
+        }
+        big.extend_from_slice(b"\r\n");
+        ensure!(
+            big.len() > 9 * 1024,
+            "the test request is {} bytes",
+            big.len()
+        );
+        stream.write_all(&big).map_err(|e| e.to_string())?;
+        let response = read_response(&mut reader)?;
+        ensure!(
+            response.status == 431,
+            "9 KiB of headers gave {}",
+            response.status
+        );
+        expect_closed(&mut reader)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// transfer
+
+fn pattern(offset: u64, len: usize) -> Vec<u8> {
+    (offset..offset + len as u64)
+        .map(|i| ((i * 31 + 7) % 251) as u8)
+        .collect()
+}
+
+#[test]
+fn transfer_put_get_and_bad_lines() {
+    const SIZE: usize = 8 << 20;
+    for_each_model("transfer", |server| {
+        let stream = server.connect().map_err(|e| format!("connect: {e}"))?;
+        let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+        let mut writer = stream;
+        let data = payload(8, SIZE);
+        writer
+            .write_all(format!("PUT {SIZE}\n").as_bytes())
+            .and_then(|()| writer.write_all(&data))
+            .map_err(|e| format!("PUT: {e}"))?;
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("PUT reply: {e}"))?;
+        let expected = format!("OK {SIZE} {:08x}\n", crc32c::crc32c(&data));
+        ensure!(
+            line == expected,
+            "PUT answered {line:?}, expected {expected:?}"
+        );
+
+        writer
+            .write_all(format!("GET {SIZE}\n").as_bytes())
+            .map_err(|e| format!("GET: {e}"))?;
+        let mut download = vec![0u8; SIZE];
+        reader
+            .read_exact(&mut download)
+            .map_err(|e| format!("GET body: {e}"))?;
+        ensure!(
+            download == pattern(0, SIZE),
+            "GET body does not match the pattern"
+        );
+
+        writer
+            .write_all(b"FETCH everything\n")
+            .map_err(|e| e.to_string())?;
+        line.clear();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("ERR reply: {e}"))?;
+        ensure!(
+            line.starts_with("ERR ") && line.ends_with('\n'),
+            "bad line answered {line:?}"
+        );
+        expect_closed(&mut reader)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// the command line
+
+#[test]
+fn cli_contract() {
+    let output = std::process::Command::new(SERVER)
+        .args(["--model", "no-such-model", "--protocol", "echo"])
+        .output()
+        .expect("run server");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for model in models() {
+        assert!(
+            stderr.contains(&model.name),
+            "exit-2 message lists {}",
+            model.name
+        );
+    }
+    let output = std::process::Command::new(SERVER)
+        .args(["--model", "iterative", "--protocol", "smtp"])
+        .output()
+        .expect("run server");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("echo"));
+
+    let listing = std::process::Command::new(SERVER)
+        .arg("--list")
+        .output()
+        .expect("run server --list");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for model in models() {
+        let line = listing
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(model.name.as_str()))
+            .unwrap_or_else(|| panic!("--list names {}", model.name));
+        assert!(line.contains(&model.family), "{line}");
+    }
+    let names: Vec<String> = models().into_iter().map(|m| m.name).collect();
+    for blocking in ["iterative", "threads", "prethreaded", "fork", "prefork"] {
+        assert!(
+            names.iter().any(|n| n == blocking),
+            "--list names {blocking}"
+        );
+    }
+}
