@@ -2,7 +2,8 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
@@ -95,6 +96,7 @@ pub fn accept_blocking(
         match listener.accept() {
             Ok((stream, _)) => {
                 exhaustion.clear();
+                stream.set_nodelay(true)?;
                 return Ok(stream);
             }
             Err(e) if is_transient(&e) => continue,
@@ -103,6 +105,92 @@ pub fn accept_blocking(
                 std::thread::sleep(EXHAUSTION_BACKOFF);
             }
             Err(e) => return Err(io::Error::new(e.kind(), format!("{model}: accept: {e}"))),
+        }
+    }
+}
+
+/// What an event loop's acceptor keeps between wake-ups.
+#[derive(Debug, Default)]
+pub struct Acceptor {
+    exhaustion: BurstLog,
+    paused_until: Option<Instant>,
+}
+
+impl Acceptor {
+    /// Accepts every pending connection (until EAGAIN, as edge-triggered readiness needs),
+    /// each non-blocking with TCP_NODELAY, and hands it to `register`. On descriptor
+    /// exhaustion it stops and pauses accepting for [`EXHAUSTION_BACKOFF`]: the loop must stop
+    /// watching the listener meanwhile (or it would wake at once, again and again) and call
+    /// this again when [`Acceptor::resume_due`] says so.
+    pub fn accept_pending(
+        &mut self,
+        model: &str,
+        listener: &TcpListener,
+        mut register: impl FnMut(TcpStream) -> io::Result<()>,
+    ) -> io::Result<()> {
+        loop {
+            // SAFETY: null address pointers are allowed; the flags are valid.
+            let fd = unsafe {
+                libc::accept4(
+                    listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd >= 0 {
+                self.exhaustion.clear();
+                // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+                let stream = unsafe { TcpStream::from_raw_fd(fd) };
+                stream.set_nodelay(true)?;
+                register(stream)?;
+                continue;
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::WouldBlock {
+                return Ok(());
+            } else if is_exhaustion(&error) {
+                self.exhaustion.hit(|| format!("{model}: accept: {error}; serving open connections, accepting again when descriptors free up"));
+                self.paused_until = Some(Instant::now() + EXHAUSTION_BACKOFF);
+                return Ok(());
+            } else if !is_transient(&error) {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("{model}: accept: {error}"),
+                ));
+            }
+        }
+    }
+
+    /// True while accepting is paused after exhaustion: do not watch the listener.
+    pub fn is_paused(&self) -> bool {
+        self.paused_until.is_some()
+    }
+
+    /// True once when the pause is over: watch the listener again and accept.
+    pub fn resume_due(&mut self) -> bool {
+        match self.paused_until {
+            Some(until) if Instant::now() >= until => {
+                self.paused_until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How long a wait call may block: until the pause ends, or forever (`None`).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.paused_until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+    }
+
+    /// [`Acceptor::timeout`] in milliseconds for poll(2)/epoll_wait(2): rounded up, so the
+    /// wait does not return a fraction of a millisecond early and spin until the deadline;
+    /// -1 means forever.
+    pub fn timeout_ms(&self) -> i32 {
+        match self.timeout() {
+            None => -1,
+            Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
         }
     }
 }

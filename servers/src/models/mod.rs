@@ -5,15 +5,23 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::thread;
 
 use serde::Serialize;
 
 use crate::protocol::Protocol;
 
+mod epoll;
 mod fork;
 mod iterative;
+mod mio;
+mod poll;
+mod polling;
 mod prefork;
 mod prethreaded;
+mod select;
+mod sigio;
+mod spin;
 mod threads;
 
 /// What every model is started with (the `server` command line).
@@ -92,6 +100,8 @@ pub struct Model {
     pub family: Family,
     pub clients: Clients,
     pub fd_table: FdTable,
+    /// Connections on descriptors at or above this are refused (select's FD_SETSIZE).
+    pub max_fd: Option<i32>,
     pub knobs: &'static [Knob],
     /// One line: the mechanism, as `--list` shows it.
     pub summary: &'static str,
@@ -110,6 +120,7 @@ pub static MODELS: &[Model] = &[
         name: "iterative",
         family: Family::Blocking,
         fd_table: FdTable::Shared,
+        max_fd: None,
         clients: Clients::OneAtATime,
         knobs: &[],
         summary: "accept, serve that one client to EOF, accept the next (the others wait)",
@@ -120,6 +131,7 @@ pub static MODELS: &[Model] = &[
         name: "threads",
         family: Family::Blocking,
         fd_table: FdTable::Shared,
+        max_fd: None,
         clients: Clients::PerConnection,
         knobs: &[Knob::MaxConns],
         summary: "one OS thread per connection, blocking read/write",
@@ -130,6 +142,7 @@ pub static MODELS: &[Model] = &[
         name: "prethreaded",
         family: Family::Blocking,
         fd_table: FdTable::Shared,
+        max_fd: None,
         clients: Clients::Workers,
         knobs: &[Knob::Workers],
         summary: "N threads created up front, each blocking in accept, then serving that client",
@@ -140,6 +153,7 @@ pub static MODELS: &[Model] = &[
         name: "fork",
         family: Family::Blocking,
         fd_table: FdTable::PerProcess,
+        max_fd: None,
         clients: Clients::PerConnection,
         knobs: &[Knob::MaxConns],
         summary: "one process per connection, children reaped on SIGCHLD, count capped",
@@ -150,11 +164,101 @@ pub static MODELS: &[Model] = &[
         name: "prefork",
         family: Family::Blocking,
         fd_table: FdTable::PerProcess,
+        max_fd: None,
         clients: Clients::Workers,
         knobs: &[Knob::Workers],
         summary: "N processes forked up front, each blocking in accept, then serving that client",
         support: runs_everywhere,
         run: prefork::run,
+    },
+    Model {
+        name: "spin",
+        family: Family::NonBlocking,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads],
+        summary: "O_NONBLOCK sockets retried in a loop with no wait call: burns a CPU by design",
+        support: runs_everywhere,
+        run: spin::run,
+    },
+    Model {
+        name: "select",
+        family: Family::Multiplexing,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: Some(select::FD_SETSIZE),
+        knobs: &[Knob::Threads],
+        summary: "select(2); connections on descriptors >= FD_SETSIZE (1024) are closed at accept",
+        support: runs_everywhere,
+        run: select::run,
+    },
+    Model {
+        name: "poll",
+        family: Family::Multiplexing,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads],
+        summary: "poll(2) over a pollfd array, level-triggered",
+        support: runs_everywhere,
+        run: poll::run,
+    },
+    Model {
+        name: "epoll-lt",
+        family: Family::Multiplexing,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads],
+        summary: "epoll, level-triggered: one read per event",
+        support: runs_everywhere,
+        run: epoll::run_level,
+    },
+    Model {
+        name: "epoll-et",
+        family: Family::Multiplexing,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads],
+        summary: "epoll, edge-triggered (EPOLLET): reads, writes and accepts drained to EAGAIN",
+        support: runs_everywhere,
+        run: epoll::run_edge,
+    },
+    Model {
+        name: "sigio",
+        family: Family::SignalDriven,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads],
+        summary:
+            "O_ASYNC + F_SETSIG realtime signal, sigtimedwait; queue overflow -> poll(2) sweep",
+        support: runs_everywhere,
+        run: sigio::run,
+    },
+    Model {
+        name: "mio",
+        family: Family::LibraryReactor,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads],
+        summary: "the mio crate (epoll, edge-triggered)",
+        support: runs_everywhere,
+        run: mio::run,
+    },
+    Model {
+        name: "polling",
+        family: Family::LibraryReactor,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads],
+        summary: "the polling crate (epoll, level-triggered mode)",
+        support: runs_everywhere,
+        run: polling::run,
     },
 ];
 
@@ -164,6 +268,37 @@ pub fn find(name: &str) -> Option<&'static Model> {
 
 pub fn names() -> Vec<&'static str> {
     MODELS.iter().map(|m| m.name).collect()
+}
+
+/// Runs one event loop per listener (`--threads N` gives N listeners sharing the port through
+/// SO_REUSEPORT): the first on this thread, the others on threads of their own. A loop that
+/// fails ends the server, with the loop's error.
+fn run_loops(
+    listeners: Vec<TcpListener>,
+    event_loop: impl Fn(TcpListener) -> io::Result<()> + Sync,
+) -> io::Result<()> {
+    let fail = |index: usize, error: io::Error| -> ! {
+        eprintln!("event loop {index}: {error}");
+        std::process::exit(1)
+    };
+    thread::scope(|scope| {
+        let mut listeners = listeners.into_iter().enumerate();
+        let (_, first) = listeners
+            .next()
+            .expect("bind returns at least one listener");
+        for (index, listener) in listeners {
+            let event_loop = &event_loop;
+            thread::Builder::new()
+                .name(format!("loop-{index}"))
+                .spawn_scoped(scope, move || {
+                    if let Err(e) = event_loop(listener) {
+                        fail(index, e);
+                    }
+                })
+                .unwrap_or_else(|e| fail(index, e));
+        }
+        event_loop(first).map_err(|e| fail(0, e))
+    })
 }
 
 /// Logs a connection's error; ordinary disconnects never get here (the drivers return them

@@ -34,6 +34,8 @@ pub struct ModelInfo {
     pub clients: String,
     /// "shared" or "per-process".
     pub fd_table: String,
+    /// Connections on descriptors at or above this are refused.
+    pub max_fd: Option<usize>,
     pub options: Vec<String>,
     pub supported: bool,
     pub reason: Option<String>,
@@ -114,7 +116,33 @@ pub struct Server {
 
 impl Server {
     pub fn start(model: &ModelInfo, protocol: &str, extra_args: &[&str]) -> Result<Server, String> {
+        Server::start_with_nofile(model, protocol, extra_args, None)
+    }
+
+    /// Starts the server with its RLIMIT_NOFILE set before it runs (when `nofile` is given).
+    pub fn start_with_nofile(
+        model: &ModelInfo,
+        protocol: &str,
+        extra_args: &[&str],
+        nofile: Option<u64>,
+    ) -> Result<Server, String> {
         let mut command = Command::new(SERVER);
+        if let Some(limit) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's limits.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         command.args([
             "--model",
             &model.name,
@@ -430,14 +458,14 @@ pub fn half_close(stream: &TcpStream) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)
 }
 
-/// Lowers another process's RLIMIT_NOFILE (soft and hard).
-pub fn set_nofile(pid: i32, limit: u64) -> io::Result<()> {
+/// Sets another process's soft and hard limit of `resource`.
+pub fn set_rlimit(pid: i32, resource: libc::__rlimit_resource_t, limit: u64) -> io::Result<()> {
     let new = libc::rlimit {
         rlim_cur: limit,
         rlim_max: limit,
     };
     // SAFETY: `new` is a valid rlimit; the old value is not wanted (null).
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    let rc = unsafe { libc::prlimit(pid, resource, &new, std::ptr::null_mut()) };
     if rc == 0 {
         Ok(())
     } else {

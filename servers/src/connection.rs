@@ -1,0 +1,254 @@
+//! The non-blocking connection every readiness model drives: input kept between events,
+//! the protocol session, pending output, the high-water mark, and the interest it wants next.
+//!
+//! A model only learns "this descriptor is ready" (from select, poll, epoll, a signal, or a
+//! busy retry) and calls [`Connection::drive`]. Everything else (partial writes, write
+//! interest only while output is pending, reading paused above the high-water mark, EOF,
+//! ECONNRESET and EPIPE) is handled here, once.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+
+use crate::blocking::is_disconnect;
+use crate::protocol::{Protocol, Session, HIGH_WATER};
+
+/// The most unconsumed input a connection keeps: one read's worth on top of what the
+/// protocol is still waiting to complete (an HTTP head is refused beyond 8 KiB).
+const INPUT_LIMIT: usize = 64 * 1024;
+
+/// Size of the scratch buffer an event loop lends to [`Connection::drive`].
+pub const SCRATCH_SIZE: usize = 64 * 1024;
+const _: () = assert!(SCRATCH_SIZE >= crate::protocol::MIN_INPUT_CAPACITY);
+
+/// How readiness is reported, and so how far `drive` must go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Readiness is reported again as long as it holds (select, poll, epoll without
+    /// EPOLLET): one read per event is enough, the next wait reports what is left.
+    Level,
+    /// Readiness is reported once per change (EPOLLET, mio, signal-driven I/O): read until
+    /// EAGAIN, or no event may ever come for the bytes already queued.
+    Edge,
+}
+
+/// What a connection wants to be told about next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+/// What the model must do after [`Connection::drive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Keep the connection; if `changed`, register the new interest.
+    Wait { interest: Interest, changed: bool },
+    /// Close it (drop the `Connection`): the client left or the session ended.
+    Close,
+}
+
+pub struct Connection {
+    stream: TcpStream,
+    session: Session,
+    /// Input the session has not consumed yet; empty most of the time.
+    input: Vec<u8>,
+    /// Replies not yet written. Reading stops while it holds `HIGH_WATER` bytes or more.
+    output: Vec<u8>,
+    eof: bool,
+    closing: bool,
+    interest: Interest,
+}
+
+impl Connection {
+    /// Wraps an accepted, already non-blocking socket. It starts wanting to read.
+    pub fn new(stream: TcpStream, protocol: Protocol) -> Connection {
+        Connection {
+            stream,
+            session: Session::new(protocol),
+            input: Vec::new(),
+            output: Vec::new(),
+            eof: false,
+            closing: false,
+            interest: Interest {
+                read: true,
+                write: false,
+            },
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub fn interest(&self) -> Interest {
+        self.interest
+    }
+
+    /// Does all the work the socket allows now: reads (once, or until EAGAIN for `Edge`),
+    /// lets the protocol act, writes until the socket is full. `scratch` is the event loop's
+    /// read buffer, lent so idle connections hold no read buffer of their own.
+    pub fn drive(&mut self, trigger: Trigger, scratch: &mut [u8]) -> Next {
+        match self.pump(trigger, scratch) {
+            Ok(()) => {}
+            Err(e) if is_disconnect(&e) => return Next::Close,
+            Err(e) => {
+                eprintln!("connection fd {}: {e}", self.fd());
+                return Next::Close;
+            }
+        }
+        if self.closing && self.output.is_empty() {
+            return Next::Close;
+        }
+        // Half-close: the client is done sending and everything it sent is answered.
+        if self.eof && self.output.is_empty() && !self.session.is_streaming() {
+            return Next::Close;
+        }
+        let interest = Interest {
+            read: !self.eof && !self.closing && self.output.len() < HIGH_WATER,
+            write: !self.output.is_empty(),
+        };
+        let changed = interest != self.interest;
+        self.interest = interest;
+        Next::Wait { interest, changed }
+    }
+
+    fn pump(&mut self, trigger: Trigger, scratch: &mut [u8]) -> io::Result<()> {
+        let mut reads = 0;
+        loop {
+            self.process(&[]);
+            let write_blocked = self.flush()?;
+            if self.closing {
+                return Ok(());
+            }
+            if self.output.len() >= HIGH_WATER {
+                return Ok(()); // backpressure: wait until the client reads
+            }
+            if self.session.is_streaming() {
+                if write_blocked {
+                    return Ok(());
+                }
+                continue; // room again: produce the next window of the download
+            }
+            if self.eof || (trigger == Trigger::Level && reads > 0) {
+                return Ok(());
+            }
+            let room = scratch
+                .len()
+                .min(INPUT_LIMIT.saturating_sub(self.input.len()));
+            if room == 0 {
+                return Ok(());
+            }
+            match self.stream.read(&mut scratch[..room]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    reads += 1;
+                    self.process(&scratch[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Feeds `fresh` bytes (after any kept input) to the session; keeps what it leaves.
+    fn process(&mut self, fresh: &[u8]) {
+        if self.closing {
+            return; // the session ended: whatever else arrives is not answered
+        }
+        if self.output.len() >= HIGH_WATER {
+            self.input.extend_from_slice(fresh);
+            return;
+        }
+        if self.input.is_empty() {
+            // The common case: act on the scratch buffer directly, keep only the leftover.
+            let step = self.session.advance(fresh, &mut self.output, HIGH_WATER);
+            self.input.extend_from_slice(&fresh[step.consumed..]);
+            self.closing = step.close;
+        } else {
+            self.input.extend_from_slice(fresh);
+            let step = self
+                .session
+                .advance(&self.input, &mut self.output, HIGH_WATER);
+            self.input.drain(..step.consumed);
+            self.closing = step.close;
+        }
+    }
+
+    /// Writes pending output until it is gone or the socket is full. Returns whether the
+    /// socket is full. A short write means the send buffer filled up; the kernel reports
+    /// writability (level or edge) once it drains, so no extra write to see EAGAIN is made.
+    fn flush(&mut self) -> io::Result<bool> {
+        while !self.output.is_empty() {
+            match self.stream.write(&self.output) {
+                Ok(n) if n == self.output.len() => self.output.clear(),
+                Ok(n) => {
+                    self.output.drain(..n);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The connections of one event loop, indexed by descriptor: descriptors are small dense
+/// integers, so a vector is the cheapest map from "this fd is ready" to its connection.
+#[derive(Default)]
+pub struct Connections {
+    slots: Vec<Option<Connection>>,
+    len: usize,
+}
+
+impl Connections {
+    pub fn insert(&mut self, connection: Connection) {
+        let fd = connection.fd() as usize;
+        if fd >= self.slots.len() {
+            self.slots.resize_with(fd + 1, || None);
+        }
+        if self.slots[fd].replace(connection).is_none() {
+            self.len += 1;
+        }
+    }
+
+    pub fn get_mut(&mut self, fd: RawFd) -> Option<&mut Connection> {
+        self.slots.get_mut(fd as usize)?.as_mut()
+    }
+
+    pub fn remove(&mut self, fd: RawFd) -> Option<Connection> {
+        let removed = self.slots.get_mut(fd as usize)?.take();
+        if removed.is_some() {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every descriptor with a connection, in ascending order.
+    pub fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.is_some())
+            .map(|(fd, _)| fd as RawFd)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
+        self.slots.iter_mut().flatten()
+    }
+}
