@@ -27,9 +27,14 @@ pub enum Trigger {
     /// Readiness is reported again as long as it holds (select, poll, epoll without
     /// EPOLLET): one read per event is enough, the next wait reports what is left.
     Level,
-    /// Readiness is reported once per change (EPOLLET, mio, signal-driven I/O): read until
-    /// EAGAIN, or no event may ever come for the bytes already queued.
+    /// epoll with EPOLLET (and mio): readiness is reported when it changes, so reads go on
+    /// until the socket is empty, or no event may ever come for bytes already queued. epoll
+    /// raises a new edge for every arrival, so a read that returns less than it asked for
+    /// already shows the socket was emptied: the extra read that would only say EAGAIN is
+    /// skipped (tokio relies on the same rule for epoll).
     Edge,
+    /// Signal-driven I/O: like `Edge`, but only EAGAIN counts as empty.
+    EdgeToEagain,
 }
 
 /// What a connection wants to be told about next.
@@ -119,6 +124,7 @@ impl Connection {
 
     fn pump(&mut self, trigger: Trigger, scratch: &mut [u8]) -> io::Result<()> {
         let mut reads = 0;
+        let mut drained = false;
         loop {
             self.process(&[]);
             let write_blocked = self.flush()?;
@@ -134,7 +140,7 @@ impl Connection {
                 }
                 continue; // room again: produce the next window of the download
             }
-            if self.eof || (trigger == Trigger::Level && reads > 0) {
+            if self.eof || drained || (trigger == Trigger::Level && reads > 0) {
                 return Ok(());
             }
             let room = scratch
@@ -148,6 +154,9 @@ impl Connection {
                 Ok(n) => {
                     reads += 1;
                     self.process(&scratch[..n]);
+                    if trigger == Trigger::Edge && n < room {
+                        drained = true;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -32,9 +32,10 @@ pub fn run_edge(listeners: Vec<TcpListener>, config: &Config) -> io::Result<()> 
 }
 
 fn event_loop(listener: TcpListener, config: &Config, trigger: Trigger) -> io::Result<()> {
-    let (name, mode) = match trigger {
-        Trigger::Level => ("epoll-lt", 0),
-        Trigger::Edge => ("epoll-et", libc::EPOLLET as u32),
+    let (name, mode) = if trigger == Trigger::Level {
+        ("epoll-lt", 0)
+    } else {
+        ("epoll-et", libc::EPOLLET as u32)
     };
     let epoll = Epoll::new()?;
     listener.set_nonblocking(true)?;

@@ -97,7 +97,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
 /// signal for a descriptor already closed (and maybe reused) only costs an EAGAIN.
 fn drive(connections: &mut Connections, fd: RawFd, scratch: &mut [u8]) {
     if let Some(connection) = connections.get_mut(fd) {
-        if connection.drive(Trigger::Edge, scratch) == Next::Close {
+        if connection.drive(Trigger::EdgeToEagain, scratch) == Next::Close {
             connections.remove(fd);
         }
     }
