@@ -1,4 +1,12 @@
 //! `loadgen` drives thousands of connections against an iomodels server, closed or open loop,
 //! with coordinated-omission-corrected latency and byte-exact verification of every reply.
 //!
-//! Not built yet: its issue fills this crate. Nothing here pretends to work before then.
+//! `workload` says what a request is and how its reply is verified (no sockets); `engine` is
+//! one event loop per thread; `stats` holds the histograms and the JSON `load` object;
+//! `summary` prints the human report; `run` ties them together for the binary.
+
+pub mod engine;
+pub mod run;
+pub mod stats;
+pub mod summary;
+pub mod workload;

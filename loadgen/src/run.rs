@@ -1,0 +1,188 @@
+//! A whole run: split connections, rate and quota over threads, start them together, merge
+//! what they measured into one `LoadResult`.
+
+use std::io::{self, IsTerminal};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::engine::{self, Plan, Scenario, Share};
+use crate::stats::{encode, Cpu, LoadResult, Percentiles, Stats};
+
+pub struct Options {
+    pub plan: Plan,
+    pub active: usize,
+    pub idle: usize,
+    pub rate: Option<f64>,
+    pub threads: usize,
+    pub size: u64,
+    pub progress: bool,
+}
+
+/// The CPUs this process may run on (its affinity mask).
+pub fn available_cpus() -> usize {
+    // SAFETY: sched_getaffinity writes into `set`, a valid cpu_set_t of the size given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            return (libc::CPU_COUNT(&set) as usize).max(1);
+        }
+    }
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Fails fast, with the reason, when nothing listens at `addr`.
+pub fn probe(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+    TcpStream::connect_timeout(&addr, timeout)
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))
+}
+
+pub fn run(options: &Options) -> io::Result<LoadResult> {
+    let threads = options
+        .threads
+        .clamp(1, (options.active + options.idle).max(1));
+    let shares: Vec<Share> = (0..threads)
+        .map(|t| {
+            let part = |n: usize| n / threads + usize::from(t < n % threads);
+            let active = part(options.active);
+            let fraction = active as f64 / options.active.max(1) as f64;
+            Share {
+                active,
+                idle: part(options.idle),
+                rate: options.rate.map(|r| r * fraction),
+                quota: options.plan.requests.map(|q| {
+                    let q = q as usize;
+                    (q / threads + usize::from(t < q % threads)) as u64
+                }),
+                first_id: (t * 1_000_000) as u32,
+            }
+        })
+        .collect();
+    let done = AtomicU64::new(0);
+    let cpu_before = Cpu::of_self();
+    let wall_start = SystemTime::now();
+    let start = Instant::now() + Duration::from_millis(20);
+    let plan = &options.plan;
+    let finished = thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                let done = &done;
+                scope.spawn(move || engine::run(plan, share, start, done))
+            })
+            .collect();
+        let bar = options.progress.then(|| progress_bar(plan));
+        while handles.iter().any(|h| !h.is_finished()) {
+            if let Some(bar) = &bar {
+                match plan.requests {
+                    Some(_) => bar.set_position(done.load(Ordering::Relaxed)),
+                    None => bar.set_position(start.elapsed().as_millis() as u64),
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("engine thread panicked"))
+            .collect::<io::Result<Vec<_>>>()
+    })?;
+    let cpu_after = Cpu::of_self();
+    let mut stats = Stats::new();
+    let measured_from = finished[0].measured_from;
+    let ended = finished
+        .iter()
+        .map(|f| f.ended)
+        .max()
+        .unwrap_or(measured_from);
+    for f in &finished {
+        stats.merge(&f.stats);
+    }
+    let duration_s = match plan.requests {
+        Some(_) => ended.saturating_duration_since(measured_from).as_secs_f64(),
+        None => plan.duration.as_secs_f64(),
+    }
+    .max(1e-9);
+    let start_unix_s = wall_start
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        + 0.02
+        + plan.warmup.as_secs_f64();
+    let throughput_rps = stats.requests as f64 / duration_s;
+    Ok(LoadResult {
+        scenario: scenario_name(plan.scenario).to_string(),
+        addr: plan.addr.to_string(),
+        connections: options.active + options.idle,
+        size: options.size,
+        threads,
+        requests: stats.requests,
+        duration_s,
+        throughput_rps,
+        throughput_bps: stats.bytes_read as f64 / duration_s,
+        latency_us: Percentiles::of(&stats.latency),
+        uncorrected_latency_us: Percentiles::of(&stats.uncorrected),
+        target_rps: options.rate,
+        behind_schedule: options
+            .rate
+            .is_some_and(|r| stats.unsent > 0 || throughput_rps < 0.99 * r),
+        errors: stats.errors,
+        connects: stats.connects,
+        connects_per_s: stats.connects as f64 / duration_s,
+        upload_bps: stats.up_bytes as f64 / duration_s,
+        download_bps: stats.down_bytes as f64 / duration_s,
+        idle_open: stats.idle_open,
+        idle_total: stats.idle_total,
+        warmup_s: plan.warmup.as_secs_f64(),
+        start_unix_s,
+        end_unix_s: start_unix_s + duration_s,
+        loadgen: Cpu {
+            cpu_user_s: cpu_after.cpu_user_s - cpu_before.cpu_user_s,
+            cpu_sys_s: cpu_after.cpu_sys_s - cpu_before.cpu_sys_s,
+        },
+        histogram: encode(&stats.latency),
+        uncorrected_histogram: encode(&stats.uncorrected),
+    })
+}
+
+pub fn scenario_name(s: Scenario) -> &'static str {
+    match s {
+        Scenario::Echo => "echo",
+        Scenario::Rate => "rate",
+        Scenario::Idle => "idle",
+        Scenario::Churn => "churn",
+        Scenario::Bulk => "bulk",
+        Scenario::Http => "http",
+    }
+}
+
+fn progress_bar(plan: &Plan) -> ProgressBar {
+    let (len, template) = match plan.requests {
+        Some(n) => (
+            n,
+            "{bar:40} {pos}/{len} requests, {elapsed} elapsed, ETA {eta}",
+        ),
+        None => (
+            (plan.warmup + plan.duration).as_millis() as u64 + 20,
+            "{bar:40} {elapsed} of {msg}",
+        ),
+    };
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid progress template"));
+    bar.set_message(format!("{:.0?}", plan.warmup + plan.duration));
+    bar
+}
+
+/// Show a progress bar only for a person watching a longer run.
+pub fn want_progress(json: bool, expected: Duration) -> bool {
+    !json
+        && io::stdout().is_terminal()
+        && io::stderr().is_terminal()
+        && expected > Duration::from_secs(3)
+}

@@ -1,0 +1,264 @@
+//! Measurements: latency histograms (HdrHistogram, microseconds, 3 significant digits),
+//! counters, errors by class, and the `load` JSON object (DESIGN.md section 4), which carries
+//! the histograms serialised (V2 + deflate, base64) so runs can be merged exactly.
+
+use std::io;
+
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// One hour, in microseconds: the largest latency recorded (larger values saturate).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Errors {
+    pub connect: u64,
+    pub reset: u64,
+    pub timeout: u64,
+    pub mismatch: u64,
+    pub protocol: u64,
+}
+
+impl Errors {
+    pub fn total(&self) -> u64 {
+        self.connect + self.reset + self.timeout + self.mismatch + self.protocol
+    }
+
+    pub fn add(&mut self, other: &Errors) {
+        self.connect += other.connect;
+        self.reset += other.reset;
+        self.timeout += other.timeout;
+        self.mismatch += other.mismatch;
+        self.protocol += other.protocol;
+    }
+}
+
+/// What one thread measured.
+pub struct Stats {
+    /// From each request's intended send time (open loop) or its send time (closed loop).
+    pub latency: Histogram<u64>,
+    /// From the moment each request was actually written.
+    pub uncorrected: Histogram<u64>,
+    pub requests: u64,
+    pub bytes_read: u64,
+    pub up_bytes: u64,
+    pub down_bytes: u64,
+    pub connects: u64,
+    pub errors: Errors,
+    /// Requests of the open-loop schedule never sent because the run ended first.
+    pub unsent: u64,
+    /// Idle connections still open at the end, and how many there were.
+    pub idle_open: u64,
+    pub idle_total: u64,
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats {
+            latency: new_histogram(),
+            uncorrected: new_histogram(),
+            requests: 0,
+            bytes_read: 0,
+            up_bytes: 0,
+            down_bytes: 0,
+            connects: 0,
+            errors: Errors::default(),
+            unsent: 0,
+            idle_open: 0,
+            idle_total: 0,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Stats) {
+        self.latency
+            .add(&other.latency)
+            .expect("same histogram bounds");
+        self.uncorrected
+            .add(&other.uncorrected)
+            .expect("same histogram bounds");
+        self.requests += other.requests;
+        self.bytes_read += other.bytes_read;
+        self.up_bytes += other.up_bytes;
+        self.down_bytes += other.down_bytes;
+        self.connects += other.connects;
+        self.errors.add(&other.errors);
+        self.unsent += other.unsent;
+        self.idle_open += other.idle_open;
+        self.idle_total += other.idle_total;
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: (h.mean() * 10.0).round() / 10.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    pub cpu_user_s: f64,
+    pub cpu_sys_s: f64,
+}
+
+impl Cpu {
+    /// CPU time this process has used so far.
+    pub fn of_self() -> Cpu {
+        // SAFETY: getrusage writes into `usage`, a valid rusage.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Cpu {
+            cpu_user_s: secs(usage.ru_utime),
+            cpu_sys_s: secs(usage.ru_stime),
+        }
+    }
+}
+
+/// The `load` object: what `--json` prints and the bench runner stores per cell.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoadResult {
+    pub scenario: String,
+    pub addr: String,
+    pub connections: usize,
+    pub size: u64,
+    pub threads: usize,
+    pub requests: u64,
+    pub duration_s: f64,
+    pub throughput_rps: f64,
+    /// Reply bytes read per second.
+    pub throughput_bps: f64,
+    pub latency_us: Percentiles,
+    pub uncorrected_latency_us: Percentiles,
+    pub target_rps: Option<f64>,
+    /// True when the open-loop schedule could not be kept (achieved below 99% of target, or
+    /// requests left unsent).
+    pub behind_schedule: bool,
+    pub errors: Errors,
+    pub connects: u64,
+    pub connects_per_s: f64,
+    pub upload_bps: f64,
+    pub download_bps: f64,
+    pub idle_open: u64,
+    pub idle_total: u64,
+    pub warmup_s: f64,
+    /// The measured window, in seconds since the Unix epoch (for merging runs).
+    pub start_unix_s: f64,
+    pub end_unix_s: f64,
+    pub loadgen: Cpu,
+    pub histogram: String,
+    pub uncorrected_histogram: String,
+}
+
+pub fn encode(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .expect("histogram serialises to memory");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn decode(text: &str) -> io::Result<Histogram<u64>> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("histogram base64: {e}"))
+        })?;
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("histogram: {e:?}")))?;
+    let mut bounded = new_histogram();
+    bounded
+        .add(&h)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("histogram: {e:?}")))?;
+    Ok(bounded)
+}
+
+/// Merges results from several processes or hosts: histograms added, counts summed, rates
+/// taken over the window that spans them all (earliest start to latest end; for runs started
+/// together that is their common window).
+pub fn merge(results: &[LoadResult]) -> io::Result<LoadResult> {
+    let first = results
+        .first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "nothing to merge"))?;
+    let mut latency = new_histogram();
+    let mut uncorrected = new_histogram();
+    let mut merged = first.clone();
+    merged.requests = 0;
+    merged.errors = Errors::default();
+    merged.connects = 0;
+    merged.connections = 0;
+    merged.threads = 0;
+    merged.idle_open = 0;
+    merged.idle_total = 0;
+    merged.loadgen = Cpu::default();
+    merged.target_rps = None;
+    let (mut bytes_read, mut up, mut down) = (0.0, 0.0, 0.0);
+    for r in results {
+        latency.add(decode(&r.histogram)?).expect("same bounds");
+        uncorrected
+            .add(decode(&r.uncorrected_histogram)?)
+            .expect("same bounds");
+        merged.requests += r.requests;
+        merged.errors.add(&r.errors);
+        merged.connects += r.connects;
+        merged.connections += r.connections;
+        merged.threads += r.threads;
+        merged.idle_open += r.idle_open;
+        merged.idle_total += r.idle_total;
+        merged.loadgen.cpu_user_s += r.loadgen.cpu_user_s;
+        merged.loadgen.cpu_sys_s += r.loadgen.cpu_sys_s;
+        merged.behind_schedule |= r.behind_schedule;
+        if let Some(t) = r.target_rps {
+            merged.target_rps = Some(merged.target_rps.unwrap_or(0.0) + t);
+        }
+        bytes_read += r.throughput_bps * r.duration_s;
+        up += r.upload_bps * r.duration_s;
+        down += r.download_bps * r.duration_s;
+        merged.start_unix_s = merged.start_unix_s.min(r.start_unix_s);
+        merged.end_unix_s = merged.end_unix_s.max(r.end_unix_s);
+    }
+    let window = (merged.end_unix_s - merged.start_unix_s).max(1e-9);
+    merged.duration_s = window;
+    merged.throughput_rps = merged.requests as f64 / window;
+    merged.throughput_bps = bytes_read / window;
+    merged.upload_bps = up / window;
+    merged.download_bps = down / window;
+    merged.connects_per_s = merged.connects as f64 / window;
+    merged.latency_us = Percentiles::of(&latency);
+    merged.uncorrected_latency_us = Percentiles::of(&uncorrected);
+    merged.histogram = encode(&latency);
+    merged.uncorrected_histogram = encode(&uncorrected);
+    Ok(merged)
+}

@@ -1,0 +1,119 @@
+//! The human summary, in the style of wrk: throughput, a latency percentile table, errors
+//! (loudly), and the CPU loadgen itself used.
+
+use std::fmt::Write as _;
+
+use crate::stats::{LoadResult, Percentiles};
+
+pub fn render(r: &LoadResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} test @ {}, {:.2}s measured",
+        r.scenario, r.addr, r.duration_s
+    );
+    let _ = writeln!(
+        s,
+        "  {} threads, {} connections, {}-byte {}",
+        r.threads,
+        r.connections,
+        r.size,
+        if r.scenario == "bulk" {
+            "transfers"
+        } else {
+            "messages"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  Latency (us) {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "p50", "p90", "p99", "p99.9", "max", "mean"
+    );
+    row(
+        &mut s,
+        if r.target_rps.is_some() {
+            "  corrected  "
+        } else {
+            "             "
+        },
+        &r.latency_us,
+    );
+    if r.target_rps.is_some() {
+        row(&mut s, "  uncorrected", &r.uncorrected_latency_us);
+    }
+    let _ = writeln!(
+        s,
+        "  {} requests in {:.2}s, {:.1} MiB read",
+        r.requests,
+        r.duration_s,
+        r.throughput_bps * r.duration_s / (1 << 20) as f64
+    );
+    let _ = writeln!(s, "Requests/sec: {:.2}", r.throughput_rps);
+    let _ = writeln!(
+        s,
+        "Transfer/sec: {:.2} MiB",
+        r.throughput_bps / (1 << 20) as f64
+    );
+    if let Some(target) = r.target_rps {
+        let _ = writeln!(
+            s,
+            "Target rate:  {target:.0}/s, achieved {:.1}/s{}",
+            r.throughput_rps,
+            if r.behind_schedule {
+                "  BEHIND SCHEDULE: the server (or loadgen) could not keep up"
+            } else {
+                ""
+            }
+        );
+    }
+    if r.scenario == "churn" {
+        let _ = writeln!(s, "Connects/sec: {:.1}", r.connects_per_s);
+    }
+    if r.scenario == "bulk" {
+        let _ = writeln!(
+            s,
+            "Upload:       {:.1} MB/s\nDownload:     {:.1} MB/s",
+            r.upload_bps / 1e6,
+            r.download_bps / 1e6
+        );
+    }
+    if r.idle_total > 0 {
+        let _ = writeln!(
+            s,
+            "Idle connections open at the end: {} of {}",
+            r.idle_open, r.idle_total
+        );
+    }
+    let cpu = r.loadgen.cpu_user_s + r.loadgen.cpu_sys_s;
+    let _ = writeln!(
+        s,
+        "loadgen CPU:  {:.2}s user, {:.2}s system ({:.0}% of one CPU)",
+        r.loadgen.cpu_user_s,
+        r.loadgen.cpu_sys_s,
+        100.0 * cpu / (r.duration_s + r.warmup_s).max(1e-9)
+    );
+    let e = &r.errors;
+    if e.total() == 0 {
+        let _ = writeln!(s, "Errors:       none");
+    } else {
+        let _ = writeln!(
+            s,
+            "!!! ERRORS: {} in all: connect {}, reset {}, timeout {}, mismatch {}, protocol {} !!!",
+            e.total(),
+            e.connect,
+            e.reset,
+            e.timeout,
+            e.mismatch,
+            e.protocol
+        );
+    }
+    s
+}
+
+fn row(s: &mut String, label: &str, p: &Percentiles) {
+    let _ = writeln!(
+        s,
+        "{label} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.1}",
+        p.p50, p.p90, p.p99, p.p999, p.max, p.mean
+    );
+}
