@@ -8,6 +8,24 @@ set shell := ["bash", "-eu", "-o", "pipefail", "-c"]
 default:
     @just --list
 
+# Run a benchmark suite: quick (default, about 5 minutes), smoke, full, c10k, or a TOML path.
+bench SUITE="quick" *ARGS:
+    cargo build --release --workspace
+    target/release/bench run --suite {{SUITE}} {{ARGS}}
+
+# The quick suite (the same as `just bench`).
+quick *ARGS:
+    just bench quick {{ARGS}}
+
+# What each suite runs and roughly how long, and the models.
+suites:
+    cargo build --release --workspace -q
+    target/release/bench list
+
+# Drive a running server by hand, e.g. `just load echo -a 127.0.0.1:7000 -c 50 -t 5`.
+load *ARGS:
+    cargo run --release -q -p loadgen -- {{ARGS}}
+
 # Run every test: protocol units and the conformance suite against every model.
 test:
     cargo test --workspace

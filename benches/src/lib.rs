@@ -1,4 +1,13 @@
-//! `benches` runs suites of models x scenarios x trials with CPU pinning and per-server resource
-//! accounting, writing durable JSON results; it also holds the criterion micro-benchmarks.
+//! `benches` runs suites of models x scenarios x trials: each cell starts a pinned `server`,
+//! drives it with a pinned `loadgen`, samples the server's process tree from /proc, and appends
+//! one JSON line to the run's `results.jsonl` as soon as the cell ends.
 //!
-//! Not built yet: its issue fills this crate. Nothing here pretends to work before then.
+//! `suite` reads suite files and expands them into cells (trials interleaved across models);
+//! `cell` runs one cell; `process_tree` samples /proc; `runner` owns the run directory
+//! (results, env.json, resume, progress); `summary` prints the ranking at the end.
+
+pub mod cell;
+pub mod process_tree;
+pub mod runner;
+pub mod suite;
+pub mod summary;

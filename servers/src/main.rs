@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(reason) = (model.support)() {
+    if let Err(reason) = (model.support)().and_then(|()| simulated_refusal(model.name)) {
         eprintln!("unsupported: {reason}");
         return ExitCode::from(EXIT_UNSUPPORTED);
     }
@@ -98,6 +98,17 @@ fn serve(model: &Model, config: &Config, addr: SocketAddr) -> std::io::Result<()
     stdout.flush()?;
     drop(stdout);
     (model.run)(listeners, config)
+}
+
+/// Test aid: `IOMODELS_SIMULATE_UNSUPPORTED=a,b` makes models a and b refuse to run as a
+/// machine without their mechanism would, so the unsupported path can be tested anywhere.
+fn simulated_refusal(name: &str) -> Result<(), String> {
+    match std::env::var("IOMODELS_SIMULATE_UNSUPPORTED") {
+        Ok(list) if list.split(',').any(|m| m.trim() == name) => {
+            Err("simulated by IOMODELS_SIMULATE_UNSUPPORTED (a test aid)".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks the options against what the model takes, and fills in the defaults.

@@ -1,0 +1,375 @@
+//! One cell: start the server pinned to the server CPUs, wait for `listening`, run loadgen
+//! pinned to the load CPUs, sample the server's process tree meanwhile, stop the server and
+//! check it exited cleanly, and describe it all as one result line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::process_tree::{self, Sample};
+use crate::suite::Cell;
+
+/// Where the binaries are and how the cell is timed and pinned.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub server: PathBuf,
+    pub loadgen: PathBuf,
+    pub server_cpus: Vec<usize>,
+    pub load_cpus: Vec<usize>,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub run_id: String,
+}
+
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How long past its planned time a cell may run before the watchdog ends it.
+const WATCHDOG_SLACK: Duration = Duration::from_secs(20);
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs one cell and returns its result line (always one: failures are results too).
+pub fn run(cell: &Cell, setup: &Setup) -> Value {
+    let mut line = json!({
+        "schema": 1,
+        "run": setup.run_id,
+        "cell": cell.id(),
+        "trial": cell.trial,
+        "model": cell.model,
+        "protocol": cell.protocol,
+        "scenario": cell.scenario,
+        "params": cell.params,
+        "status": "ok",
+        "reason": null,
+        "load": null,
+        "server": null,
+        "loadgen": null,
+    });
+    match measure(cell, setup) {
+        Ok((load, server, loadgen)) => {
+            line["load"] = load;
+            line["server"] = server;
+            line["loadgen"] = loadgen;
+        }
+        Err(Outcome::Unsupported(reason)) => {
+            line["status"] = json!("unsupported");
+            line["reason"] = json!(reason);
+        }
+        Err(Outcome::Failed(reason)) => {
+            line["status"] = json!("failed");
+            line["reason"] = json!(reason);
+        }
+    }
+    line
+}
+
+enum Outcome {
+    Unsupported(String),
+    Failed(String),
+}
+
+fn pinned(program: &PathBuf, cpus: &[usize]) -> Command {
+    let mut command = Command::new(program);
+    let cpus = cpus.to_vec();
+    // SAFETY: sched_setaffinity only changes the child's own affinity; the set is built on
+    // the stack of the (single-threaded) child before exec.
+    unsafe {
+        command.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &cpu in &cpus {
+                libc::CPU_SET(cpu, &mut set);
+            }
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// Collects a child's stderr on a thread; the last lines explain failures.
+fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let sink = Arc::new(Mutex::new(String::new()));
+    let writer = Arc::clone(&sink);
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut text = writer.lock().unwrap();
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if text.len() > 64 * 1024 {
+                let cut = text.len() - 32 * 1024;
+                text.replace_range(..cut, "");
+            }
+        }
+    });
+    sink
+}
+
+fn tail(text: &Arc<Mutex<String>>) -> String {
+    let text = text.lock().unwrap();
+    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (_, Some(signal)) => format!("killed by signal {signal}"),
+        _ => format!("{status}"),
+    }
+}
+
+fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome> {
+    let mut server = pinned(&setup.server, &setup.server_cpus)
+        .args([
+            "--model",
+            &cell.model,
+            "--protocol",
+            &cell.protocol,
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Outcome::Failed(format!("cannot start {}: {e}", setup.server.display())))?;
+    let server_log = collect(server.stderr.take().expect("piped"));
+    let guard = KillOnDrop(&mut server);
+    let addr = wait_listening(guard.0, &server_log)?;
+    let mut loadgen = pinned(&setup.loadgen, &setup.load_cpus);
+    loadgen
+        .args(loadgen_args(cell, setup, &addr))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut loadgen = loadgen
+        .spawn()
+        .map_err(|e| Outcome::Failed(format!("cannot start {}: {e}", setup.loadgen.display())))?;
+    let loadgen_log = collect(loadgen.stderr.take().expect("piped"));
+    let loadgen_out = collect(loadgen.stdout.take().expect("piped"));
+    let started = Instant::now();
+    let server_pid = guard.0.id() as i32;
+    let mut samples: Vec<Sample> = vec![process_tree::sample(server_pid)];
+    let deadline = started + setup.warmup + setup.duration + WATCHDOG_SLACK;
+    let status = loop {
+        if let Some(status) = loadgen
+            .try_wait()
+            .map_err(|e| Outcome::Failed(e.to_string()))?
+        {
+            break status;
+        }
+        if let Ok(Some(status)) = guard.0.try_wait() {
+            let _ = loadgen.kill();
+            let _ = loadgen.wait();
+            return Err(Outcome::Failed(format!(
+                "server {} during the cell: {}",
+                describe(status),
+                tail(&server_log)
+            )));
+        }
+        if Instant::now() > deadline {
+            let _ = loadgen.kill();
+            let _ = loadgen.wait();
+            return Err(Outcome::Failed(format!(
+                "watchdog: the cell overran its {:.1}s by {}s and was stopped",
+                (setup.warmup + setup.duration).as_secs_f64(),
+                WATCHDOG_SLACK.as_secs()
+            )));
+        }
+        thread::sleep(SAMPLE_EVERY);
+        samples.push(process_tree::sample(server_pid));
+    };
+    // No sample after loadgen ended: its connections are closed by then, and the threads or
+    // processes that served them are gone with their counts. The window ends at the last
+    // sample taken under load.
+    if !status.success() {
+        return Err(Outcome::Failed(format!(
+            "loadgen {}: {}",
+            describe(status),
+            tail(&loadgen_log)
+        )));
+    }
+    // The reader thread finishes with the pipe; give it a moment.
+    let text = wait_for_text(&loadgen_out);
+    let load: Value = serde_json::from_str(text.trim()).map_err(|e| {
+        Outcome::Failed(format!(
+            "loadgen printed no result ({e}): {}",
+            tail(&loadgen_log)
+        ))
+    })?;
+    let clean = stop(guard.0);
+    let server_stats = server_stats(cell, setup, &samples, started, &load, clean.is_ok());
+    if let Err(reason) = clean {
+        return Err(Outcome::Failed(format!(
+            "server did not stop cleanly: {reason}; {}",
+            tail(&server_log)
+        )));
+    }
+    let loadgen_cpu = json!({
+        "cpu_user_s": load["loadgen"]["cpu_user_s"],
+        "cpu_sys_s": load["loadgen"]["cpu_sys_s"],
+    });
+    Ok((load, server_stats, loadgen_cpu))
+}
+
+fn wait_for_text(text: &Arc<Mutex<String>>) -> String {
+    for _ in 0..100 {
+        let t = text.lock().unwrap().clone();
+        if t.ends_with('\n') {
+            return t;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    text.lock().unwrap().clone()
+}
+
+fn wait_listening(server: &mut Child, log: &Arc<Mutex<String>>) -> Result<String, Outcome> {
+    let stdout = server.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(LISTEN_TIMEOUT).unwrap_or_default();
+    if let Some(addr) = line.trim().strip_prefix("listening ") {
+        return Ok(addr.to_string());
+    }
+    // No line: the server exited (or hangs). Exit 3 is "unsupported here".
+    let status = wait_briefly(server);
+    let reason = tail(log);
+    match status {
+        Some(s) if s.code() == Some(3) => Err(Outcome::Unsupported(
+            reason.trim_start_matches("unsupported: ").to_string(),
+        )),
+        Some(s) => Err(Outcome::Failed(format!(
+            "server {} before listening: {reason}",
+            describe(s)
+        ))),
+        None => Err(Outcome::Failed(format!(
+            "no `listening` line within {}s",
+            LISTEN_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn wait_briefly(child: &mut Child) -> Option<ExitStatus> {
+    for _ in 0..100 {
+        if let Ok(Some(status)) = child.try_wait() {
+            // Let the stderr reader catch the last words.
+            thread::sleep(Duration::from_millis(20));
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// SIGTERM, then wait: the server must exit with status 0 within the timeout.
+fn stop(server: &mut Child) -> Result<(), String> {
+    // SAFETY: kill only signals our own, not yet reaped, child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while start.elapsed() < STOP_TIMEOUT {
+        match server.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(describe(status)),
+            _ => thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    Err(format!(
+        "still running {}s after SIGTERM",
+        STOP_TIMEOUT.as_secs()
+    ))
+}
+
+fn loadgen_args(cell: &Cell, setup: &Setup, addr: &str) -> Vec<String> {
+    let mut args = vec![
+        cell.scenario.clone(),
+        "--addr".into(),
+        addr.into(),
+        "--duration".into(),
+        format!("{}ms", setup.duration.as_millis()),
+        "--warmup".into(),
+        format!("{}ms", setup.warmup.as_millis()),
+        "--threads".into(),
+        setup.load_cpus.len().to_string(),
+        "--timeout".into(),
+        "2s".into(),
+        "--json".into(),
+    ];
+    for (name, value) in &cell.params {
+        args.push(format!("--{name}"));
+        args.push(value.to_string());
+    }
+    args
+}
+
+/// The `server` object: CPU over the measured window, peaks, and what they cost per unit.
+fn server_stats(
+    cell: &Cell,
+    setup: &Setup,
+    samples: &[Sample],
+    started: Instant,
+    load: &Value,
+    clean: bool,
+) -> Value {
+    let hz = process_tree::ticks_per_second() as f64;
+    // The measured window starts after loadgen's warmup.
+    let from = started + setup.warmup;
+    let first = samples.iter().find(|s| s.at >= from).unwrap_or(&samples[0]);
+    let last = samples.last().expect("at least one sample");
+    let window = last
+        .at
+        .saturating_duration_since(first.at)
+        .as_secs_f64()
+        .max(1e-3);
+    let user = last.user_ticks.saturating_sub(first.user_ticks) as f64 / hz;
+    let sys = last.sys_ticks.saturating_sub(first.sys_ticks) as f64 / hz;
+    let rps = load["throughput_rps"].as_f64().unwrap_or(0.0);
+    let requests_in_window = rps * window;
+    let peak = |f: fn(&Sample) -> u64| samples.iter().map(f).max().unwrap_or(0);
+    let peak_pss = peak(|s| s.pss_kib);
+    let connections = cell.connections().max(1) as f64;
+    json!({
+        "cpu_user_s": round(user, 3),
+        "cpu_sys_s": round(sys, 3),
+        "cpu_utilization": round((user + sys) / window, 3),
+        "cpu_us_per_request": (requests_in_window > 0.0).then(|| round((user + sys) * 1e6 / requests_in_window, 3)),
+        "peak_pss_kib": peak_pss,
+        "pss_kib_per_conn": round(peak_pss as f64 / connections, 2),
+        "ctx_voluntary": last.ctx_voluntary.saturating_sub(first.ctx_voluntary),
+        "ctx_involuntary": last.ctx_involuntary.saturating_sub(first.ctx_involuntary),
+        "peak_threads": peak(|s| s.threads),
+        "peak_processes": peak(|s| s.processes),
+        "clean_exit": clean,
+    })
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}
+
+/// Kills the server if the cell ends early (an error path), so no process outlives it.
+struct KillOnDrop<'a>(&'a mut Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

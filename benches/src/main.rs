@@ -1,0 +1,266 @@
+//! `bench`: run a suite of models x scenarios x trials and keep every result.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use benches::cell::Setup;
+use benches::runner::{self, Run};
+use benches::suite::{self, BUILT_IN};
+use benches::summary;
+
+/// Run iomodels benchmark suites: each cell starts a pinned server, drives it with a pinned
+/// loadgen, samples the server's processes, and appends one JSON line to results.jsonl.
+#[derive(Parser, Debug)]
+#[command(name = "bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run a suite (default: quick).
+    Run {
+        /// smoke, quick, full, c10k, or a path to a suite TOML file.
+        #[arg(long, default_value = "quick")]
+        suite: String,
+        /// Only these models (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Only these scenarios (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Option<Vec<String>>,
+        /// Trials per cell, instead of the suite's.
+        #[arg(long)]
+        trials: Option<usize>,
+        /// The run directory [default: results/<time>, with results/latest pointing at it].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Finish an interrupted run (--out, or results/latest) without redoing its cells.
+        #[arg(long)]
+        resume: bool,
+        /// CPUs the server is pinned to.
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        server_cpus: Vec<usize>,
+        /// CPUs loadgen is pinned to [default: every other CPU].
+        #[arg(long, value_delimiter = ',')]
+        load_cpus: Option<Vec<usize>>,
+        /// Directory holding the `server` and `loadgen` binaries [default: next to `bench`].
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// List the suites (what each runs, roughly how long) and the models.
+    List {
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Commands::List { bin_dir } => list(bin_dir),
+        Commands::Run {
+            suite,
+            models,
+            scenarios,
+            trials,
+            out,
+            resume,
+            server_cpus,
+            load_cpus,
+            bin_dir,
+        } => run(
+            &suite,
+            models,
+            scenarios,
+            trials,
+            out,
+            resume,
+            server_cpus,
+            load_cpus,
+            bin_dir,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn binaries(bin_dir: Option<PathBuf>) -> Result<(PathBuf, PathBuf), String> {
+    let dir = match bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .parent()
+            .ok_or("bench has no directory")?
+            .to_path_buf(),
+    };
+    let (server, loadgen) = (dir.join("server"), dir.join("loadgen"));
+    for bin in [&server, &loadgen] {
+        if !bin.is_file() {
+            return Err(format!(
+                "{} not found: build everything first (`cargo build --release --workspace`) or pass --bin-dir",
+                bin.display()
+            ));
+        }
+    }
+    Ok((server, loadgen))
+}
+
+fn models(server: &PathBuf) -> Result<Vec<(String, bool, String)>, String> {
+    let output = Command::new(server)
+        .args(["--list", "--json"])
+        .output()
+        .map_err(|e| format!("{}: {e}", server.display()))?;
+    let list: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("server --list --json: {e}"))?;
+    Ok(list
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or("?").to_string(),
+                        m["supported"].as_bool().unwrap_or(false),
+                        m["summary"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn list(bin_dir: Option<PathBuf>) -> Result<(), String> {
+    let (server, _) = binaries(bin_dir)?;
+    let models = models(&server)?;
+    let names: Vec<String> = models.iter().map(|m| m.0.clone()).collect();
+    println!("Suites ({}):", suite::suites_dir().display());
+    for name in BUILT_IN {
+        let s = suite::load(&suite::locate(name)?)?;
+        let cells = s.cells(&names, None, None)?;
+        let scenarios: Vec<&str> = s.scenarios.iter().map(|g| g.scenario.as_str()).collect();
+        println!(
+            "  {name:<6} {} cells ({} trials; {}), about {:.0?}\n         {}",
+            cells.len(),
+            s.trials,
+            scenarios.join(", "),
+            runner::estimate(cells.len(), s.cell_time()),
+            s.description
+        );
+    }
+    println!("\nModels:");
+    for (name, supported, summary) in models {
+        println!(
+            "  {name:<16} {:<14} {summary}",
+            if supported { "" } else { "(unsupported)" }
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    suite_name: &str,
+    only_models: Option<Vec<String>>,
+    only_scenarios: Option<Vec<String>>,
+    trials: Option<usize>,
+    out: Option<PathBuf>,
+    resume: bool,
+    server_cpus: Vec<usize>,
+    load_cpus: Option<Vec<usize>>,
+    bin_dir: Option<PathBuf>,
+) -> Result<(), String> {
+    let (server, loadgen) = binaries(bin_dir)?;
+    let suite_path = suite::locate(suite_name)?;
+    let mut suite = suite::load(&suite_path)?;
+    if let Some(t) = trials {
+        suite.trials = t.max(1);
+    }
+    let available: Vec<String> = models(&server)?.into_iter().map(|m| m.0).collect();
+    let cells = suite.cells(
+        &available,
+        only_models.as_deref(),
+        only_scenarios.as_deref(),
+    )?;
+    if cells.is_empty() {
+        return Err("no cells to run (check --models and --scenarios)".into());
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let load_cpus = load_cpus.unwrap_or_else(|| {
+        let others: Vec<usize> = (0..cpus).filter(|c| !server_cpus.contains(c)).collect();
+        if others.is_empty() {
+            server_cpus.clone()
+        } else {
+            others
+        }
+    });
+    if suite.raise_nofile {
+        let needed = cells.iter().map(|c| c.connections()).max().unwrap_or(0) + 1024;
+        let limit = runner::raise_nofile(needed)?;
+        eprintln!("RLIMIT_NOFILE raised to {limit} for this run and its servers and loadgens");
+    }
+    let root = runner::results_root();
+    let (dir, run_id) = match (out, resume) {
+        (Some(dir), _) => {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (dir, id)
+        }
+        (None, true) => {
+            let latest = root.join("latest");
+            let dir = std::fs::canonicalize(&latest)
+                .map_err(|_| format!("--resume: no {} to resume", latest.display()))?;
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (dir, id)
+        }
+        (None, false) => {
+            runner::new_run_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?
+        }
+    };
+    if !resume && dir.join("results.jsonl").exists() {
+        return Err(format!(
+            "{} already holds results: pass --resume to finish it, or another --out",
+            dir.display()
+        ));
+    }
+    eprintln!(
+        "suite {suite_name}: {} cells, about {:.0?}; server on CPUs {server_cpus:?}, loadgen on {load_cpus:?}\nresults: {}",
+        cells.len(),
+        runner::estimate(cells.len(), suite.cell_time()),
+        dir.display()
+    );
+    let run = Run {
+        setup: Setup {
+            server,
+            loadgen,
+            server_cpus,
+            load_cpus,
+            warmup: suite.warmup,
+            duration: suite.duration,
+            run_id,
+        },
+        dir,
+        suite,
+        suite_path,
+        cells,
+    };
+    runner::write_env(&run).map_err(|e| format!("env.json: {e}"))?;
+    let lines = runner::execute(&run).map_err(|e| format!("{}: {e}", run.dir.display()))?;
+    println!("{}", summary::render(&lines));
+    println!("results: {}", run.dir.join("results.jsonl").display());
+    Ok(())
+}

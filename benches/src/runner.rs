@@ -1,0 +1,253 @@
+//! A run: its directory (`results.jsonl`, `env.json`, the suite it ran), the cells in order,
+//! a progress bar, and `--resume`.
+//!
+//! Runs live in `results/<run id>/` under the workspace (or `--out DIR`), and
+//! `results/latest` points at the newest. Each cell's line is appended and flushed as soon as
+//! the cell ends, so an interrupted run loses at most the cell it was in, and `--resume`
+//! finishes it without redoing a cell.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::cell::{self, Setup};
+use crate::suite::{Cell, Suite};
+
+pub struct Run {
+    pub dir: PathBuf,
+    pub suite: Suite,
+    pub suite_path: PathBuf,
+    pub cells: Vec<Cell>,
+    pub setup: Setup,
+}
+
+/// The workspace's `results/` directory.
+pub fn results_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("results")
+}
+
+/// A new run directory named after the time (UTC), with `latest` pointing at it.
+pub fn new_run_dir(root: &Path) -> io::Result<(PathBuf, String)> {
+    fs::create_dir_all(root)?;
+    let id = run_id();
+    let dir = root.join(&id);
+    fs::create_dir_all(&dir)?;
+    point_latest(root, &id)?;
+    Ok((dir, id))
+}
+
+pub fn point_latest(root: &Path, id: &str) -> io::Result<()> {
+    let latest = root.join("latest");
+    let _ = fs::remove_file(&latest);
+    std::os::unix::fs::symlink(id, &latest)
+}
+
+fn run_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm), so no time crate.
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Keys (`cell#trial`) of the cells a run directory already holds.
+pub fn finished_cells(dir: &Path) -> io::Result<HashSet<String>> {
+    let path = dir.join("results.jsonl");
+    let Ok(file) = File::open(&path) else {
+        return Ok(HashSet::new());
+    };
+    let mut done = HashSet::new();
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        // A line cut short by an interruption does not parse: that cell runs again.
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if let (Some(cell), Some(trial)) = (v["cell"].as_str(), v["trial"].as_u64()) {
+                done.insert(format!("{cell}#{trial}"));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Runs every cell not yet in `results.jsonl`; returns the lines of this run's cells.
+pub fn execute(run: &Run) -> io::Result<Vec<Value>> {
+    let done = finished_cells(&run.dir)?;
+    let todo: Vec<&Cell> = run
+        .cells
+        .iter()
+        .filter(|c| !done.contains(&c.key()))
+        .collect();
+    if !done.is_empty() {
+        eprintln!(
+            "resuming: {} cells already done, {} to run",
+            done.len(),
+            todo.len()
+        );
+    }
+    // A line cut short by an interruption would glue onto the next one: end it first.
+    let path = run.dir.join("results.jsonl");
+    let mut results = OpenOptions::new().create(true).append(true).open(&path)?;
+    if fs::read(&path).is_ok_and(|b| b.last().is_some_and(|&c| c != b'\n')) {
+        results.write_all(b"\n")?;
+    }
+    let bar = progress(todo.len());
+    let started = Instant::now();
+    for (i, cell) in todo.iter().enumerate() {
+        let label = format!("{} (trial {})", cell.id(), cell.trial);
+        match &bar {
+            Some(bar) => bar.set_message(label),
+            None => eprintln!("[{}/{}] {label}", i + 1, todo.len()),
+        }
+        let line = cell::run(cell, &run.setup);
+        if line["status"] != "ok" {
+            let message = format!(
+                "  {}: {} ({})",
+                cell.id(),
+                line["status"].as_str().unwrap_or("?"),
+                line["reason"].as_str().unwrap_or("")
+            );
+            match &bar {
+                Some(bar) => bar.println(message),
+                None => eprintln!("{message}"),
+            }
+        }
+        writeln!(results, "{line}")?;
+        results.flush()?;
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    eprintln!("{} cells in {:.0?}", todo.len(), started.elapsed());
+    read_results(&run.dir)
+}
+
+pub fn read_results(dir: &Path) -> io::Result<Vec<Value>> {
+    let file = File::open(dir.join("results.jsonl"))?;
+    Ok(BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect())
+}
+
+fn progress(total: usize) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} cells, ETA {eta}  {msg}")
+            .expect("valid template"),
+    );
+    Some(bar)
+}
+
+/// `env.json`: what the numbers depend on.
+pub fn write_env(run: &Run) -> io::Result<()> {
+    let path = run.dir.join("env.json");
+    if path.exists() {
+        return Ok(()); // a resumed run keeps the environment it started with
+    }
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string());
+    let mem_kib = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
+    let governor = read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+        .trim()
+        .to_string();
+    let output = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let mut nofile = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
+    let env = json!({
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "cpu_model": cpu_model,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "governor": if governor.is_empty() { "unknown (no cpufreq)".to_string() } else { governor },
+        "memory_kib": mem_kib,
+        "rustc": output("rustc", &["--version"]),
+        "git_commit": output("git", &["rev-parse", "HEAD"]),
+        "git_dirty": output("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
+        "nofile": {"soft": nofile.rlim_cur, "hard": nofile.rlim_max},
+        "pinning": {"server_cpus": run.setup.server_cpus, "load_cpus": run.setup.load_cpus},
+        "suite_file": run.suite_path,
+        "suite": fs::read_to_string(&run.suite_path).unwrap_or_default(),
+        "server": run.setup.server,
+        "loadgen": run.setup.loadgen,
+        "started": run.setup.run_id,
+    });
+    fs::write(path, serde_json::to_string_pretty(&env)? + "\n")
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit (children inherit it); says what to do when even
+/// that is too low for `needed` descriptors.
+pub fn raise_nofile(needed: u64) -> Result<u64, String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a valid rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    if limit.rlim_max < needed {
+        return Err(format!(
+            "this suite needs about {needed} open descriptors per process, but RLIMIT_NOFILE's hard limit is {}. \
+             Raise it, e.g. `ulimit -Hn {needed}` as root before running, or `* hard nofile {needed}` in \
+             /etc/security/limits.conf, then run again.",
+            limit.rlim_max
+        ));
+    }
+    Ok(limit.rlim_cur)
+}
+
+pub fn estimate(cells: usize, cell_time: Duration) -> Duration {
+    cell_time * cells as u32
+}

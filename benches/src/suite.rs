@@ -1,0 +1,347 @@
+//! Suite files (TOML under `benches/suites/`) and their expansion into cells.
+//!
+//! ```toml
+//! description = "..."
+//! trials = 3
+//! warmup = "300ms"
+//! duration = "1s"
+//! models = "all"                 # or ["epoll-et", "poll"]
+//! [[scenario]]
+//! scenario = "echo"              # a loadgen scenario
+//! connections = [50, 500]        # every list is one axis of the grid
+//! size = [128]
+//! ```
+//! A cell is one (model, scenario, parameters, trial). Cells are ordered trial by trial, and
+//! within a trial model by model for each parameter set (A B C A B C), so drift of a shared
+//! machine spreads over every model evenly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    pub description: String,
+    pub trials: usize,
+    #[serde(with = "duration_text")]
+    pub warmup: Duration,
+    #[serde(with = "duration_text")]
+    pub duration: Duration,
+    #[serde(default)]
+    pub models: Models,
+    /// Raise RLIMIT_NOFILE to the hard limit and check it suffices (c10k).
+    #[serde(default)]
+    pub raise_nofile: bool,
+    #[serde(rename = "scenario")]
+    pub scenarios: Vec<ScenarioGrid>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(untagged)]
+pub enum Models {
+    #[default]
+    #[serde(skip)]
+    All,
+    Keyword(String),
+    List(Vec<String>),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioGrid {
+    pub scenario: String,
+    /// The server protocol; by default the one the scenario speaks.
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub connections: Vec<u64>,
+    #[serde(default)]
+    pub size: Vec<u64>,
+    #[serde(default)]
+    pub rate: Vec<u64>,
+    #[serde(default)]
+    pub active: Vec<u64>,
+    #[serde(default)]
+    pub idle: Vec<u64>,
+    /// Only these models run this scenario (for example: the idle sweep's multiplexers).
+    pub models: Option<Vec<String>>,
+}
+
+/// One cell of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cell {
+    pub model: String,
+    pub protocol: String,
+    pub scenario: String,
+    /// Parameter name to value, in a stable order (`connections`, `size`, ...).
+    pub params: BTreeMap<String, u64>,
+    pub trial: usize,
+}
+
+impl Cell {
+    /// `echo/epoll-et/c=50,size=128`: the cell without its trial.
+    pub fn id(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{}={v}", if k == "connections" { "c" } else { k }))
+            .collect();
+        format!("{}/{}/{}", self.scenario, self.model, params.join(","))
+    }
+
+    /// What `--resume` matches finished cells by.
+    pub fn key(&self) -> String {
+        format!("{}#{}", self.id(), self.trial)
+    }
+
+    /// Connections the loadgen opens (active and idle).
+    pub fn connections(&self) -> u64 {
+        self.params.get("connections").copied().unwrap_or(0)
+            + self.params.get("active").copied().unwrap_or(0)
+            + self.params.get("idle").copied().unwrap_or(0)
+    }
+}
+
+pub const BUILT_IN: [&str; 4] = ["smoke", "quick", "full", "c10k"];
+
+/// Finds a suite by built-in name (a file in `benches/suites/`) or path.
+pub fn locate(name_or_path: &str) -> Result<PathBuf, String> {
+    let path = Path::new(name_or_path);
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let built_in = suites_dir().join(format!("{name_or_path}.toml"));
+    if built_in.is_file() {
+        return Ok(built_in);
+    }
+    Err(format!(
+        "no suite '{name_or_path}': built-in suites are {} (in {}), or give a path to a TOML file",
+        BUILT_IN.join(", "),
+        suites_dir().display()
+    ))
+}
+
+pub fn suites_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("suites")
+}
+
+pub fn load(path: &Path) -> Result<Suite, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let suite: Suite = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if suite.trials == 0 {
+        return Err(format!("{}: trials must be at least 1", path.display()));
+    }
+    Ok(suite)
+}
+
+impl Suite {
+    /// Every cell, in run order. `available` is every model the server lists.
+    pub fn cells(
+        &self,
+        available: &[String],
+        only_models: Option<&[String]>,
+        only_scenarios: Option<&[String]>,
+    ) -> Result<Vec<Cell>, String> {
+        let suite_models: Vec<String> = match &self.models {
+            Models::All => available.to_vec(),
+            Models::Keyword(k) if k == "all" => available.to_vec(),
+            Models::Keyword(k) => return Err(format!("models = \"{k}\": use \"all\" or a list")),
+            Models::List(list) => list.clone(),
+        };
+        for m in suite_models.iter().chain(only_models.unwrap_or_default()) {
+            if !available.contains(m) {
+                return Err(format!(
+                    "unknown model '{m}'; the server lists: {}",
+                    available.join(", ")
+                ));
+            }
+        }
+        let mut groups: Vec<(ScenarioGrid, BTreeMap<String, u64>)> = Vec::new();
+        for grid in &self.scenarios {
+            if only_scenarios.is_some_and(|s| !s.contains(&grid.scenario)) {
+                continue;
+            }
+            for params in grid.expand()? {
+                groups.push((grid.clone(), params));
+            }
+        }
+        let mut cells = Vec::new();
+        for trial in 1..=self.trials {
+            for (grid, params) in &groups {
+                for model in &suite_models {
+                    if only_models.is_some_and(|m| !m.contains(model)) {
+                        continue;
+                    }
+                    if grid.models.as_ref().is_some_and(|m| !m.contains(model)) {
+                        continue;
+                    }
+                    cells.push(Cell {
+                        model: model.clone(),
+                        protocol: grid.protocol()?,
+                        scenario: grid.scenario.clone(),
+                        params: params.clone(),
+                        trial,
+                    });
+                }
+            }
+        }
+        Ok(cells)
+    }
+
+    /// Rough wall time of one cell: warmup, measured time, and starting/stopping.
+    pub fn cell_time(&self) -> Duration {
+        self.warmup + self.duration + Duration::from_millis(400)
+    }
+}
+
+impl ScenarioGrid {
+    fn protocol(&self) -> Result<String, String> {
+        if let Some(p) = &self.protocol {
+            return Ok(p.clone());
+        }
+        Ok(match self.scenario.as_str() {
+            "echo" | "rate" | "idle" | "churn" => "echo",
+            "bulk" => "transfer",
+            "http" => "http",
+            other => {
+                return Err(format!(
+                    "unknown scenario '{other}' (echo, rate, idle, churn, bulk, http)"
+                ))
+            }
+        }
+        .to_string())
+    }
+
+    /// The cartesian product of the parameter lists.
+    fn expand(&self) -> Result<Vec<BTreeMap<String, u64>>, String> {
+        self.protocol()?;
+        let axes: Vec<(&str, &Vec<u64>)> = [
+            ("connections", &self.connections),
+            ("size", &self.size),
+            ("rate", &self.rate),
+            ("active", &self.active),
+            ("idle", &self.idle),
+        ]
+        .into_iter()
+        .filter(|(_, values)| !values.is_empty())
+        .collect();
+        let mut grid = vec![BTreeMap::new()];
+        for (name, values) in axes {
+            grid = grid
+                .into_iter()
+                .flat_map(|point| {
+                    values.iter().map(move |v| {
+                        let mut point = point.clone();
+                        point.insert(name.to_string(), *v);
+                        point
+                    })
+                })
+                .collect();
+        }
+        Ok(grid)
+    }
+}
+
+/// Durations written as "300ms", "1s", "2m".
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let split = text
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value: f64 = number
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{text}' is not a duration"))?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" | "" => value,
+            "m" => value * 60.0,
+            _ => return Err(format!("'{text}': unknown unit (ms, s, m)")),
+        };
+        Ok(Duration::from_secs_f64(seconds))
+    }
+}
+
+pub use duration_text::parse as parse_duration;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_suites_parse_and_expand() {
+        let models: Vec<String> = [
+            "iterative",
+            "threads",
+            "prethreaded",
+            "fork",
+            "prefork",
+            "spin",
+            "select",
+            "poll",
+            "epoll-lt",
+            "epoll-et",
+            "sigio",
+            "mio",
+            "polling",
+            "uring",
+            "uring-multishot",
+            "tokio",
+        ]
+        .map(String::from)
+        .to_vec();
+        for name in BUILT_IN {
+            let suite = load(&locate(name).unwrap()).unwrap_or_else(|e| panic!("{e}"));
+            let cells = suite
+                .cells(&models, None, None)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!cells.is_empty(), "{name} has cells");
+        }
+    }
+
+    #[test]
+    fn grid_is_a_cartesian_product_and_trials_interleave() {
+        let suite: Suite = toml::from_str(
+            r#"
+            description = "t"
+            trials = 2
+            warmup = "0s"
+            duration = "1s"
+            models = ["a", "b"]
+            [[scenario]]
+            scenario = "echo"
+            connections = [1, 50]
+            size = [128, 512, 1000]
+            "#,
+        )
+        .unwrap();
+        let cells = suite
+            .cells(&["a".into(), "b".into(), "c".into()], None, None)
+            .unwrap();
+        assert_eq!(cells.len(), 2 * 6 * 2);
+        let order: Vec<(usize, &str)> = cells
+            .iter()
+            .take(4)
+            .map(|c| (c.trial, c.model.as_str()))
+            .collect();
+        assert_eq!(order, [(1, "a"), (1, "b"), (1, "a"), (1, "b")]);
+        assert_eq!(cells[0].id(), "echo/a/c=1,size=128");
+        assert_eq!(cells.last().unwrap().trial, 2);
+        assert!(
+            suite.cells(&["a".into()], None, None).is_err(),
+            "unknown model b"
+        );
+    }
+}
