@@ -6,13 +6,18 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-/// The figure a scenario is ranked by, and its unit.
-pub fn headline(scenario: &str, load: &Value) -> Option<(f64, &'static str)> {
+/// The figure a scenario is ranked by, its unit, and whether higher is better. The open loop
+/// is ranked by corrected p99 latency: its throughput is the target rate for every model
+/// that keeps up.
+pub fn headline(scenario: &str, load: &Value) -> Option<(f64, &'static str, bool)> {
     let f = |k: &str| load[k].as_f64();
     match scenario {
-        "churn" => f("connects_per_s").map(|v| (v, "conn/s")),
-        "bulk" => Some(((f("upload_bps")? + f("download_bps")?) / 1e6, "MB/s")),
-        _ => f("throughput_rps").map(|v| (v, "req/s")),
+        "churn" => f("connects_per_s").map(|v| (v, "conn/s", true)),
+        "bulk" => Some(((f("upload_bps")? + f("download_bps")?) / 1e6, "MB/s", true)),
+        "rate" => load["latency_us"]["p99"]
+            .as_f64()
+            .map(|v| (v, "p99 us", false)),
+        _ => f("throughput_rps").map(|v| (v, "req/s", true)),
     }
 }
 
@@ -34,6 +39,7 @@ pub fn median(values: &mut [f64]) -> f64 {
 struct Trials {
     values: Vec<f64>,
     errors: u64,
+    starved: u64,
     /// Statuses of the trials that did not run ok (failed, unsupported).
     not_ok: Vec<String>,
 }
@@ -46,7 +52,7 @@ impl Trials {
 
 pub fn render(lines: &[Value]) -> String {
     let mut groups: BTreeMap<(String, String), BTreeMap<String, Trials>> = BTreeMap::new();
-    let mut units: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut units: BTreeMap<String, (&'static str, bool)> = BTreeMap::new();
     for line in lines {
         let scenario = line["scenario"].as_str().unwrap_or("?").to_string();
         let params = line["cell"]
@@ -61,10 +67,13 @@ pub fn render(lines: &[Value]) -> String {
             .entry(model)
             .or_default();
         if line["status"] == "ok" {
-            if let Some((value, unit)) = headline(&scenario, &line["load"]) {
+            if let Some((value, unit, higher_better)) = headline(&scenario, &line["load"]) {
                 trials.values.push(value);
-                units.insert(scenario, unit);
+                units.insert(scenario, (unit, higher_better));
             }
+            trials.starved = trials
+                .starved
+                .max(line["load"]["starved_connections"].as_u64().unwrap_or(0));
             let errors = &line["load"]["errors"];
             trials.errors += ["connect", "reset", "timeout", "mismatch", "protocol"]
                 .iter()
@@ -78,7 +87,7 @@ pub fn render(lines: &[Value]) -> String {
     }
     let mut out = String::new();
     for ((scenario, params), models) in &groups {
-        let unit = units.get(scenario).copied().unwrap_or("");
+        let (unit, higher_better) = units.get(scenario).copied().unwrap_or(("", true));
         let _ = writeln!(out, "\n{scenario} {params}");
         let _ = writeln!(
             out,
@@ -92,12 +101,20 @@ pub fn render(lines: &[Value]) -> String {
         let mut ranked: Vec<(&String, &Trials)> = models.iter().collect();
         ranked.sort_by(|a, b| {
             let (ma, mb) = (a.1.median(), b.1.median());
-            mb.partial_cmp(&ma)
+            let order = if higher_better {
+                mb.partial_cmp(&ma)
+            } else {
+                ma.partial_cmp(&mb)
+            };
+            order
                 .unwrap_or_else(|| ma.is_nan().cmp(&mb.is_nan()))
                 .then(a.0.cmp(b.0))
         });
         for (rank, (model, trials)) in ranked.into_iter().enumerate() {
-            let notes = trials.not_ok.join(", ");
+            let mut notes = trials.not_ok.join(", ");
+            if trials.starved > 0 {
+                notes.push_str(&format!("{} connections never served", trials.starved));
+            }
             let med = trials.median();
             if med.is_nan() {
                 let _ = writeln!(

@@ -76,6 +76,8 @@ struct Conn {
     intended: Instant,
     sent_at: Instant,
     idle: bool,
+    /// Requests this connection completed in the measured window.
+    completed: u64,
 }
 
 pub struct Finished {
@@ -126,6 +128,7 @@ pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::R
                 intended: start,
                 sent_at: start,
                 idle: i >= share.active,
+                completed: 0,
             })
             .collect(),
         stats: Stats::new(),
@@ -152,6 +155,11 @@ pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::R
     let ended = Instant::now();
     engine.stats.unsent = engine.backlog.len() as u64;
     engine.stats.idle_open = engine.count_open_idle();
+    engine.stats.starved = engine
+        .conns
+        .iter()
+        .filter(|c| !c.idle && c.completed == 0)
+        .count() as u64;
     Ok(Finished {
         stats: engine.stats,
         measured_from: measure_from,
@@ -413,6 +421,7 @@ impl Engine<'_> {
         conn.state = State::Ready;
         let stats = if intended >= self.measure_from {
             self.done.fetch_add(1, Ordering::Relaxed);
+            conn.completed += 1;
             &mut self.stats
         } else {
             &mut self.warmup

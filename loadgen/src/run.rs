@@ -139,6 +139,7 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
         download_bps: stats.down_bytes as f64 / duration_s,
         idle_open: stats.idle_open,
         idle_total: stats.idle_total,
+        starved_connections: stats.starved,
         warmup_s: plan.warmup.as_secs_f64(),
         start_unix_s,
         end_unix_s: start_unix_s + duration_s,

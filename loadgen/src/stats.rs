@@ -56,6 +56,9 @@ pub struct Stats {
     /// Idle connections still open at the end, and how many there were.
     pub idle_open: u64,
     pub idle_total: u64,
+    /// Active connections that completed no request in the measured window: starved by a
+    /// server that serves fewer clients at once than there are.
+    pub starved: u64,
 }
 
 impl Stats {
@@ -72,6 +75,7 @@ impl Stats {
             unsent: 0,
             idle_open: 0,
             idle_total: 0,
+            starved: 0,
         }
     }
 
@@ -91,6 +95,7 @@ impl Stats {
         self.unsent += other.unsent;
         self.idle_open += other.idle_open;
         self.idle_total += other.idle_total;
+        self.starved += other.starved;
     }
 }
 
@@ -172,6 +177,9 @@ pub struct LoadResult {
     pub download_bps: f64,
     pub idle_open: u64,
     pub idle_total: u64,
+    /// Active connections that completed no request while measured.
+    #[serde(default)]
+    pub starved_connections: u64,
     pub warmup_s: f64,
     /// The measured window, in seconds since the Unix epoch (for merging runs).
     pub start_unix_s: f64,
@@ -222,6 +230,7 @@ pub fn merge(results: &[LoadResult]) -> io::Result<LoadResult> {
     merged.threads = 0;
     merged.idle_open = 0;
     merged.idle_total = 0;
+    merged.starved_connections = 0;
     merged.loadgen = Cpu::default();
     merged.target_rps = None;
     let (mut bytes_read, mut up, mut down) = (0.0, 0.0, 0.0);
@@ -237,6 +246,7 @@ pub fn merge(results: &[LoadResult]) -> io::Result<LoadResult> {
         merged.threads += r.threads;
         merged.idle_open += r.idle_open;
         merged.idle_total += r.idle_total;
+        merged.starved_connections += r.starved_connections;
         merged.loadgen.cpu_user_s += r.loadgen.cpu_user_s;
         merged.loadgen.cpu_sys_s += r.loadgen.cpu_sys_s;
         merged.behind_schedule |= r.behind_schedule;

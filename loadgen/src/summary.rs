@@ -92,6 +92,14 @@ pub fn render(r: &LoadResult) -> String {
         r.loadgen.cpu_sys_s,
         100.0 * cpu / (r.duration_s + r.warmup_s).max(1e-9)
     );
+    if r.starved_connections > 0 {
+        let _ = writeln!(
+            s,
+            "!!! {} of {} active connections completed no request: the server did not serve them !!!",
+            r.starved_connections,
+            r.connections - r.idle_total as usize
+        );
+    }
     let e = &r.errors;
     if e.total() == 0 {
         let _ = writeln!(s, "Errors:       none");

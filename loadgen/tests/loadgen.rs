@@ -350,3 +350,32 @@ fn human_summary_names_errors_loudly() {
         "no progress bar when stdout is not a terminal"
     );
 }
+
+#[test]
+fn connections_never_served_are_reported() {
+    // Serves its first client only; the others are accepted and ignored, like an iterative
+    // server busy with someone else.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        let mut first = true;
+        for stream in listener.incoming().flatten() {
+            if std::mem::take(&mut first) {
+                thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut message = [0u8; 128];
+                    while stream.read_exact(&mut message).is_ok()
+                        && stream.write_all(&message).is_ok()
+                    {}
+                });
+            } else {
+                held.push(stream);
+            }
+        }
+    });
+    // The probe connection is the first: make it the served one by connecting it ourselves.
+    let r = loadgen(&["echo", "-a", &addr, "-c", "5", "-t", "1", "--threads", "1"]);
+    assert_eq!(u(&r, "/starved_connections"), 5, "{r}");
+    assert_eq!(u(&r, "/requests"), 0);
+}
