@@ -129,7 +129,8 @@ scenario = "echo"
 connections = [4]
 "#;
 
-/// Pids of `server` processes whose parent is `parent`.
+/// Pids of cell servers (`server --model ...`, not bench's `server --list`) whose parent is
+/// `parent`.
 fn servers_of(parent: u32) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -140,7 +141,10 @@ fn servers_of(parent: u32) -> Vec<i32> {
             let Some((name, rest)) = stat.split_once(") ") else {
                 return false;
             };
-            name.ends_with("(server") && rest.split_whitespace().nth(1) == Some(&parent.to_string())
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            name.ends_with("(server")
+                && rest.split_whitespace().nth(1) == Some(&parent.to_string())
+                && cmdline.split(|&b| b == 0).any(|arg| arg == b"--model")
         })
         .collect()
 }

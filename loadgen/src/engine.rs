@@ -196,7 +196,8 @@ impl Engine<'_> {
                     self.flush(i);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.read(i);
+                    // A FIN already queued behind data gets no edge of its own: drain fully.
+                    self.read(i, event.is_read_closed() || event.is_error());
                 }
             }
             let now = Instant::now();
@@ -367,7 +368,7 @@ impl Engine<'_> {
         }
     }
 
-    fn read(&mut self, i: usize) {
+    fn read(&mut self, i: usize, to_eof: bool) {
         loop {
             if matches!(
                 self.conns[i].state,
@@ -405,7 +406,7 @@ impl Engine<'_> {
                 Err(Failure::Mismatch) => return self.fail(i, now, ErrorClass::Mismatch),
                 Err(Failure::Protocol) => return self.fail(i, now, ErrorClass::Protocol),
             }
-            if n < self.scratch.len() {
+            if n < self.scratch.len() && !to_eof {
                 return; // a short read: drained (epoll raises a new edge for new bytes)
             }
         }

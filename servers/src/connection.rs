@@ -30,10 +30,14 @@ pub enum Trigger {
     /// epoll with EPOLLET (and mio): readiness is reported when it changes, so reads go on
     /// until the socket is empty, or no event may ever come for bytes already queued. epoll
     /// raises a new edge for every arrival, so a read that returns less than it asked for
-    /// already shows the socket was emptied: the extra read that would only say EAGAIN is
-    /// skipped (tokio relies on the same rule for epoll).
+    /// already shows the socket was emptied, and the extra read that would only say EAGAIN is
+    /// skipped (tokio relies on the same rule). Not so for a FIN that arrived before the
+    /// event was reported: the short read returns the data, and no later edge announces the
+    /// EOF. So an event that says the peer closed (EPOLLRDHUP, EPOLLHUP, EPOLLERR) must be
+    /// followed with `EdgeToEagain`.
     Edge,
-    /// Signal-driven I/O: like `Edge`, but only EAGAIN counts as empty.
+    /// Signal-driven I/O, and edge-triggered events that report the peer closed: like
+    /// `Edge`, but only EAGAIN (or EOF) counts as empty.
     EdgeToEagain,
 }
 

@@ -37,6 +37,12 @@ struct Cli {
     /// `threads` and `fork`: most live connections; more are closed at once [default: 10000].
     #[arg(long)]
     max_conns: Option<usize>,
+    /// io_uring models: a kernel thread polls the submission queue (IORING_SETUP_SQPOLL).
+    #[arg(long)]
+    sqpoll: bool,
+    /// io_uring models: completions run only when the loop asks (DEFER_TASKRUN + SINGLE_ISSUER).
+    #[arg(long)]
+    defer_taskrun: bool,
     /// List every model, its family, what it does, and whether this machine can run it.
     #[arg(long)]
     list: bool,
@@ -70,12 +76,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(reason) = (model.support)().and_then(|()| simulated_refusal(model.name)) {
+    if let Err(reason) = support_of(model) {
         eprintln!("unsupported: {reason}");
         return ExitCode::from(EXIT_UNSUPPORTED);
     }
     match serve(model, &config, cli.addr) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if signals::stopping() => signals::wait_for_exit(),
         Err(e) => {
             eprintln!("{}: {e}", model.name);
             ExitCode::FAILURE
@@ -92,12 +99,20 @@ fn serve(model: &Model, config: &Config, addr: SocketAddr) -> std::io::Result<()
         1
     };
     let listeners = listener::bind(addr, loops)?;
+    for l in &listeners {
+        signals::on_stop_shut_down(std::os::fd::AsRawFd::as_raw_fd(l));
+    }
     let local = listeners[0].local_addr()?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening {local}")?;
     stdout.flush()?;
     drop(stdout);
     (model.run)(listeners, config)
+}
+
+/// Whether this machine can run `model` (or a test asks us to pretend it cannot).
+fn support_of(model: &Model) -> Result<(), String> {
+    (model.support)().and_then(|()| simulated_refusal(model.name))
 }
 
 /// Test aid: `IOMODELS_SIMULATE_UNSUPPORTED=a,b` makes models a and b refuse to run as a
@@ -135,6 +150,10 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
         threads: cli.threads.unwrap_or(1),
         workers: cli.workers.unwrap_or(models::DEFAULT_WORKERS),
         max_conns: cli.max_conns.unwrap_or(models::DEFAULT_MAX_CONNS),
+        ring: servers::completion::RingOptions {
+            sqpoll: cli.sqpoll,
+            defer_taskrun: cli.defer_taskrun,
+        },
     })
 }
 
@@ -156,7 +175,7 @@ fn list(json: bool) -> ExitCode {
     let listings: Vec<Listing> = MODELS
         .iter()
         .map(|m| {
-            let support = (m.support)();
+            let support = support_of(m);
             Listing {
                 name: m.name,
                 family: m.family,

@@ -6,8 +6,44 @@
 //! models' blocking calls: SIGCHLD reaps children, SIGTERM/SIGINT end the process.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use crate::children::CHILDREN;
+
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// True once SIGTERM or SIGINT arrived: the listeners are being shut down, so an accept that
+/// fails now is the server stopping, not a fault.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Acquire)
+}
+
+/// For a thread whose accept failed because the server is stopping: wait for the signal
+/// thread to end the process with status 0.
+pub fn wait_for_exit() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The listening sockets, so the signal thread can stop accepting on every one of them.
+static LISTENERS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Registers a listening socket to be shut down when the server stops.
+pub fn on_stop_shut_down(fd: i32) {
+    LISTENERS.lock().unwrap_or_else(|e| e.into_inner()).push(fd);
+}
+
+/// Stops accepting: shutdown(2) takes each listener out of LISTEN at once, even while an
+/// io_uring accept in flight (torn down by the kernel only after the process exits) still
+/// holds a reference to it, so the port is free when the server has exited.
+fn stop_accepting() {
+    for &fd in LISTENERS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        // SAFETY: shutdown takes plain integers; a descriptor closed meanwhile only fails.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+}
 
 /// A signal set holding `signals`.
 pub fn sigset(signals: &[i32]) -> libc::sigset_t {
@@ -59,8 +95,11 @@ pub fn start_signal_thread() -> io::Result<()> {
             match signal {
                 libc::SIGCHLD => CHILDREN.reap(),
                 libc::SIGTERM | libc::SIGINT => {
-                    // Stop forking, end and reap every child; open sockets and threads go
-                    // with the process. Nothing is buffered on stdout after `listening`.
+                    // Stop accepting, stop forking, end and reap every child; open sockets,
+                    // threads and io_uring instances go with the process. Nothing is
+                    // buffered on stdout after `listening`.
+                    STOPPING.store(true, Ordering::Release);
+                    stop_accepting();
                     CHILDREN.terminate_all();
                     std::process::exit(0);
                 }

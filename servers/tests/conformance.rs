@@ -578,6 +578,67 @@ fn transfer_put_get_and_bad_lines() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ring options
+
+/// Every model that takes a ring option (`--sqpoll`, `--defer-taskrun`) runs the core cases
+/// again with it: echo of every size, HTTP pipelining, a reset, and SIGTERM.
+#[test]
+fn ring_options_pass_the_core_cases() {
+    for flag in ["--sqpoll", "--defer-taskrun"] {
+        let takes = |m: &ModelInfo| m.options.iter().any(|o| o == flag);
+        let mut tested = Vec::new();
+        for model in models().into_iter().filter(takes) {
+            if !model.supported {
+                eprintln!("UNSUPPORTED {} {flag}: {:?}", model.name, model.reason);
+                continue;
+            }
+            let mut server =
+                Server::start(&model, "echo", &[flag]).unwrap_or_else(|e| panic!("{flag}: {e}"));
+            let check = || -> Result<(), String> {
+                for size in [1usize, 64 * 1024, 4 << 20] {
+                    let stream = server.connect().map_err(|e| e.to_string())?;
+                    let data = payload(size as u64, size);
+                    ensure!(
+                        echo_concurrently(&stream, &data, 3).map_err(|e| e.to_string())? == data,
+                        "{size} B differs"
+                    );
+                }
+                let mut resetter = server.connect().map_err(|e| e.to_string())?;
+                resetter
+                    .write_all(&payload(1, 1 << 20))
+                    .map_err(|e| e.to_string())?;
+                set_linger_zero(&resetter);
+                drop(resetter);
+                echo_once(
+                    &mut server.connect().map_err(|e| e.to_string())?,
+                    b"after reset",
+                )?;
+                Ok(())
+            };
+            check().unwrap_or_else(|e| panic!("{} {flag}: {e}\n{}", model.name, server.stderr()));
+            let _clients: Vec<TcpStream> = (0..10).filter_map(|_| server.connect().ok()).collect();
+            let (status, took) = server.terminate(Duration::from_secs(1)).unwrap();
+            assert!(
+                status.success() && took < Duration::from_secs(1),
+                "{} {flag}: {}",
+                model.name,
+                describe(status)
+            );
+            let mut http = Server::start(&model, "http", &[flag]).unwrap();
+            let (mut stream, mut reader) = http_client(&http).unwrap();
+            stream.write_all(&GET.repeat(10)).unwrap();
+            for _ in 0..10 {
+                expect_hello(&read_response(&mut reader).unwrap()).unwrap();
+            }
+            drop(stream);
+            let _ = http.terminate(Duration::from_secs(1));
+            tested.push(model.name);
+        }
+        eprintln!("{flag}: passed {}", tested.join(", "));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // the command line
 
 #[test]
@@ -615,10 +676,73 @@ fn cli_contract() {
         assert!(line.contains(&model.family), "{line}");
     }
     let names: Vec<String> = models().into_iter().map(|m| m.name).collect();
-    for blocking in ["iterative", "threads", "prethreaded", "fork", "prefork"] {
+    for expected in [
+        "iterative",
+        "threads",
+        "prethreaded",
+        "fork",
+        "prefork",
+        "spin",
+        "select",
+        "poll",
+        "epoll-lt",
+        "epoll-et",
+        "sigio",
+        "mio",
+        "polling",
+        "uring",
+        "uring-multishot",
+        "tokio",
+    ] {
         assert!(
-            names.iter().any(|n| n == blocking),
-            "--list names {blocking}"
+            names.iter().any(|n| n == expected),
+            "--list names {expected}"
         );
     }
+}
+
+/// A machine that cannot run a model (simulated with the test aid, as io_uring disabled by
+/// sysctl or seccomp would) lists it as unsupported with the reason, and starting it exits
+/// 3 with `unsupported: <reason>`; the suite then reports it, never passes it.
+#[test]
+fn unsupported_models_say_why() {
+    let env = ("IOMODELS_SIMULATE_UNSUPPORTED", "uring,uring-multishot");
+    let output = std::process::Command::new(SERVER)
+        .args(["--list", "--json"])
+        .env(env.0, env.1)
+        .output()
+        .unwrap();
+    let listing: Vec<ModelInfo> = serde_json::from_slice(&output.stdout).unwrap();
+    for model in &listing {
+        let simulated = model.name.starts_with("uring");
+        assert_eq!(model.supported, !simulated, "{}", model.name);
+        if simulated {
+            assert!(model
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("IOMODELS_SIMULATE_UNSUPPORTED"));
+        }
+    }
+    let output = std::process::Command::new(SERVER)
+        .args(["--model", "uring", "--protocol", "echo"])
+        .env(env.0, env.1)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).starts_with("unsupported: "));
+    assert!(output.stdout.is_empty(), "no listening line");
+    // The harness: an unsupported model is reported, not passed.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "http_errors", "--nocapture"])
+        .env(env.0, env.1)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&child.stderr);
+    assert!(log.contains("UNSUPPORTED uring: simulated"), "{log}");
+    let passed = log
+        .lines()
+        .find(|l| l.starts_with("passed: "))
+        .unwrap_or_default();
+    assert!(!passed.contains("uring"), "{passed}");
 }

@@ -60,6 +60,14 @@ fn event_loop(listener: TcpListener, config: &Config, trigger: Trigger) -> io::R
             let Some(connection) = connections.get_mut(fd) else {
                 continue;
             };
+            // The peer closed before this event was reported: no later edge will say so.
+            let closed =
+                event.events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+            let trigger = if closed && trigger == Trigger::Edge {
+                Trigger::EdgeToEagain
+            } else {
+                trigger
+            };
             match connection.drive(trigger, &mut scratch) {
                 Next::Close => drop(connections.remove(fd)), // close() leaves the epoll set
                 Next::Wait {
@@ -75,7 +83,7 @@ fn event_loop(listener: TcpListener, config: &Config, trigger: Trigger) -> io::R
                 epoll.ctl(
                     libc::EPOLL_CTL_ADD,
                     connection.fd(),
-                    libc::EPOLLIN as u32 | mode,
+                    events_for(connection.interest()) | mode,
                 )?;
                 connections.insert(connection);
                 Ok(())
@@ -89,8 +97,9 @@ fn event_loop(listener: TcpListener, config: &Config, trigger: Trigger) -> io::R
     }
 }
 
+/// EPOLLRDHUP always: an edge-triggered loop must know when an event includes the FIN.
 fn events_for(interest: Interest) -> u32 {
-    let mut events = 0;
+    let mut events = libc::EPOLLRDHUP as u32;
     if interest.read {
         events |= libc::EPOLLIN as u32;
     }

@@ -59,7 +59,13 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
             let Some(connection) = connections.get_mut(fd) else {
                 continue;
             };
-            match connection.drive(Trigger::Edge, &mut scratch) {
+            // mio registers EPOLLRDHUP: an event that says the peer closed is drained to EOF.
+            let trigger = if event.is_read_closed() || event.is_error() {
+                Trigger::EdgeToEagain
+            } else {
+                Trigger::Edge
+            };
+            match connection.drive(trigger, &mut scratch) {
                 Next::Close => {
                     poll.registry().deregister(&mut SourceFd(&fd))?;
                     connections.remove(fd);

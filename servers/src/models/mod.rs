@@ -23,6 +23,9 @@ mod select;
 mod sigio;
 mod spin;
 mod threads;
+mod tokio;
+mod uring;
+mod uring_multishot;
 
 /// What every model is started with (the `server` command line).
 #[derive(Clone, Debug)]
@@ -34,6 +37,8 @@ pub struct Config {
     pub workers: usize,
     /// `threads` and `fork`: the most live connections; more are closed at once.
     pub max_conns: usize,
+    /// io_uring models: `--sqpoll`, `--defer-taskrun`.
+    pub ring: crate::completion::RingOptions,
 }
 
 pub const DEFAULT_WORKERS: usize = 64;
@@ -83,6 +88,8 @@ pub enum Knob {
     Threads,
     Workers,
     MaxConns,
+    Sqpoll,
+    DeferTaskrun,
 }
 
 impl Knob {
@@ -91,6 +98,8 @@ impl Knob {
             Knob::Threads => "--threads",
             Knob::Workers => "--workers",
             Knob::MaxConns => "--max-conns",
+            Knob::Sqpoll => "--sqpoll",
+            Knob::DeferTaskrun => "--defer-taskrun",
         }
     }
 }
@@ -113,6 +122,14 @@ pub struct Model {
 
 fn runs_everywhere() -> Result<(), String> {
     Ok(())
+}
+
+fn io_uring_here() -> Result<(), String> {
+    crate::completion::support(false)
+}
+
+fn multishot_here() -> Result<(), String> {
+    crate::completion::support(true)
 }
 
 pub static MODELS: &[Model] = &[
@@ -260,6 +277,39 @@ pub static MODELS: &[Model] = &[
         support: runs_everywhere,
         run: polling::run,
     },
+    Model {
+        name: "uring",
+        family: Family::Completion,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads, Knob::Sqpoll, Knob::DeferTaskrun],
+        summary: "io_uring: one-shot accept, recv and send, batched submissions",
+        support: io_uring_here,
+        run: uring::run,
+    },
+    Model {
+        name: "uring-multishot",
+        family: Family::Completion,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads, Knob::Sqpoll, Knob::DeferTaskrun],
+        summary: "io_uring: multishot accept, multishot recv from a provided buffer ring",
+        support: multishot_here,
+        run: uring_multishot::run,
+    },
+    Model {
+        name: "tokio",
+        family: Family::ReferenceRuntime,
+        clients: Clients::EventLoop,
+        fd_table: FdTable::Shared,
+        max_fd: None,
+        knobs: &[Knob::Threads],
+        summary: "the tokio multi-threaded runtime, a task per connection (--threads workers)",
+        support: runs_everywhere,
+        run: tokio::run,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Model> {
@@ -278,6 +328,9 @@ fn run_loops(
     event_loop: impl Fn(TcpListener) -> io::Result<()> + Sync,
 ) -> io::Result<()> {
     let fail = |index: usize, error: io::Error| -> ! {
+        if crate::signals::stopping() {
+            crate::signals::wait_for_exit(); // the accept failed because we are stopping
+        }
         eprintln!("event loop {index}: {error}");
         std::process::exit(1)
     };

@@ -1,0 +1,112 @@
+//! `tokio`: what most Rust users would pick instead: the multi-threaded tokio runtime with
+//! `--threads` workers (default 1) and a task per connection.
+//!
+//! Each task runs the blocking models' loop written with `.await`: read, let the protocol
+//! act, write everything. The runtime parks a task whose socket is not ready and drives all of
+//! them from epoll underneath (edge-triggered, through mio), so the code reads like `threads`
+//! and costs like an event loop. Backpressure is the same as in the blocking models: while
+//! `write_all` waits for the client, the task reads nothing more.
+
+use std::io;
+use std::net::TcpListener as StdListener;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::Config;
+use crate::blocking::is_disconnect;
+use crate::listener::{is_exhaustion, is_transient, BurstLog, EXHAUSTION_BACKOFF};
+use crate::protocol::{Protocol, Session, HIGH_WATER, MIN_INPUT_CAPACITY};
+
+const INPUT_CAPACITY: usize = 64 * 1024;
+const _: () = assert!(INPUT_CAPACITY >= MIN_INPUT_CAPACITY);
+
+pub fn run(listeners: Vec<StdListener>, config: &Config) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let protocol = config.protocol;
+    runtime.block_on(async move {
+        // One accept loop per listener (one unless --threads asked for SO_REUSEPORT ones).
+        let mut loops = Vec::new();
+        for listener in listeners {
+            listener.set_nonblocking(true)?;
+            let listener = TcpListener::from_std(listener)?;
+            loops.push(tokio::spawn(accept_loop(listener, protocol)));
+        }
+        for handle in loops {
+            handle.await.map_err(io::Error::other)??;
+        }
+        Ok(())
+    })
+}
+
+async fn accept_loop(listener: TcpListener, protocol: Protocol) -> io::Result<()> {
+    let mut exhaustion = BurstLog::default();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                exhaustion.clear();
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    if let Err(e) = serve(stream, protocol).await {
+                        eprintln!("tokio: connection: {e}");
+                    }
+                });
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) if is_exhaustion(&e) => {
+                exhaustion.hit(|| format!("tokio: accept: {e}; serving open connections, accepting again when descriptors free up"));
+                tokio::time::sleep(EXHAUSTION_BACKOFF).await;
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("tokio: accept: {e}"))),
+        }
+    }
+}
+
+/// `blocking::serve`, awaited: the same loop, the same session, the same limits.
+async fn serve(mut stream: TcpStream, protocol: Protocol) -> io::Result<()> {
+    let mut session = Session::new(protocol);
+    let mut input = vec![0u8; INPUT_CAPACITY];
+    let (mut start, mut end) = (0, 0);
+    let mut output = Vec::with_capacity(HIGH_WATER);
+    let mut eof = false;
+    loop {
+        let step = session.advance(&input[start..end], &mut output, HIGH_WATER);
+        start += step.consumed;
+        if start == end {
+            (start, end) = (0, 0);
+        }
+        if !output.is_empty() {
+            match stream.write_all(&output).await {
+                Err(e) if is_disconnect(&e) => return Ok(()),
+                other => other?,
+            }
+            output.clear();
+        }
+        if step.close {
+            return Ok(());
+        }
+        if session.is_streaming() || (step.consumed > 0 && start < end) {
+            continue;
+        }
+        if eof {
+            return Ok(()); // half-close: everything the client sent is answered
+        }
+        if end == input.len() {
+            if start == 0 {
+                return Err(io::Error::other("request larger than the input buffer"));
+            }
+            input.copy_within(start..end, 0);
+            (start, end) = (0, end - start);
+        }
+        match stream.read(&mut input[end..]).await {
+            Ok(0) => eof = true,
+            Ok(n) => end += n,
+            Err(e) if is_disconnect(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}

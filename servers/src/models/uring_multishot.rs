@@ -1,0 +1,148 @@
+//! `uring-multishot`: io_uring with multishot accept and multishot recv from a provided
+//! buffer ring.
+//!
+//! One accept request yields a completion per connection, and one recv request per connection
+//! yields a completion per arrival, each naming the buffer the kernel picked from a ring of
+//! 1024 buffers of 4 KiB (4 MiB per loop, allocated up front, whatever the number of
+//! connections). The bytes are
+//! handed to the protocol and the buffer goes straight back to the ring. A multishot request
+//! ends with a completion without IORING_CQE_F_MORE (out of buffers: ENOBUFS, EOF, an error,
+//! or our cancel) and is then re-armed if the connection still wants it. Sends are one-shot,
+//! as in `uring`. Per connection: no receive buffer at all while idle, at most the 64 KiB
+//! high-water mark of replies, and the input still held back by it (bounded by the arrivals
+//! completed before a pausing cancel takes effect).
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use io_uring::{cqueue, opcode, squeue, types};
+
+use super::{run_loops, Config};
+use crate::completion::{self, follow_up, Backlog, BufRing, Conn, Op, Slots};
+use crate::listener::{is_exhaustion, BurstLog};
+
+const BUFFERS: u16 = 1024;
+const BUFFER_SIZE: usize = 4096;
+const GROUP: u16 = 0;
+
+pub fn run(listeners: Vec<TcpListener>, config: &Config) -> io::Result<()> {
+    run_loops(listeners, |listener| event_loop(listener, config))
+}
+
+fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
+    let mut ring = completion::ring(config.ring)?;
+    let (submitter, mut sq, mut cq) = ring.split();
+    let mut buffers = BufRing::new(&submitter, BUFFERS, BUFFER_SIZE, GROUP)?;
+    let listen_fd = types::Fd(listener.as_raw_fd());
+    let accept = || {
+        opcode::AcceptMulti::new(listen_fd)
+            .build()
+            .user_data(Op::Accept.encode())
+    };
+    let recv = |fd| {
+        opcode::RecvMulti::new(fd, GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+    };
+    let pause = types::Timespec::new().nsec(100_000_000);
+    let mut backlog = Backlog::default();
+    let mut conns = Slots::default();
+    let mut exhaustion = BurstLog::default();
+    backlog.push(&submitter, &mut sq, accept());
+    loop {
+        backlog.drain_into(&mut sq);
+        completion::submit_and_wait(&submitter)?;
+        cq.sync();
+        for cqe in &mut cq {
+            let (result, more) = (cqe.result(), cqueue::more(cqe.flags()));
+            completion::log_unexpected("uring-multishot", result);
+            let slot = match Op::decode(cqe.user_data()) {
+                Op::Accept => {
+                    if is_exhaustion(&io::Error::from_raw_os_error(-result)) {
+                        exhaustion.hit(|| {
+                            format!(
+                                "uring-multishot: accept: {}; accepting again in 100 ms",
+                                io::Error::from_raw_os_error(-result)
+                            )
+                        });
+                        if !more {
+                            let retry = opcode::Timeout::new(&pause).build();
+                            backlog.push(
+                                &submitter,
+                                &mut sq,
+                                retry.user_data(Op::AcceptRetry.encode()),
+                            );
+                        }
+                        continue;
+                    }
+                    if !more && !crate::signals::stopping() {
+                        backlog.push(&submitter, &mut sq, accept()); // the multishot ended: re-arm
+                    }
+                    if result < 0 {
+                        continue;
+                    }
+                    exhaustion.clear();
+                    // SAFETY: a successful accept completion carries a new descriptor we own.
+                    let fd = unsafe { OwnedFd::from_raw_fd(result) };
+                    let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+                    conns.insert(Conn::new(fd, config.protocol))
+                }
+                Op::AcceptRetry if !crate::signals::stopping() => {
+                    backlog.push(&submitter, &mut sq, accept());
+                    continue;
+                }
+                Op::AcceptRetry => continue,
+                Op::Recv(slot) => {
+                    if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                        if let (Some(conn), true) = (conns.get_mut(slot), result > 0) {
+                            conn.received(buffers.buffer(bid, result as usize));
+                        }
+                        buffers.give_back(bid);
+                    }
+                    let Some(conn) = conns.get_mut(slot) else {
+                        continue;
+                    };
+                    if !more {
+                        conn.recv_armed = false;
+                        match -result {
+                            0 => conn.eof = true,                 // a final completion with 0 bytes: EOF
+                            libc::ENOBUFS | libc::ECANCELED => {} // re-armed below if wanted
+                            errno if errno > 0 => conn.fail(),
+                            _ => {} // data, then the end of this multishot: re-arm
+                        }
+                    }
+                    slot
+                }
+                Op::Send(slot) => {
+                    let Some(conn) = conns.get_mut(slot) else {
+                        continue;
+                    };
+                    if result >= 0 {
+                        conn.sent(result as usize);
+                    } else {
+                        conn.send_armed = false;
+                        conn.fail();
+                    }
+                    slot
+                }
+                Op::Cancel(slot) => {
+                    let Some(conn) = conns.get_mut(slot) else {
+                        continue;
+                    };
+                    conn.cancel_armed = false;
+                    slot
+                }
+            };
+            follow_up(
+                &mut conns,
+                slot,
+                &submitter,
+                &mut sq,
+                &mut backlog,
+                true,
+                recv,
+            );
+        }
+    }
+}
