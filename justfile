@@ -13,6 +13,17 @@ bench SUITE="quick" *ARGS:
     cargo build --release --workspace
     target/release/bench run --suite {{SUITE}} {{ARGS}}
 
+# Open the latest run's report (or print its path when there is no opener).
+report RUN="results/latest":
+    cargo build --release -q -p reports
+    target/release/report render {{RUN}} > /dev/null
+    if command -v xdg-open > /dev/null; then xdg-open {{RUN}}/report.html; else echo {{RUN}}/report.html; fi
+
+# Compare two runs: a Markdown table, compare.html in NEW, exit 1 on a regression.
+compare BASE NEW *ARGS:
+    cargo build --release -q -p reports
+    target/release/report compare {{BASE}} {{NEW}} {{ARGS}}
+
 # The quick suite (the same as `just bench`).
 quick *ARGS:
     just bench quick {{ARGS}}

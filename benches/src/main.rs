@@ -262,5 +262,9 @@ fn run(
     let lines = runner::execute(&run).map_err(|e| format!("{}: {e}", run.dir.display()))?;
     println!("{}", summary::render(&lines));
     println!("results: {}", run.dir.join("results.jsonl").display());
+    let report = run.dir.join("report.html");
+    let data = reports::run::Run::load(&run.dir)?;
+    reports::render::render(&data, &report)?;
+    println!("report:  {}", report.display());
     Ok(())
 }

@@ -1,4 +1,14 @@
 //! `reports` turns a run directory into a self-contained HTML report with charts, compares two
 //! runs for regressions, and exports results as CSV, Markdown or bencher.dev's BMF.
 //!
-//! Not built yet: its issue fills this crate. Nothing here pretends to work before then.
+//! `run` loads a run directory; `stats` holds medians, bootstrap confidence intervals and
+//! coefficients of variation; `metrics` says what each scenario is judged by; `charts` draws
+//! SVG with plotters; `render`, `compare` and `export` are the three commands.
+
+pub mod charts;
+pub mod compare;
+pub mod export;
+pub mod metrics;
+pub mod render;
+pub mod run;
+pub mod stats;

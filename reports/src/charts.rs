@@ -1,0 +1,249 @@
+//! SVG charts with plotters (default features off: no font library; text is SVG `<text>`).
+//!
+//! Every series has its own colour and its own marker shape, and the legend shows both, so
+//! models stay apart in print. Axes carry units.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// Sized for a laptop screen, two charts per row.
+const SIZE: (u32, u32) = (640, 400);
+
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+    RGBColor(140, 86, 75),
+    RGBColor(127, 127, 127),
+];
+
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+pub struct Axes<'a> {
+    pub title: &'a str,
+    pub x: &'a str,
+    pub y: &'a str,
+    pub log_x: bool,
+    pub log_y: bool,
+}
+
+/// A stable style per model: the same model looks the same in every chart.
+pub fn style_index(models: &[String], name: &str) -> usize {
+    models.iter().position(|m| m == name).unwrap_or(0)
+}
+
+fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite() && (!log || *v > 0.0)) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (1.0, 10.0);
+    }
+    if log {
+        (lo / 1.5, hi * 1.5)
+    } else {
+        (0.0, if hi > 0.0 { hi * 1.1 } else { 1.0 })
+    }
+}
+
+/// Lines with markers, one series per model; `styles[i]` picks series i's colour and shape.
+pub fn lines(axes: &Axes, series: &[Series], styles: &[usize]) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw_lines(&root, axes, series, styles)
+            .map_err(|e| format!("chart '{}': {e}", axes.title))?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+fn draw_lines(
+    root: &DrawingArea<SVGBackend, Shift>,
+    axes: &Axes,
+    series: &[Series],
+    styles: &[usize],
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let (x0, x1) = range(
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
+        axes.log_x,
+    );
+    let (y0, y1) = range(
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+        axes.log_y,
+    );
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(axes.title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(72);
+    macro_rules! plot {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(axes.x)
+                .y_desc(axes.y)
+                .label_style(("sans-serif", 12))
+                .x_label_formatter(&|v| compact(*v))
+                .y_label_formatter(&|v| compact(*v))
+                .draw()?;
+            for (s, &i) in series.iter().zip(styles) {
+                let color = PALETTE[i % PALETTE.len()];
+                let style = color.stroke_width(2);
+                let anno = chart
+                    .draw_series(LineSeries::new(s.points.clone(), style))?
+                    .label(s.name.as_str());
+                let line = move |p: (i32, i32)| {
+                    EmptyElement::at(p) + PathElement::new(vec![(-12, 0), (12, 0)], style)
+                };
+                match (i / PALETTE.len()) % 2 * 4 + i % 4 {
+                    0 | 4 => {
+                        anno.legend(move |p| line(p) + Circle::new((0, 0), 4, style.filled()));
+                        chart.draw_series(
+                            s.points.iter().map(|&p| Circle::new(p, 4, style.filled())),
+                        )?;
+                    }
+                    1 | 5 => {
+                        anno.legend(move |p| {
+                            line(p) + TriangleMarker::new((0, 0), 6, style.filled())
+                        });
+                        chart.draw_series(
+                            s.points
+                                .iter()
+                                .map(|&p| TriangleMarker::new(p, 6, style.filled())),
+                        )?;
+                    }
+                    2 | 6 => {
+                        anno.legend(move |p| line(p) + Cross::new((0, 0), 5, style));
+                        chart.draw_series(s.points.iter().map(|&p| Cross::new(p, 5, style)))?;
+                    }
+                    _ => {
+                        anno.legend(move |p| line(p) + Circle::new((0, 0), 4, style));
+                        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, style)))?;
+                    }
+                }
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.4))
+                .label_font(("sans-serif", 12))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()?;
+        }};
+    }
+    match (axes.log_x, axes.log_y) {
+        (true, true) => {
+            plot!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?)
+        }
+        (true, false) => plot!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?),
+        (false, true) => plot!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?),
+        (false, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1)?),
+    }
+    Ok(())
+}
+
+/// One bar per model with its 95% interval as a whisker, longest first.
+pub struct Bar {
+    pub name: String,
+    pub value: f64,
+    pub ci: (f64, f64),
+}
+
+pub fn bars(title: &str, unit: &str, bars: &[Bar], styles: &[usize]) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let height = (80 + 26 * bars.len() as u32).max(160);
+        let root = SVGBackend::with_string(&mut svg, (SIZE.0, height)).into_drawing_area();
+        draw_bars(&root, title, unit, bars, styles).map_err(|e| format!("chart '{title}': {e}"))?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+fn draw_bars(
+    root: &DrawingArea<SVGBackend, Shift>,
+    title: &str,
+    unit: &str,
+    bars: &[Bar],
+    styles: &[usize],
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let max = bars
+        .iter()
+        .map(|b| b.ci.1.max(b.value))
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let n = bars.len();
+    let names: Vec<String> = bars.iter().map(|b| b.name.clone()).collect();
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(120)
+        .build_cartesian_2d(0.0..max, (0..n).into_segmented())?;
+    chart
+        .configure_mesh()
+        .x_desc(unit)
+        .x_label_formatter(&|v| compact(*v))
+        .y_labels(n.max(1))
+        .disable_y_mesh()
+        .label_style(("sans-serif", 12))
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()?;
+    for (i, (bar, &style)) in bars.iter().zip(styles).enumerate() {
+        let color = PALETTE[style % PALETTE.len()];
+        let fill = if (style / PALETTE.len()).is_multiple_of(2) {
+            color.mix(0.75).filled()
+        } else {
+            color.mix(0.35).filled()
+        };
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (bar.value, SegmentValue::Exact(i + 1)),
+            ],
+            fill,
+        )))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![
+                (bar.ci.0, SegmentValue::CenterOf(i)),
+                (bar.ci.1, SegmentValue::CenterOf(i)),
+            ],
+            BLACK.stroke_width(2),
+        )))?;
+    }
+    Ok(())
+}
+
+/// Axis labels: 20000 -> "20k", 1500000 -> "1.5M", 0.5 -> "0.5".
+fn compact(v: f64) -> String {
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    match v.abs() {
+        a if a >= 1e6 => trim(format!("{:.1}", v / 1e6)) + "M",
+        a if a >= 1e3 => trim(format!("{:.1}", v / 1e3)) + "k",
+        a if a >= 10.0 || a == 0.0 => format!("{v:.0}"),
+        _ => trim(format!("{v:.2}")),
+    }
+}

@@ -1,0 +1,110 @@
+//! `report`: render a run as HTML, compare two runs, export a run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use reports::compare::{self, Verdict};
+use reports::metrics::Metric;
+use reports::run::Run;
+use reports::{export, render};
+
+/// Reports for iomodels runs (a directory holding results.jsonl and env.json).
+#[derive(Parser)]
+#[command(name = "report", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write RUN_DIR/report.html: rankings, charts, the models, failures, the environment.
+    Render { run: PathBuf },
+    /// Compare two runs; exit 1 when a change is worse than the threshold and its 95%
+    /// confidence interval excludes zero. Writes NEW_RUN/compare.html.
+    Compare {
+        base: PathBuf,
+        new: PathBuf,
+        /// Percent change that counts as a regression.
+        #[arg(long, default_value_t = 5.0)]
+        threshold: f64,
+        /// Metrics to compare (throughput, latency_p99, cpu_per_request, pss_per_conn).
+        #[arg(long, value_delimiter = ',', default_value = "throughput,latency_p99")]
+        metric: Vec<String>,
+    },
+    /// Print the run as CSV, Markdown, or BMF (bencher.dev's JSON).
+    Export {
+        run: PathBuf,
+        #[arg(long, value_enum)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Csv,
+    Markdown,
+    Bmf,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("report: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Render { run } => {
+            let data = Run::load(&run)?;
+            let out = run.join("report.html");
+            render::render(&data, &out)?;
+            println!("{}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare {
+            base,
+            new,
+            threshold,
+            metric,
+        } => {
+            let metrics: Vec<Metric> = metric
+                .iter()
+                .map(|m| Metric::parse(m).ok_or_else(|| format!("unknown metric '{m}' (throughput, latency_p99, cpu_per_request, pss_per_conn)")))
+                .collect::<Result<_, _>>()?;
+            let (base_run, new_run) = (Run::load(&base)?, Run::load(&new)?);
+            let rows = compare::compare(&base_run, &new_run, threshold / 100.0, &metrics);
+            if rows.is_empty() {
+                return Err("the two runs share no cell".into());
+            }
+            print!("{}", compare::markdown(&rows, threshold / 100.0));
+            let html = new.join("compare.html");
+            std::fs::write(&html, compare::html(&rows, threshold / 100.0))
+                .map_err(|e| format!("{}: {e}", html.display()))?;
+            let regressed = rows.iter().any(|r| r.verdict == Verdict::Regression);
+            Ok(if regressed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Export { run, format } => {
+            let data = Run::load(&run)?;
+            match format {
+                Format::Csv => print!("{}", export::csv(&data)),
+                Format::Markdown => print!("{}", export::markdown(&data)),
+                Format::Bmf => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&export::bmf(&data)).expect("BMF serialises")
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! `report render`: one self-contained `report.html` (inline SVG, no script, no network).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::charts::{self, Axes, Bar, Series};
+use crate::metrics::{headline, Metric};
+use crate::run::{param, str_of, Run};
+use crate::stats::{cv, median, median_ci};
+
+/// The models' descriptions: docs/MODELS.md is the one source of truth, embedded.
+const MODELS_MD: &str = include_str!("../../docs/MODELS.md");
+
+/// A ranking is flagged unreliable when trials vary more than this (coefficient of variation).
+const UNRELIABLE_CV: f64 = 0.10;
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One model in one group of cells (same scenario and parameters): its trials' values.
+pub struct Ranked {
+    pub model: String,
+    pub values: Vec<f64>,
+    pub median: f64,
+    pub ci: (f64, f64),
+    pub cv: f64,
+    pub errors: u64,
+    pub starved: u64,
+}
+
+/// Groups ok lines by (scenario, parameters) and ranks models by `metric` within each.
+pub fn rankings(
+    run: &Run,
+    metric_for: impl Fn(&str) -> Metric,
+) -> BTreeMap<(String, String), (Metric, Vec<Ranked>)> {
+    let mut groups: BTreeMap<(String, String), BTreeMap<String, Vec<&Value>>> = BTreeMap::new();
+    for line in run.ok() {
+        let cell = str_of(line, "cell");
+        let params = cell.rsplit('/').next().unwrap_or("").to_string();
+        groups
+            .entry((str_of(line, "scenario"), params))
+            .or_default()
+            .entry(str_of(line, "model"))
+            .or_default()
+            .push(line);
+    }
+    groups
+        .into_iter()
+        .map(|((scenario, params), models)| {
+            let metric = metric_for(&scenario);
+            let mut ranked: Vec<Ranked> = models
+                .into_iter()
+                .map(|(model, lines)| {
+                    let values: Vec<f64> = lines
+                        .iter()
+                        .filter_map(|l| metric.of(l).map(|v| v.0))
+                        .collect();
+                    let errors = lines.iter().map(|l| error_total(l)).sum();
+                    let starved = lines
+                        .iter()
+                        .filter_map(|l| l["load"]["starved_connections"].as_u64())
+                        .max()
+                        .unwrap_or(0);
+                    Ranked {
+                        median: median(&values),
+                        ci: median_ci(&values),
+                        cv: cv(&values),
+                        model,
+                        values,
+                        errors,
+                        starved,
+                    }
+                })
+                .collect();
+            ranked.sort_by(|a, b| {
+                let order = if metric.higher_is_better() {
+                    b.median.total_cmp(&a.median)
+                } else {
+                    a.median.total_cmp(&b.median)
+                };
+                order.then(a.model.cmp(&b.model))
+            });
+            ((scenario, params), (metric, ranked))
+        })
+        .collect()
+}
+
+pub fn error_total(line: &Value) -> u64 {
+    ["connect", "reset", "timeout", "mismatch", "protocol"]
+        .iter()
+        .map(|k| line["load"]["errors"][k].as_u64().unwrap_or(0))
+        .sum()
+}
+
+pub fn fmt_num(x: f64) -> String {
+    if !x.is_finite() {
+        "-".into()
+    } else if x.abs() >= 1000.0 {
+        let s = format!("{:.0}", x);
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
+                out.push(' ');
+            }
+            out.push(c);
+        }
+        out
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+pub fn render(run: &Run, out: &Path) -> Result<(), String> {
+    let models = run.models();
+    let mut html = String::new();
+    let id = run
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let _ = write!(html, "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>iomodels report {}</title><style>{}</style></head><body>", escape(&id), CSS);
+    let _ = write!(html, "<h1>iomodels: how the server I/O models compare on this machine</h1><p class=\"sub\">Run <code>{}</code> · {} cells · {} models · {} · kernel {}</p>",
+        escape(&id), run.lines.len(), models.len(), escape(run.env["cpu_model"].as_str().unwrap_or("unknown CPU")), escape(run.env["kernel"].as_str().unwrap_or("?")));
+    html.push_str(INTRO);
+    html.push_str("<h2 id=\"summary\">Summary per scenario</h2><p>Models ranked by the median over trials, with the 95% confidence interval of the median (bootstrap over trials) and the coefficient of variation. <span class=\"warn\">⚠</span> marks a rank that the data does not support: the interval overlaps the next model's, or the trials vary by more than 10%.</p>");
+    for ((scenario, params), (metric, ranked)) in rankings(run, headline) {
+        let unit = run
+            .ok()
+            .find(|l| str_of(l, "scenario") == scenario)
+            .and_then(|l| metric.of(l))
+            .map(|v| v.1)
+            .unwrap_or("");
+        let better = if metric.higher_is_better() {
+            "higher is better"
+        } else {
+            "lower is better"
+        };
+        let _ = write!(html, "<h3>{} <code>{}</code></h3><table><tr><th>rank</th><th>model</th><th>median {} ({better})</th><th>95% CI</th><th>CV</th><th>trials</th><th>errors</th><th>notes</th></tr>", escape(&scenario), escape(&params), escape(unit));
+        for (i, r) in ranked.iter().enumerate() {
+            let next = ranked.get(i + 1);
+            let overlaps = next.is_some_and(|n| n.ci.0 <= r.ci.1 && r.ci.0 <= n.ci.1);
+            let unreliable = overlaps || r.cv > UNRELIABLE_CV;
+            let mut notes = Vec::new();
+            if overlaps {
+                notes.push(format!(
+                    "interval overlaps {}",
+                    next.map(|n| n.model.as_str()).unwrap_or("")
+                ));
+            }
+            if r.cv > UNRELIABLE_CV {
+                notes.push(format!("trials vary {:.0}%", r.cv * 100.0));
+            }
+            if r.starved > 0 {
+                notes.push(format!("{} connections never served", r.starved));
+            }
+            let _ = write!(html, "<tr><td>{}{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{} – {}</td><td class=\"n\">{:.1}%</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                i + 1, if unreliable { " <span class=\"warn\">⚠</span>" } else { "" }, escape(&r.model), fmt_num(r.median), fmt_num(r.ci.0), fmt_num(r.ci.1), r.cv * 100.0, r.values.len(), r.errors, escape(&notes.join("; ")));
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("<h2 id=\"charts\">Charts</h2><div class=\"grid\">");
+    for svg in all_charts(run, &models)? {
+        let _ = write!(html, "<figure>{svg}</figure>");
+    }
+    html.push_str("</div>");
+    html.push_str("<h2 id=\"models\">The models: what each does, and what this run measured</h2>");
+    for model in &models {
+        let _ = write!(
+            html,
+            "<section class=\"model\"><h3>{}</h3><p class=\"measured\">{}</p>{}</section>",
+            escape(model),
+            escape(&measured_sentences(run, model)),
+            model_doc_html(model)
+        );
+    }
+    failures_html(run, &mut html);
+    env_html(run, &mut html);
+    html.push_str("</body></html>\n");
+    std::fs::write(out, html).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+fn series_by_model(
+    run: &Run,
+    models: &[String],
+    scenario: &str,
+    filter: impl Fn(&Value) -> bool,
+    x: impl Fn(&Value) -> Option<f64>,
+    y: Metric,
+) -> (Vec<Series>, Vec<usize>) {
+    let mut points: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    for line in run
+        .ok()
+        .filter(|l| str_of(l, "scenario") == scenario && filter(l))
+    {
+        if let (Some(xv), Some((yv, _))) = (x(line), y.of(line)) {
+            points
+                .entry(str_of(line, "model"))
+                .or_default()
+                .entry(xv.to_bits())
+                .or_default()
+                .push(yv);
+        }
+    }
+    let mut series = Vec::new();
+    let mut styles = Vec::new();
+    for model in models {
+        if let Some(p) = points.get(model) {
+            let mut pts: Vec<(f64, f64)> = p
+                .iter()
+                .map(|(x, ys)| (f64::from_bits(*x), median(ys)))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            series.push(Series {
+                name: model.clone(),
+                points: pts,
+            });
+            styles.push(charts::style_index(models, model));
+        }
+    }
+    (series, styles)
+}
+
+fn bar_chart(
+    run: &Run,
+    models: &[String],
+    title: &str,
+    unit: &str,
+    lines: &[&Value],
+    value: impl Fn(&Value) -> Option<f64>,
+) -> Result<Option<String>, String> {
+    let mut by_model: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for line in lines {
+        if let Some(v) = value(line) {
+            by_model.entry(str_of(line, "model")).or_default().push(v);
+        }
+    }
+    if by_model.is_empty() {
+        return Ok(None);
+    }
+    let _ = run;
+    let mut bars: Vec<Bar> = by_model
+        .into_iter()
+        .map(|(name, v)| Bar {
+            value: median(&v),
+            ci: median_ci(&v),
+            name,
+        })
+        .collect();
+    bars.sort_by(|a, b| b.value.total_cmp(&a.value));
+    let styles: Vec<usize> = bars
+        .iter()
+        .map(|b| charts::style_index(models, &b.name))
+        .collect();
+    charts::bars(title, unit, &bars, &styles).map(Some)
+}
+
+/// The cells a per-model bar chart is drawn from: the scenario's most common parameters.
+fn representative<'a>(run: &'a Run, scenario: &str) -> Vec<&'a Value> {
+    let mut counts: BTreeMap<String, (usize, &Value)> = BTreeMap::new();
+    for line in run.ok().filter(|l| str_of(l, "scenario") == scenario) {
+        counts
+            .entry(line["params"].to_string())
+            .or_insert((0, &line["params"]))
+            .0 += 1;
+    }
+    let Some((_, params)) = counts.into_values().max_by_key(|(n, _)| *n) else {
+        return Vec::new();
+    };
+    run.ok()
+        .filter(|l| str_of(l, "scenario") == scenario && &l["params"] == params)
+        .collect()
+}
+
+fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    // Throughput vs connections, one chart per message size.
+    let mut sizes: Vec<u64> = run
+        .ok()
+        .filter(|l| str_of(l, "scenario") == "echo")
+        .filter_map(|l| param(l, "size"))
+        .collect();
+    sizes.sort();
+    sizes.dedup();
+    for size in sizes {
+        let (series, styles) = series_by_model(
+            run,
+            models,
+            "echo",
+            |l| param(l, "size") == Some(size),
+            |l| param(l, "connections").map(|c| c as f64),
+            Metric::Throughput,
+        );
+        if !series.is_empty() {
+            let title = format!("Echo throughput vs connections, {size}-byte messages");
+            out.push(charts::lines(
+                &Axes {
+                    title: &title,
+                    x: "connections (log scale)",
+                    y: "requests per second",
+                    log_x: true,
+                    log_y: false,
+                },
+                &series,
+                &styles,
+            )?);
+        }
+    }
+    if let Some(svg) = spectrum(run, models)? {
+        out.push(svg);
+    }
+    let (series, styles) = series_by_model(
+        run,
+        models,
+        "rate",
+        |_| true,
+        |l| param(l, "rate").map(|r| r as f64),
+        Metric::P99,
+    );
+    if !series.is_empty() {
+        out.push(charts::lines(
+            &Axes {
+                title: "Latency vs offered load (open loop, corrected p99)",
+                x: "offered load, requests per second",
+                y: "p99 latency, µs (log scale)",
+                log_x: false,
+                log_y: true,
+            },
+            &series,
+            &styles,
+        )?);
+    }
+    let (series, styles) = series_by_model(
+        run,
+        models,
+        "idle",
+        |_| true,
+        |l| param(l, "idle").map(|i| i as f64),
+        Metric::Throughput,
+    );
+    if !series.is_empty() {
+        out.push(charts::lines(
+            &Axes {
+                title: "Throughput of the active connections vs idle connections",
+                x: "idle connections held open",
+                y: "requests per second",
+                log_x: false,
+                log_y: false,
+            },
+            &series,
+            &styles,
+        )?);
+    }
+    let churn = representative(run, "churn");
+    if let Some(svg) = bar_chart(
+        run,
+        models,
+        "Connection churn: connect, one echo, close",
+        "connections per second (median, 95% CI)",
+        &churn,
+        |l| l["load"]["connects_per_s"].as_f64(),
+    )? {
+        out.push(svg);
+    }
+    let bulk = representative(run, "bulk");
+    for (field, way) in [
+        ("upload_bps", "upload (PUT)"),
+        ("download_bps", "download (GET)"),
+    ] {
+        if let Some(svg) = bar_chart(
+            run,
+            models,
+            &format!("Bulk transfer, {way}"),
+            "MB/s (median, 95% CI)",
+            &bulk,
+            |l| l["load"][field].as_f64().map(|b| b / 1e6),
+        )? {
+            out.push(svg);
+        }
+    }
+    let echo = representative(run, "echo");
+    let params = echo
+        .first()
+        .map(|l| {
+            l["cell"]
+                .as_str()
+                .unwrap_or("")
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    if let Some(svg) = bar_chart(
+        run,
+        models,
+        &format!("Server CPU per request (echo {params})"),
+        "µs of server CPU per request (median, 95% CI)",
+        &echo,
+        |l| l["server"]["cpu_us_per_request"].as_f64(),
+    )? {
+        out.push(svg);
+    }
+    let mut pss_cells = representative(run, "idle");
+    if pss_cells.is_empty() {
+        pss_cells = echo.clone();
+    }
+    if let Some(svg) = bar_chart(
+        run,
+        models,
+        "Server memory per connection (peak PSS / connections)",
+        "KiB per connection (median, 95% CI)",
+        &pss_cells,
+        |l| l["server"]["pss_kib_per_conn"].as_f64(),
+    )? {
+        out.push(svg);
+    }
+    Ok(out)
+}
+
+/// The HdrHistogram-style percentile spectrum: latency at 50% .. 99.99%, trials merged.
+fn spectrum(run: &Run, models: &[String]) -> Result<Option<String>, String> {
+    let scenario = if run.ok().any(|l| str_of(l, "scenario") == "rate") {
+        "rate"
+    } else {
+        "echo"
+    };
+    let cells = representative(run, scenario);
+    let mut merged: BTreeMap<String, hdrhistogram::Histogram<u64>> = BTreeMap::new();
+    for line in &cells {
+        let Some(text) = line["load"]["histogram"].as_str() else {
+            continue;
+        };
+        let h = decode(text)?;
+        match merged.get_mut(&str_of(line, "model")) {
+            Some(m) => m.add(&h).map_err(|e| format!("{e:?}"))?,
+            None => {
+                merged.insert(str_of(line, "model"), h);
+            }
+        }
+    }
+    let quantiles = [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999];
+    let mut series = Vec::new();
+    let mut styles = Vec::new();
+    for model in models {
+        if let Some(h) = merged.get(model).filter(|h| !h.is_empty()) {
+            let points = quantiles
+                .iter()
+                .map(|&q| (1.0 / (1.0 - q), h.value_at_quantile(q).max(1) as f64))
+                .collect();
+            series.push(Series {
+                name: model.clone(),
+                points,
+            });
+            styles.push(charts::style_index(models, model));
+        }
+    }
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let params = cells.first().map(|l| str_of(l, "cell")).unwrap_or_default();
+    let title = format!(
+        "Latency spectrum, {}",
+        params
+            .split('/')
+            .next_back()
+            .map(|p| format!("{scenario} {p}"))
+            .unwrap_or_default()
+    );
+    charts::lines(
+        &Axes {
+            title: &title,
+            x: "percentile: 2 = p50, 10 = p90, 100 = p99, 1000 = p99.9 (log)",
+            y: "latency, µs (log scale)",
+            log_x: true,
+            log_y: true,
+        },
+        &series,
+        &styles,
+    )
+    .map(Some)
+}
+
+pub fn decode(text: &str) -> Result<hdrhistogram::Histogram<u64>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("histogram: {e}"))?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("histogram: {e:?}"))
+}
+
+/// One or two sentences about a model, generated from this run's data.
+pub fn measured_sentences(run: &Run, model: &str) -> String {
+    let mine: Vec<&Value> = run
+        .lines
+        .iter()
+        .filter(|l| str_of(l, "model") == model)
+        .collect();
+    let mut sentences = Vec::new();
+    if let Some(line) = mine.iter().find(|l| l["status"] == "unsupported") {
+        return format!(
+            "Not run here: {}.",
+            line["reason"].as_str().unwrap_or("unsupported")
+        );
+    }
+    let best = mine
+        .iter()
+        .filter(|l| l["status"] == "ok" && str_of(l, "scenario") == "echo")
+        .filter_map(|l| Some((l["load"]["throughput_rps"].as_f64()?, l)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((rps, line)) = best {
+        sentences.push(format!(
+            "Best echo throughput {} req/s (at {}).",
+            fmt_num(rps),
+            str_of(line, "cell").rsplit('/').next().unwrap_or("")
+        ));
+    }
+    let idle: Vec<&&Value> = mine
+        .iter()
+        .filter(|l| l["status"] == "ok" && str_of(l, "scenario") == "idle")
+        .collect();
+    if let (Some(line), Some((rps, _))) = (
+        idle.iter().max_by_key(|l| param(l, "idle").unwrap_or(0)),
+        best,
+    ) {
+        let ratio = line["load"]["throughput_rps"].as_f64().unwrap_or(0.0) / rps.max(1.0);
+        sentences.push(format!(
+            "With {} idle connections open it kept {:.0}% of that.",
+            param(line, "idle").unwrap_or(0),
+            ratio * 100.0
+        ));
+    }
+    let (resets, connects): (u64, u64) = mine
+        .iter()
+        .map(|l| {
+            (
+                l["load"]["errors"]["reset"].as_u64().unwrap_or(0),
+                l["load"]["errors"]["connect"].as_u64().unwrap_or(0),
+            )
+        })
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    if resets + connects > 0 {
+        sentences.push(format!(
+            "It closed or refused connections {} times across the run{}.",
+            resets + connects,
+            if model == "select" {
+                " (descriptors past FD_SETSIZE are closed at accept)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let starved = mine
+        .iter()
+        .filter_map(|l| l["load"]["starved_connections"].as_u64())
+        .max()
+        .unwrap_or(0);
+    if starved > 0 {
+        sentences.push(format!("Up to {starved} connections of a cell were never served: it serves fewer clients at once than connected."));
+    }
+    let failed = mine.iter().filter(|l| l["status"] == "failed").count();
+    if failed > 0 {
+        sentences.push(format!("{failed} cells failed (see below)."));
+    }
+    if sentences.is_empty() {
+        "No ok cell in this run.".into()
+    } else {
+        sentences.join(" ")
+    }
+}
+
+/// The section of docs/MODELS.md whose heading names `model`, as HTML.
+pub fn model_doc_html(model: &str) -> String {
+    let needle = format!("`{model}`");
+    let mut lines = MODELS_MD
+        .lines()
+        .skip_while(|l| !(l.starts_with('#') && l.contains(&needle)));
+    let Some(_) = lines.next() else {
+        return String::new();
+    };
+    let mut html = String::new();
+    let mut in_code = false;
+    let mut paragraph = String::new();
+    let flush = |p: &mut String, html: &mut String| {
+        if !p.trim().is_empty() {
+            let _ = write!(html, "<p>{}</p>", inline_code(&escape(p.trim())));
+        }
+        p.clear();
+    };
+    for line in lines {
+        if line.starts_with('#') {
+            break;
+        }
+        if line.starts_with("```") {
+            flush(&mut paragraph, &mut html);
+            html.push_str(if in_code { "</pre>" } else { "<pre>" });
+            in_code = !in_code;
+        } else if in_code {
+            let _ = writeln!(html, "{}", escape(line));
+        } else if line.trim().is_empty() {
+            flush(&mut paragraph, &mut html);
+        } else {
+            paragraph.push_str(line);
+            paragraph.push(' ');
+        }
+    }
+    flush(&mut paragraph, &mut html);
+    html
+}
+
+fn inline_code(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in s.split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn failures_html(run: &Run, html: &mut String) {
+    let bad: Vec<&Value> = run.not_ok().collect();
+    html.push_str("<h2 id=\"failures\">Failed and unsupported cells</h2>");
+    if bad.is_empty() {
+        html.push_str("<p>None: every cell ran to the end and every server stopped cleanly.</p>");
+        return;
+    }
+    html.push_str("<table><tr><th>cell</th><th>trial</th><th>status</th><th>reason</th></tr>");
+    for line in bad {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&str_of(line, "cell")),
+            line["trial"],
+            escape(&str_of(line, "status")),
+            escape(line["reason"].as_str().unwrap_or(""))
+        );
+    }
+    html.push_str("</table>");
+}
+
+fn env_html(run: &Run, html: &mut String) {
+    html.push_str("<h2 id=\"env\">Environment and raw data</h2><table>");
+    if let Some(env) = run.env.as_object() {
+        for (k, v) in env.iter().filter(|(k, _)| k.as_str() != "suite") {
+            let text = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            let _ = write!(
+                html,
+                "<tr><th>{}</th><td><code>{}</code></td></tr>",
+                escape(k),
+                escape(&text)
+            );
+        }
+    }
+    html.push_str("</table><p>Raw data: <a href=\"results.jsonl\">results.jsonl</a> (one JSON line per cell, histograms included) and <a href=\"env.json\">env.json</a>.");
+    let criterion = run.dir.join("../../target/criterion/report/index.html");
+    if criterion.exists() {
+        html.push_str(" Micro-benchmarks: <a href=\"../../target/criterion/report/index.html\">criterion report</a>.");
+    }
+    html.push_str("</p>");
+}
+
+const INTRO: &str = "<p class=\"intro\">Each <b>model</b> is one small server (blocking with a thread or process per connection, pools, busy polling, select, poll, epoll, signal-driven I/O, io_uring, and library references) speaking the same protocols. Each <b>cell</b> ran the server pinned to one CPU and the load generator pinned to another, several trials interleaved across models. Throughput counts verified replies only; latency is from HdrHistogram, corrected for coordinated omission in the open-loop scenario. Compare models within this run: two cores on a shared machine are noisy, so read the confidence intervals before the ranks.</p><p class=\"toc\"><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#models\">Models</a> · <a href=\"#failures\">Failures</a> · <a href=\"#env\">Environment</a></p>";
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:12px}figure{margin:0;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}";
