@@ -135,7 +135,9 @@ pub fn execute(run: &Run) -> io::Result<Vec<Value>> {
                 None => eprintln!("{message}"),
             }
         }
-        writeln!(results, "{line}")?;
+        // One write per line: a reader (or an interruption) never sees half a line
+        // appended in several pieces.
+        results.write_all(format!("{line}\n").as_bytes())?;
         results.flush()?;
         if let Some(bar) = &bar {
             bar.inc(1);

@@ -49,6 +49,16 @@ fn lines(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The lines of an interrupted run: complete lines only (the cut one, if any, is skipped, as
+/// `--resume` skips it).
+fn complete_lines(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap_or_default();
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 fn write_suite(dir: &Path, body: &str) -> String {
     let path = dir.join("suite.toml");
     std::fs::write(&path, body).unwrap();
@@ -219,13 +229,8 @@ fn resume_runs_only_the_missing_cells() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let results = out.join("results.jsonl");
     let start = Instant::now();
-    while std::fs::read_to_string(&results)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-        < 2
-    {
+    while complete_lines(&out).len() < 2 {
         assert!(start.elapsed() < Duration::from_secs(30), "no progress");
         thread::sleep(Duration::from_millis(10));
     }
@@ -235,7 +240,7 @@ fn resume_runs_only_the_missing_cells() {
         // SAFETY: kill only sends a signal (an orphaned server of the killed run).
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    let before: Vec<String> = lines(&out)
+    let before: Vec<String> = complete_lines(&out)
         .iter()
         .map(|l| format!("{}#{}", l["cell"], l["trial"]))
         .collect();
