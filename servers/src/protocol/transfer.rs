@@ -67,14 +67,17 @@ impl Transfer {
             match &mut self.state {
                 State::RequestLine => {
                     let rest = &input[consumed..];
-                    let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                        if rest.len() > MAX_LINE {
-                            out.extend_from_slice(b"ERR line too long\n");
-                            return Step {
-                                consumed: input.len(),
-                                close: true,
-                            };
-                        }
+                    let end = rest.iter().position(|&b| b == b'\n');
+                    // Too long whether or not its newline has arrived yet, so the answer does
+                    // not depend on how the bytes were split (found by the fuzzer).
+                    if end.unwrap_or(rest.len()) > MAX_LINE {
+                        out.extend_from_slice(b"ERR line too long\n");
+                        return Step {
+                            consumed: input.len(),
+                            close: true,
+                        };
+                    }
+                    let Some(end) = end else {
                         break;
                     };
                     consumed += end + 1;
@@ -260,6 +263,14 @@ mod tests {
         assert!(closed);
         let (out, closed) = run(&[b"GET 2\r\n"]);
         assert_eq!((out.as_slice(), closed), (&[7u8, 38][..], false));
+    }
+
+    #[test]
+    fn a_long_line_is_too_long_however_it_is_split() {
+        let mut line = vec![b'X'; MAX_LINE + 16];
+        line.push(b'\n');
+        assert_eq!(run(&[&line]).0, b"ERR line too long\n");
+        assert_split_invariant(|| Session::new(Protocol::Transfer), &line);
     }
 
     #[test]
