@@ -37,6 +37,11 @@ suites:
 load *ARGS:
     cargo run --release -q -p loadgen -- {{ARGS}}
 
+# Criterion micro-benchmarks (readiness waits, workers, round trips); HTML in target/criterion.
+# Save a baseline with `just micro --save-baseline main`, compare with `just micro --baseline main`.
+micro *ARGS:
+    cargo bench -p benches -- {{ARGS}}
+
 # Run every test: protocol units and the conformance suite against every model.
 test:
     cargo test --workspace
