@@ -25,6 +25,8 @@ pub struct Setup {
     pub load_cpus: Vec<usize>,
     pub warmup: Duration,
     pub duration: Duration,
+    /// loadgen's reply and connect timeout.
+    pub timeout: Duration,
     pub run_id: String,
 }
 
@@ -308,7 +310,7 @@ fn loadgen_args(cell: &Cell, setup: &Setup, addr: &str) -> Vec<String> {
         "--threads".into(),
         setup.load_cpus.len().to_string(),
         "--timeout".into(),
-        "2s".into(),
+        format!("{}ms", setup.timeout.as_millis()),
         "--json".into(),
     ];
     for (name, value) in &cell.params {

@@ -251,6 +251,7 @@ fn run(
             load_cpus,
             warmup: suite.warmup,
             duration: suite.duration,
+            timeout: suite.timeout,
             run_id,
         },
         dir,

@@ -32,6 +32,10 @@ pub struct Suite {
     pub duration: Duration,
     #[serde(default)]
     pub models: Models,
+    /// loadgen's timeout for a reply or a connect: thousands of connects at once queue behind
+    /// the accept backlog, so c10k needs longer than the default.
+    #[serde(default = "default_timeout", with = "duration_text")]
+    pub timeout: Duration,
     /// Raise RLIMIT_NOFILE to the hard limit and check it suffices (c10k).
     #[serde(default)]
     pub raise_nofile: bool,
@@ -102,6 +106,10 @@ impl Cell {
             + self.params.get("active").copied().unwrap_or(0)
             + self.params.get("idle").copied().unwrap_or(0)
     }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 pub const BUILT_IN: [&str; 4] = ["smoke", "quick", "full", "c10k"];
