@@ -5,6 +5,9 @@
 //!
 //! Group and parameter names are stable so saved baselines compare across commits.
 
+#[path = "support/criterion_config.rs"]
+mod criterion_config;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -247,17 +250,9 @@ fn all(c: &mut Criterion) {
     uring_wait(c);
 }
 
-/// 1 s of warm-up and 3 s of measurement per benchmark (100 samples still): the whole
-/// `cargo bench -p benches` stays within ten minutes on 2 cores.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = criterion_config::config();
     targets = all
 }
 criterion_main!(benches);

@@ -2,6 +2,9 @@
 //! started once per model outside the timed part (`iter_custom`) and pinned to CPU 0; the
 //! client is a plain blocking socket on this thread, pinned to CPU 1 when there is one.
 
+#[path = "support/criterion_config.rs"]
+mod criterion_config;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -113,17 +116,9 @@ fn roundtrips(c: &mut Criterion) {
     group.finish();
 }
 
-/// 1 s of warm-up and 3 s of measurement per benchmark (100 samples still): the whole
-/// `cargo bench -p benches` stays within ten minutes on 2 cores.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = criterion_config::config();
     targets = roundtrips
 }
 criterion_main!(benches);

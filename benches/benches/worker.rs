@@ -2,6 +2,9 @@
 //! and from one with 256 MiB touched, since fork copies page tables), thread spawn + join,
 //! and handing a job to a thread that already exists (a pool).
 
+#[path = "support/criterion_config.rs"]
+mod criterion_config;
+
 use std::sync::mpsc;
 use std::thread;
 
@@ -59,17 +62,9 @@ fn workers(c: &mut Criterion) {
     group.finish();
 }
 
-/// 1 s of warm-up and 3 s of measurement per benchmark (100 samples still): the whole
-/// `cargo bench -p benches` stays within ten minutes on 2 cores.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = criterion_config::config();
     targets = workers
 }
 criterion_main!(benches);

@@ -217,6 +217,21 @@ impl Conn {
         }
     }
 
+    /// A send completed with `result` (bytes written, or -errno).
+    pub fn send_completed(&mut self, result: i32) {
+        if result >= 0 {
+            self.sent(result as usize);
+        } else {
+            self.send_armed = false;
+            self.fail();
+        }
+    }
+
+    /// The cancel of this connection's recv completed (whatever it found to cancel).
+    pub fn cancel_completed(&mut self) {
+        self.cancel_armed = false;
+    }
+
     /// A request failed (reset, broken pipe, cancelled): the client is gone.
     pub fn fail(&mut self) {
         self.dead = true;

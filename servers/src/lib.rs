@@ -11,4 +11,5 @@ pub mod connection;
 pub mod listener;
 pub mod models;
 pub mod protocol;
+pub mod registry;
 pub mod signals;
