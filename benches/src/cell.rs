@@ -333,7 +333,14 @@ fn server_stats(
     // The measured window starts after loadgen's warmup.
     let from = started + setup.warmup;
     let first = samples.iter().find(|s| s.at >= from).unwrap_or(&samples[0]);
-    let last = samples.last().expect("at least one sample");
+    // ... and ends with loadgen's measured window: samples taken while loadgen was closing
+    // its connections have lost the threads (and their runtime) that served them.
+    let until = from + setup.duration;
+    let last = samples
+        .iter()
+        .rev()
+        .find(|s| s.at <= until && s.at > first.at)
+        .unwrap_or_else(|| samples.last().expect("at least one sample"));
     let window = last
         .at
         .saturating_duration_since(first.at)
@@ -341,6 +348,8 @@ fn server_stats(
         .max(1e-3);
     let user = last.user_ticks.saturating_sub(first.user_ticks) as f64 / hz;
     let sys = last.sys_ticks.saturating_sub(first.sys_ticks) as f64 / hz;
+    // The exact total (see process_tree): what utilisation and CPU per request use.
+    let total = last.runtime_ns.saturating_sub(first.runtime_ns) as f64 / 1e9;
     let rps = load["throughput_rps"].as_f64().unwrap_or(0.0);
     let requests_in_window = rps * window;
     let peak = |f: fn(&Sample) -> u64| samples.iter().map(f).max().unwrap_or(0);
@@ -349,8 +358,9 @@ fn server_stats(
     json!({
         "cpu_user_s": round(user, 3),
         "cpu_sys_s": round(sys, 3),
-        "cpu_utilization": round((user + sys) / window, 3),
-        "cpu_us_per_request": (requests_in_window > 0.0).then(|| round((user + sys) * 1e6 / requests_in_window, 3)),
+        "cpu_total_s": round(total, 3),
+        "cpu_utilization": round(total / window, 3),
+        "cpu_us_per_request": (requests_in_window > 0.0).then(|| round(total * 1e6 / requests_in_window, 3)),
         "peak_pss_kib": peak_pss,
         "pss_kib_per_conn": round(peak_pss as f64 / connections, 2),
         "ctx_voluntary": last.ctx_voluntary.saturating_sub(first.ctx_voluntary),
