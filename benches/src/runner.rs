@@ -29,8 +29,10 @@ pub struct Run {
 
 /// The workspace's `results/` directory.
 pub fn results_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    workspace
+        .canonicalize()
+        .unwrap_or(workspace)
         .join("results")
 }
 

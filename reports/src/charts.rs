@@ -77,6 +77,8 @@ fn draw_lines(
         series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
         axes.log_x,
     );
+    // Free room on the right for the legend, so it never covers the last points.
+    let x1 = if axes.log_x { x1 * 4.0 } else { x1 * 1.4 };
     let (y0, y1) = range(
         series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
         axes.log_y,
