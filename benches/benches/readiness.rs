@@ -29,19 +29,6 @@ fn descriptors(n: usize) -> Vec<OwnedFd> {
     (0..n).map(|i| eventfd(u32::from(i + 1 == n))).collect()
 }
 
-fn raise_nofile() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write a valid rlimit.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-}
-
 fn select_wait(c: &mut Criterion) {
     let mut group = c.benchmark_group("readiness/select");
     for n in SIZES.into_iter().filter(|&n| n <= SELECT_MAX) {
@@ -243,7 +230,8 @@ fn uring_wait(c: &mut Criterion) {
 }
 
 fn all(c: &mut Criterion) {
-    raise_nofile();
+    // 10 000 descriptors plus the process's own.
+    benches::runner::raise_nofile(10_064).unwrap_or_else(|e| panic!("{e}"));
     select_wait(c);
     poll_wait(c);
     epoll_wait(c);

@@ -192,16 +192,29 @@ impl Conn {
         if self.closing {
             return;
         }
-        self.input.extend_from_slice(data);
-        self.process();
+        if !self.input.is_empty() {
+            self.input.extend_from_slice(data);
+            self.process();
+            return;
+        }
+        // The common case: act on the received bytes directly, keep only the leftover.
+        let room = self.output_room();
+        let step = self.session.advance(data, &mut self.pending, room);
+        self.input.extend_from_slice(&data[step.consumed..]);
+        self.closing = step.close;
+    }
+
+    /// How far `pending` may grow: the high-water mark less what the kernel is still sending.
+    fn output_room(&self) -> usize {
+        HIGH_WATER.saturating_sub(self.in_flight.len() - self.sent)
     }
 
     fn process(&mut self) {
         if self.closing {
             return;
         }
-        let limit = HIGH_WATER.saturating_sub(self.in_flight.len() - self.sent);
-        let step = self.session.advance(&self.input, &mut self.pending, limit);
+        let room = self.output_room();
+        let step = self.session.advance(&self.input, &mut self.pending, room);
         self.input.drain(..step.consumed);
         self.closing = step.close;
     }
