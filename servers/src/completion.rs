@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use io_uring::{squeue, IoUring, SubmissionQueue, Submitter};
+use io_uring::{opcode, squeue, types, IoUring, SubmissionQueue, Submitter};
 
 use crate::protocol::{Protocol, Session, HIGH_WATER};
 
@@ -478,6 +478,8 @@ pub enum Op {
     /// The AsyncCancel of a connection's recv. It counts as in flight for its slot: were the
     /// slot freed and reused first, the cancel could hit the new connection's recv.
     Cancel(usize),
+    /// The poll on the stop signals' signalfd ([`StopSignal`]).
+    Stop,
 }
 
 impl Op {
@@ -488,6 +490,7 @@ impl Op {
             Op::Cancel(slot) => (slot as u64) << 3 | 2,
             Op::Recv(slot) => (slot as u64) << 3 | 3,
             Op::Send(slot) => (slot as u64) << 3 | 4,
+            Op::Stop => 5,
         }
     }
 
@@ -498,8 +501,36 @@ impl Op {
             1 => Op::AcceptRetry,
             2 => Op::Cancel(slot),
             3 => Op::Recv(slot),
-            _ => Op::Send(slot),
+            4 => Op::Send(slot),
+            _ => Op::Stop,
         }
+    }
+}
+
+/// SIGTERM and SIGINT as a completion: a poll on a signalfd, kept armed in the ring, so the
+/// loop hears the stop while it waits in io_uring_enter (see `signals::Stop::InBand`).
+pub struct StopSignal {
+    fd: OwnedFd,
+}
+
+impl StopSignal {
+    pub fn new() -> io::Result<StopSignal> {
+        Ok(StopSignal {
+            fd: crate::signals::stop_signalfd()?,
+        })
+    }
+
+    /// The poll to (re-)arm: one-shot, so it is armed again after each completion.
+    pub fn poll(&self) -> squeue::Entry {
+        opcode::PollAdd::new(types::Fd(self.fd.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(Op::Stop.encode())
+    }
+
+    /// After the poll completed: ends the process if a stop signal is pending; otherwise
+    /// (another loop took it) returns, and the caller re-arms the poll.
+    pub fn completed(&self) {
+        crate::signals::stop_if_signalled(&self.fd);
     }
 }
 

@@ -104,6 +104,9 @@ pub fn accept_blocking(
                 exhaustion.hit(|| format!("{model}: accept: {e}; serving open connections, accepting again when descriptors free up"));
                 std::thread::sleep(EXHAUSTION_BACKOFF);
             }
+            // The listener was shut down to stop the server: wait for the exit rather than
+            // race it with a worker's error and teardown.
+            Err(_) if crate::signals::stopping() => crate::signals::wait_for_exit(),
             Err(e) => return Err(io::Error::new(e.kind(), format!("{model}: accept: {e}"))),
         }
     }

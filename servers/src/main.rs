@@ -49,6 +49,11 @@ struct Cli {
     /// With --list: one JSON array, for programs (the conformance suite, the bench runner).
     #[arg(long, requires = "list")]
     json: bool,
+    /// Test aid (built only with the feature `extra-work`): ROUNDS of throwaway work per
+    /// request, a slowdown of known size for checking that the CI gate catches one.
+    #[cfg(feature = "extra-work")]
+    #[arg(long, hide = true, value_name = "ROUNDS", default_value_t = 0)]
+    extra_work: u32,
 }
 
 const EXIT_USAGE: u8 = 2;
@@ -80,6 +85,8 @@ fn main() -> ExitCode {
         eprintln!("unsupported: {reason}");
         return ExitCode::from(EXIT_UNSUPPORTED);
     }
+    #[cfg(feature = "extra-work")]
+    servers::protocol::set_extra_work(cli.extra_work);
     match serve(model, &config, cli.addr) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) if signals::stopping() => signals::wait_for_exit(),
@@ -92,7 +99,13 @@ fn main() -> ExitCode {
 
 fn serve(model: &Model, config: &Config, addr: SocketAddr) -> std::io::Result<()> {
     // First, before any thread exists, so every thread inherits the blocked signal mask.
-    signals::start_signal_thread()?;
+    // Completion loops wait only in io_uring_enter and hear the stop signals in band.
+    let stop = if model.family == Family::Completion {
+        signals::Stop::InBand
+    } else {
+        signals::Stop::SignalThread
+    };
+    signals::start_signal_thread(stop)?;
     let loops = if model.knobs.contains(&Knob::Threads) {
         config.threads
     } else {

@@ -4,6 +4,13 @@
 //! created afterwards inherits that mask, so those signals stay pending until the signal
 //! thread dequeues them with sigwaitinfo. No async-signal-safety puzzles, no EINTR in the
 //! models' blocking calls: SIGCHLD reaps children, SIGTERM/SIGINT end the process.
+//!
+//! The completion models hear SIGTERM/SIGINT in band instead: each loop keeps a poll on a
+//! signalfd in its ring and ends the process itself when it completes ([`Stop::InBand`]).
+//! A loop that only ever waits in io_uring_enter then needs no other thread to be scheduled
+//! for the server to stop; valgrind before 3.20 (which the CI gate runs servers under) does
+//! not treat io_uring_enter as a call that may block and so runs no other thread while one
+//! waits there.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,12 +75,72 @@ pub fn io_signal() -> i32 {
     libc::SIGRTMIN()
 }
 
+/// Who ends the process on SIGTERM or SIGINT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The signal thread (every model but the completion ones).
+    SignalThread,
+    /// The event loops, through [`stop_signalfd`]; the signal thread only reaps children.
+    InBand,
+}
+
+/// The signals that stop the server.
+pub fn stop_set() -> libc::sigset_t {
+    sigset(&[libc::SIGTERM, libc::SIGINT])
+}
+
+/// A non-blocking signalfd for the stop signals, for a loop that hears them in band: when it
+/// polls readable, read it with [`stop_if_signalled`].
+pub fn stop_signalfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let set = stop_set();
+    // SAFETY: `set` is valid; -1 asks for a new descriptor, which we then own.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: signalfd returned a new descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// After a poll on a [`stop_signalfd`] completed: ends the process if a stop signal was
+/// pending (another loop may have taken it first; then this returns and the poll is re-armed).
+pub fn stop_if_signalled(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: signalfd_siginfo is plain data; all zeroes is a valid value.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of `size` bytes.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        )
+    };
+    if n == size as isize {
+        stop();
+    }
+}
+
+/// Ends the server: stop accepting, stop forking, end and reap every child, exit 0. Open
+/// sockets, threads and io_uring instances go with the process; nothing is buffered on stdout
+/// after `listening`. The first caller does it; any other parks until the process is gone.
+pub fn stop() -> ! {
+    if STOPPING.swap(true, Ordering::AcqRel) {
+        wait_for_exit();
+    }
+    stop_accepting();
+    CHILDREN.terminate_all();
+    std::process::exit(0);
+}
+
 /// Blocks the signals in the calling thread (and so in every thread it creates later) and
 /// starts the signal thread. Call first thing in `main`.
 ///
 /// The I/O signals of `sigio` are blocked too, everywhere: their default action is to end the
 /// process, and they are only ever dequeued with sigtimedwait by the loop they are sent to.
-pub fn start_signal_thread() -> io::Result<()> {
+pub fn start_signal_thread(who_stops: Stop) -> io::Result<()> {
     let set = sigset(&[
         libc::SIGTERM,
         libc::SIGINT,
@@ -86,7 +153,10 @@ pub fn start_signal_thread() -> io::Result<()> {
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
-    let set = termination_set();
+    let set = match who_stops {
+        Stop::SignalThread => termination_set(),
+        Stop::InBand => sigset(&[libc::SIGCHLD]),
+    };
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -94,15 +164,7 @@ pub fn start_signal_thread() -> io::Result<()> {
             let signal = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
             match signal {
                 libc::SIGCHLD => CHILDREN.reap(),
-                libc::SIGTERM | libc::SIGINT => {
-                    // Stop accepting, stop forking, end and reap every child; open sockets,
-                    // threads and io_uring instances go with the process. Nothing is
-                    // buffered on stdout after `listening`.
-                    STOPPING.store(true, Ordering::Release);
-                    stop_accepting();
-                    CHILDREN.terminate_all();
-                    std::process::exit(0);
-                }
+                libc::SIGTERM | libc::SIGINT => stop(),
                 _ => {} // EINTR
             }
         })?;

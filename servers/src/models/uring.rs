@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use io_uring::{opcode, types};
 
 use super::{run_loops, Config};
-use crate::completion::{self, follow_up, Backlog, Conn, Op, Slots};
+use crate::completion::{self, follow_up, Backlog, Conn, Op, Slots, StopSignal};
 use crate::listener::{is_exhaustion, BurstLog};
 
 const RECV_SIZE: usize = 16 * 1024;
@@ -43,6 +43,8 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     // Receive buffer i belongs to slot i; it never moves while a recv may write into it.
     let mut buffers: Vec<Box<[u8]>> = Vec::new();
     let mut exhaustion = BurstLog::default();
+    let stop = StopSignal::new()?;
+    backlog.push(&submitter, &mut sq, stop.poll());
     backlog.push(&submitter, &mut sq, accept());
     loop {
         backlog.drain_into(&mut sq);
@@ -52,6 +54,11 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
             let result = cqe.result();
             completion::log_unexpected("uring", result);
             let slot = match Op::decode(cqe.user_data()) {
+                Op::Stop => {
+                    stop.completed(); // ends the process when SIGTERM or SIGINT came
+                    backlog.push(&submitter, &mut sq, stop.poll());
+                    continue;
+                }
                 Op::Accept if result >= 0 => {
                     exhaustion.clear();
                     backlog.push(&submitter, &mut sq, accept());

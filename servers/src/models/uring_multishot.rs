@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::{run_loops, Config};
-use crate::completion::{self, follow_up, Backlog, BufRing, Conn, Op, Slots};
+use crate::completion::{self, follow_up, Backlog, BufRing, Conn, Op, Slots, StopSignal};
 use crate::listener::{is_exhaustion, BurstLog};
 
 const BUFFERS: u16 = 1024;
@@ -49,6 +49,8 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     let mut backlog = Backlog::default();
     let mut conns = Slots::default();
     let mut exhaustion = BurstLog::default();
+    let stop = StopSignal::new()?;
+    backlog.push(&submitter, &mut sq, stop.poll());
     backlog.push(&submitter, &mut sq, accept());
     loop {
         backlog.drain_into(&mut sq);
@@ -58,6 +60,11 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
             let (result, more) = (cqe.result(), cqueue::more(cqe.flags()));
             completion::log_unexpected("uring-multishot", result);
             let slot = match Op::decode(cqe.user_data()) {
+                Op::Stop => {
+                    stop.completed(); // ends the process when SIGTERM or SIGINT came
+                    backlog.push(&submitter, &mut sq, stop.poll());
+                    continue;
+                }
                 Op::Accept => {
                     if is_exhaustion(&io::Error::from_raw_os_error(-result)) {
                         exhaustion.hit(|| {

@@ -64,6 +64,37 @@ impl FromStr for Protocol {
     }
 }
 
+/// Test aid (feature `extra-work`, off by default): rounds of throwaway work for every call
+/// to [`Session::advance`] that consumes input, so the CI gate can be shown to catch a
+/// slowdown of known size. Without the feature the check does not exist.
+#[cfg(feature = "extra-work")]
+mod extra_work {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static ROUNDS: AtomicU32 = AtomicU32::new(0);
+
+    /// Sets the rounds of work per request (`server --extra-work ROUNDS`).
+    pub fn set(rounds: u32) {
+        ROUNDS.store(rounds, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn burn() {
+        let rounds = ROUNDS.load(Ordering::Relaxed) as usize;
+        let mut i = 0usize;
+        while i < rounds {
+            // SAFETY: an empty asm statement; the compiler must assume it reads and changes
+            // `i`, so the loop is neither folded away nor turned into a formula, and a round
+            // costs a handful of instructions whatever the optimisation level.
+            unsafe { std::arch::asm!("/* {0} */", inout(reg) i) };
+            i += 1;
+        }
+    }
+}
+
+#[cfg(feature = "extra-work")]
+pub use extra_work::set as set_extra_work;
+
 /// What one call to [`Session::advance`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Step {
@@ -97,11 +128,16 @@ impl Session {
     /// caller keeps it and calls again later with more input or a drained `out`.
     #[inline]
     pub fn advance(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Step {
-        match self {
+        let step = match self {
             Session::Echo(s) => s.advance(input, out, limit),
             Session::Http(s) => s.advance(input, out, limit),
             Session::Transfer(s) => s.advance(input, out, limit),
+        };
+        #[cfg(feature = "extra-work")]
+        if step.consumed > 0 {
+            extra_work::burn();
         }
+        step
     }
 
     /// True while the session will produce output without any more input (a transfer `GET`
