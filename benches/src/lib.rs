@@ -4,9 +4,13 @@
 //!
 //! `suite` reads suite files and expands them into cells (trials interleaved across models);
 //! `cell` runs one cell; `process_tree` samples /proc; `runner` owns the run directory
-//! (results, env.json, resume, progress); `summary` prints the ranking at the end.
+//! (results, env.json, resume, progress); `summary` prints the ranking at the end. `gate`
+//! counts instructions per request under callgrind, and `ci` compares a base ref with the
+//! current build (the gate, plus wall-clock cells run interleaved) for pull requests.
 
 pub mod cell;
+pub mod ci;
+pub mod gate;
 pub mod process_tree;
 pub mod runner;
 pub mod suite;

@@ -1,6 +1,6 @@
 //! `bench`: run a suite of models x scenarios x trials and keep every result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -9,6 +9,7 @@ use benches::cell::Setup;
 use benches::runner::{self, Run};
 use benches::suite::{self, BUILT_IN};
 use benches::summary;
+use benches::{ci, gate};
 
 /// Run iomodels benchmark suites: each cell starts a pinned server, drives it with a pinned
 /// loadgen, samples the server's processes, and appends one JSON line to results.jsonl.
@@ -51,6 +52,79 @@ enum Commands {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
+    /// The CI gate: each model's user-space instructions per request under callgrind
+    /// (a fixed echo workload; needs valgrind). Writes a JSON pass and prints a table.
+    Gate {
+        /// Only these models (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Where to write the pass (JSON) [default: target/gate/gate.json].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write the pass in bencher.dev's BMF here.
+        #[arg(long)]
+        bmf: Option<PathBuf>,
+        /// Requests in the long run (the short run has 1/20 of them, at least 100).
+        #[arg(long, default_value_t = 21_000)]
+        requests: u64,
+        /// Extra arguments for every server (e.g. `--server-arg=--threads=2`).
+        #[arg(long, allow_hyphen_values = true)]
+        server_arg: Vec<String>,
+        /// Directory holding the `server` binary [default: next to `bench`].
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Compare two gate passes: a Markdown table; exit 1 when a model's instructions per
+    /// request grew by more than the threshold or it could no longer be measured.
+    GateCompare {
+        base: PathBuf,
+        new: PathBuf,
+        /// Percent growth that fails the gate.
+        #[arg(long, default_value_t = 2.0)]
+        threshold: f64,
+    },
+    /// What a pull request's benchmark job runs: build BASE_REF in a worktree, run the gate
+    /// on both builds and the advisory wall-clock cells interleaved, print one Markdown
+    /// summary. Exit 1 only when the gate finds a regression (see docs/CI.md).
+    Ci {
+        /// The base to compare against: a branch, tag or commit (e.g. origin/main, HEAD~1).
+        base_ref: String,
+        /// Percent growth in instructions per request that fails the job.
+        #[arg(long, default_value_t = 2.0)]
+        threshold: f64,
+        /// Percent change that `report compare` calls a wall-clock regression.
+        #[arg(long, default_value_t = 5.0)]
+        wall_threshold: f64,
+        /// The suite whose cells run for the wall-clock comparison.
+        #[arg(long, default_value = "ci")]
+        wall_suite: String,
+        /// Skip the wall-clock comparison (the gate only).
+        #[arg(long)]
+        no_wall: bool,
+        /// Fail the job on a wall-clock regression too.
+        #[arg(long)]
+        fail_on_wall: bool,
+        /// Trials per wall-clock cell, instead of the suite's.
+        #[arg(long)]
+        trials: Option<usize>,
+        /// Only these models (comma-separated), in both parts.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Requests in the gate's long run.
+        #[arg(long, default_value_t = 21_000)]
+        requests: u64,
+        /// Where everything goes [default: target/ci-bench].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Test aid: extra arguments for the candidate's servers only, e.g.
+        /// `--candidate-arg=--extra-work=10` (a server built with the feature `extra-work`) to
+        /// check that the gate catches a slowdown.
+        #[arg(long, allow_hyphen_values = true, hide = true)]
+        candidate_arg: Vec<String>,
+        /// Directory holding the candidate's `server` and `loadgen` [default: next to `bench`].
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// List the suites (what each runs, roughly how long) and the models.
     List {
         #[arg(long)]
@@ -61,6 +135,74 @@ enum Commands {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Commands::List { bin_dir } => list(bin_dir),
+        Commands::Gate {
+            models,
+            out,
+            bmf,
+            requests,
+            server_arg,
+            bin_dir,
+        } => gate(models, out, bmf, requests, server_arg, bin_dir),
+        Commands::GateCompare {
+            base,
+            new,
+            threshold,
+        } => return gate_compare(&base, &new, threshold),
+        Commands::Ci {
+            base_ref,
+            threshold,
+            wall_threshold,
+            wall_suite,
+            no_wall,
+            fail_on_wall,
+            trials,
+            models,
+            requests,
+            out,
+            candidate_arg,
+            bin_dir,
+        } => {
+            let options = (|| {
+                let (server, loadgen) = binaries(bin_dir)?;
+                let cpus = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1);
+                Ok::<_, String>(ci::Options {
+                    base_ref,
+                    threshold: threshold / 100.0,
+                    wall_threshold: wall_threshold / 100.0,
+                    wall_suite: (!no_wall).then_some(wall_suite),
+                    trials,
+                    models,
+                    fail_on_wall,
+                    workload: workload(requests)?,
+                    server,
+                    loadgen,
+                    dir: out.unwrap_or_else(|| runner::workspace_root().join("target/ci-bench")),
+                    candidate_args: candidate_arg,
+                    server_cpus: vec![0],
+                    load_cpus: if cpus > 1 {
+                        (1..cpus).collect()
+                    } else {
+                        vec![0]
+                    },
+                })
+            })();
+            return match options.and_then(|o| ci::run(&o)) {
+                Ok(outcome) => {
+                    println!("{}", outcome.summary);
+                    if outcome.failed {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("bench ci: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Commands::Run {
             suite,
             models,
@@ -268,4 +410,105 @@ fn run(
     reports::render::render(&data, &report)?;
     println!("report:  {}", report.display());
     Ok(())
+}
+
+fn workload(requests: u64) -> Result<gate::Workload, String> {
+    let short = (requests / 20).max(100);
+    if requests <= short {
+        return Err(format!("--requests must be above {short}"));
+    }
+    Ok(gate::Workload {
+        short,
+        long: requests,
+        ..gate::Workload::default()
+    })
+}
+
+/// The models to measure: all the server lists, or the ones asked for (each must exist).
+fn gate_models(server: &Path, only: Option<Vec<String>>) -> Result<Vec<gate::ModelInfo>, String> {
+    let all = gate::models(server)?;
+    match only {
+        None => Ok(all),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                all.iter().find(|m| &m.name == n).cloned().ok_or_else(|| {
+                    let valid: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
+                    format!("unknown model '{n}' (valid: {})", valid.join(", "))
+                })
+            })
+            .collect(),
+    }
+}
+
+fn gate(
+    only_models: Option<Vec<String>>,
+    out: Option<PathBuf>,
+    bmf: Option<PathBuf>,
+    requests: u64,
+    server_args: Vec<String>,
+    bin_dir: Option<PathBuf>,
+) -> Result<(), String> {
+    let (server, _) = binaries(bin_dir)?;
+    let workload = workload(requests)?;
+    let models = gate_models(&server, only_models)?;
+    let out = out.unwrap_or_else(|| runner::workspace_root().join("target/gate/gate.json"));
+    let work = out.with_extension("work");
+    eprintln!(
+        "gate: {} models under callgrind, {} and {} echo requests each",
+        models.len(),
+        workload.short,
+        workload.long
+    );
+    let started = std::time::Instant::now();
+    let pass = gate::pass(&server, &models, &workload, &server_args, &work, |m| {
+        eprintln!("  {m}")
+    })?;
+    eprintln!("gate: {:.0?}", started.elapsed());
+    ci::write_json(&out, &pass)?;
+    if let Some(bmf) = bmf {
+        ci::write_json(&bmf, &gate::bmf(&pass))?;
+    }
+    println!("{}", gate::table(&pass));
+    println!("gate pass: {}", out.display());
+    let failed = pass["models"]
+        .as_object()
+        .map(|m| m.values().filter(|v| v["status"] == "failed").count())
+        .unwrap_or(0);
+    if failed > 0 {
+        return Err(format!(
+            "{failed} model(s) could not be measured (see above)"
+        ));
+    }
+    Ok(())
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn gate_compare(base: &Path, new: &Path, threshold: f64) -> ExitCode {
+    let result = (|| {
+        let (base, new) = (read_json(base)?, read_json(new)?);
+        for pass in [&base, &new] {
+            if pass["kind"] != "iomodels-gate" {
+                return Err("not a gate pass (written by `bench gate`)".to_string());
+            }
+        }
+        let rows = gate::compare(&base, &new, threshold / 100.0);
+        print!(
+            "{}",
+            gate::markdown(&rows, threshold / 100.0, &new["workload"])
+        );
+        Ok(rows.iter().any(|r| r.verdict.fails()))
+    })();
+    match result {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -27,13 +27,15 @@ pub struct Run {
     pub setup: Setup,
 }
 
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    workspace.canonicalize().unwrap_or(workspace)
+}
+
 /// The workspace's `results/` directory.
 pub fn results_root() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    workspace
-        .canonicalize()
-        .unwrap_or(workspace)
-        .join("results")
+    workspace_root().join("results")
 }
 
 /// A new run directory named after the time (UTC), with `latest` pointing at it.

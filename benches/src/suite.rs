@@ -112,7 +112,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(2)
 }
 
-pub const BUILT_IN: [&str; 4] = ["smoke", "quick", "full", "c10k"];
+pub const BUILT_IN: [&str; 5] = ["smoke", "quick", "full", "c10k", "ci"];
 
 /// Finds a suite by built-in name (a file in `benches/suites/`) or path.
 pub fn locate(name_or_path: &str) -> Result<PathBuf, String> {

@@ -1,0 +1,363 @@
+//! `bench ci BASE_REF`: what a pull request's benchmark job runs (DESIGN.md section 7).
+//!
+//! 1. Builds the base ref's `server` in a separate git worktree (`target/ci-bench/base`, with
+//!    its own target directory); the candidate is the build `bench` sits next to.
+//! 2. The gate: a callgrind pass ([`crate::gate`]) over both servers, compared model by
+//!    model. Only this can fail the job: a model whose instructions per request grew by more
+//!    than the threshold, or that the candidate can no longer serve.
+//! 3. The advisory wall-clock comparison: the cells of a suite (`ci`: the quick suite's key
+//!    cells) run base, candidate, base, candidate... one cell at a time, so both builds see
+//!    the same machine weather, then `report compare` judges the difference. Reported, not
+//!    failing, unless asked.
+//! 4. One Markdown summary for a pull-request comment, on stdout and in `summary.md`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cell::{self, Setup};
+use crate::gate::{self, ModelInfo, Workload};
+use crate::runner::{self, Run};
+use crate::suite;
+
+pub struct Options {
+    pub base_ref: String,
+    /// Gate threshold, a fraction.
+    pub threshold: f64,
+    /// Wall-clock threshold for `report compare`, a fraction.
+    pub wall_threshold: f64,
+    pub wall_suite: Option<String>,
+    pub trials: Option<usize>,
+    pub models: Option<Vec<String>>,
+    pub fail_on_wall: bool,
+    pub workload: Workload,
+    /// The candidate's `server` and `loadgen`.
+    pub server: PathBuf,
+    pub loadgen: PathBuf,
+    /// Where everything goes (default `target/ci-bench`).
+    pub dir: PathBuf,
+    /// Extra arguments for the candidate's servers only (the gate's sensitivity check).
+    pub candidate_args: Vec<String>,
+    pub server_cpus: Vec<usize>,
+    pub load_cpus: Vec<usize>,
+}
+
+/// The outcome: the summary, and whether the job should fail.
+pub struct Outcome {
+    pub summary: String,
+    pub failed: bool,
+}
+
+fn git(args: &[&str], dir: &Path) -> Result<String, String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Checks out `commit` in `target/ci-bench/base` and builds its `server` there.
+pub fn build_base(commit: &str, dir: &Path) -> Result<PathBuf, String> {
+    let root = runner::workspace_root();
+    let tree = dir.join("base");
+    if tree.exists() {
+        let _ = git(
+            &["worktree", "remove", "--force", &tree.to_string_lossy()],
+            &root,
+        );
+        let _ = fs::remove_dir_all(&tree);
+    }
+    let _ = git(&["worktree", "prune"], &root);
+    git(
+        &[
+            "worktree",
+            "add",
+            "--force",
+            "--detach",
+            &tree.to_string_lossy(),
+            commit,
+        ],
+        &root,
+    )?;
+    let target = dir.join("base-target");
+    eprintln!("building the base server ({commit}) in {}", tree.display());
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "servers",
+            "--bin",
+            "server",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(&tree)
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the base ref {commit} failed"));
+    }
+    Ok(target.join("release/server"))
+}
+
+/// Runs the whole comparison.
+pub fn run(opts: &Options) -> Result<Outcome, String> {
+    let started = Instant::now();
+    let root = runner::workspace_root();
+    fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    let base_commit = git(
+        &[
+            "rev-parse",
+            "--verify",
+            &format!("{}^{{commit}}", opts.base_ref),
+        ],
+        &root,
+    )?;
+    let head = git(&["rev-parse", "HEAD"], &root)?;
+    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"], &root)?.is_empty();
+    let base_server = build_base(&base_commit, &opts.dir)?;
+
+    // The gate.
+    let base_models = gate::models(&base_server)?;
+    let new_models = gate::models(&opts.server)?;
+    let pick = |all: &[ModelInfo]| -> Vec<ModelInfo> {
+        all.iter()
+            .filter(|m| {
+                opts.models
+                    .as_ref()
+                    .is_none_or(|only| only.contains(&m.name))
+            })
+            .cloned()
+            .collect()
+    };
+    let gate_started = Instant::now();
+    eprintln!("gate: base");
+    let base_pass = gate::pass(
+        &base_server,
+        &pick(&base_models),
+        &opts.workload,
+        &[],
+        &opts.dir.join("gate/base.work"),
+        |m| eprintln!("  {m}"),
+    )?;
+    eprintln!(
+        "gate: candidate{}",
+        if opts.candidate_args.is_empty() {
+            String::new()
+        } else {
+            format!(" (servers get {})", opts.candidate_args.join(" "))
+        }
+    );
+    let new_pass = gate::pass(
+        &opts.server,
+        &pick(&new_models),
+        &opts.workload,
+        &opts.candidate_args,
+        &opts.dir.join("gate/new.work"),
+        |m| eprintln!("  {m}"),
+    )?;
+    let gate_time = gate_started.elapsed();
+    write_json(&opts.dir.join("gate/base.json"), &base_pass)?;
+    write_json(&opts.dir.join("gate/new.json"), &new_pass)?;
+    write_json(&opts.dir.join("gate/new.bmf.json"), &gate::bmf(&new_pass))?;
+    let rows = gate::compare(&base_pass, &new_pass, opts.threshold);
+    let gate_failed = rows.iter().any(|r| r.verdict.fails());
+
+    // The advisory wall-clock comparison.
+    let wall = match &opts.wall_suite {
+        None => None,
+        Some(name) => Some(wall_clock(opts, name, &base_server)?),
+    };
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## iomodels benchmarks: `{}` (base) vs `{}`{} (candidate)\n",
+        short(&base_commit),
+        short(&head),
+        if dirty { " with local changes" } else { "" }
+    );
+    s.push_str(&gate::markdown(
+        &rows,
+        opts.threshold,
+        &new_pass["workload"],
+    ));
+    let _ = writeln!(
+        s,
+        "\n<sub>{}; {:.0?} for both passes. Deterministic: the same build gives the same count to well under 1%.</sub>\n",
+        new_pass["valgrind"].as_str().unwrap_or("valgrind"),
+        gate_time
+    );
+    let mut wall_failed = false;
+    if let Some((markdown, regressions, dirs)) = &wall {
+        let _ = writeln!(
+            s,
+            "### Wall clock (advisory{}): {}\n",
+            if opts.fail_on_wall {
+                ", fails the job on a regression"
+            } else {
+                ", never fails the job"
+            },
+            if *regressions == 0 {
+                "no regression".to_string()
+            } else {
+                format!("{regressions} regression(s) flagged")
+            }
+        );
+        s.push_str(
+            "Base and candidate ran cell by cell, interleaved, on this machine; a regression is worse than the threshold with a 95% bootstrap interval that excludes zero. Shared runners are noisy: read these as hints and confirm with `bench run --suite full` on a quiet machine.\n\n",
+        );
+        // report compare's own heading is replaced by ours.
+        s.extend(
+            markdown
+                .lines()
+                .skip_while(|l| l.starts_with("###") || l.is_empty())
+                .map(|l| format!("{l}\n")),
+        );
+        let _ = writeln!(
+            s,
+            "\nRuns: `{}` and `{}`.",
+            dirs.0.display(),
+            dirs.1.display()
+        );
+        wall_failed = opts.fail_on_wall && *regressions > 0;
+    }
+    let _ = writeln!(
+        s,
+        "\n<sub>`bench ci {}` in {:.0?}. Results under `{}`.</sub>",
+        opts.base_ref,
+        Duration::from_secs(started.elapsed().as_secs()),
+        opts.dir.display()
+    );
+    fs::write(opts.dir.join("summary.md"), &s)
+        .map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    Ok(Outcome {
+        summary: s,
+        failed: gate_failed || wall_failed,
+    })
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}
+
+/// Runs the wall-clock suite's cells for both builds, interleaved; returns the comparison in
+/// Markdown, its number of regressions, and the two run directories.
+fn wall_clock(
+    opts: &Options,
+    suite_name: &str,
+    base_server: &Path,
+) -> Result<(String, usize, (PathBuf, PathBuf)), String> {
+    let suite_path = suite::locate(suite_name)?;
+    let mut suite = suite::load(&suite_path)?;
+    if let Some(t) = opts.trials {
+        suite.trials = t.max(1);
+    }
+    let available: Vec<String> = gate::models(&opts.server)?
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    let cells = suite.cells(&available, opts.models.as_deref(), None)?;
+    let dirs = (opts.dir.join("wall/base"), opts.dir.join("wall/new"));
+    let mut runs = Vec::new();
+    for (dir, server, id) in [
+        (&dirs.0, base_server, "base"),
+        (&dirs.1, &*opts.server, "candidate"),
+    ] {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let run = Run {
+            dir: dir.clone(),
+            suite: suite::load(&suite_path)?,
+            suite_path: suite_path.clone(),
+            cells: Vec::new(),
+            setup: Setup {
+                server: server.to_path_buf(),
+                loadgen: opts.loadgen.clone(),
+                server_cpus: opts.server_cpus.clone(),
+                load_cpus: opts.load_cpus.clone(),
+                warmup: suite.warmup,
+                duration: suite.duration,
+                timeout: suite.timeout,
+                run_id: id.to_string(),
+            },
+        };
+        runner::write_env(&run).map_err(|e| format!("env.json: {e}"))?;
+        runs.push(run);
+    }
+    eprintln!(
+        "wall clock: {} cells x 2 builds, interleaved, about {:.0?}",
+        cells.len(),
+        runner::estimate(cells.len() * 2, suite.cell_time())
+    );
+    let terminal = std::io::stderr().is_terminal();
+    for (i, c) in cells.iter().enumerate() {
+        if terminal {
+            eprint!("\r  [{}/{}] {:<60}", i + 1, cells.len(), c.id());
+        }
+        for run in &runs {
+            let line = cell::run(c, &run.setup);
+            append_line(&run.dir, &line)?;
+        }
+    }
+    if terminal {
+        eprintln!();
+    }
+    let base = reports::run::Run::load(&dirs.0)?;
+    let new = reports::run::Run::load(&dirs.1)?;
+    let metrics = [
+        reports::metrics::Metric::Throughput,
+        reports::metrics::Metric::P99,
+    ];
+    let rows = reports::compare::compare(&base, &new, opts.wall_threshold, &metrics);
+    let regressions = rows
+        .iter()
+        .filter(|r| r.verdict == reports::compare::Verdict::Regression)
+        .count();
+    fs::write(
+        dirs.1.join("compare.html"),
+        reports::compare::html(&rows, opts.wall_threshold),
+    )
+    .map_err(|e| e.to_string())?;
+    for (dir, run) in [(&dirs.0, &base), (&dirs.1, &new)] {
+        reports::render::render(run, &dir.join("report.html"))?;
+    }
+    Ok((
+        reports::compare::markdown(&rows, opts.wall_threshold),
+        regressions,
+        dirs,
+    ))
+}
+
+fn append_line(dir: &Path, line: &Value) -> Result<(), String> {
+    let path = dir.join("results.jsonl");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn write_json(path: &Path, value: &Value) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())? + "\n";
+    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
