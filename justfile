@@ -54,6 +54,12 @@ models:
 serve MODEL PROTOCOL *ARGS:
     cargo run --release -q -p servers --bin server -- --model {{MODEL}} --protocol {{PROTOCOL}} {{ARGS}}
 
+# Compare the current build with BASE (a ref): the callgrind gate (fails on +2% instructions
+# per request) and the wall-clock cells interleaved (advisory). Markdown on stdout. docs/CI.md.
+ci-bench BASE="HEAD~1" *ARGS:
+    cargo build --release --workspace
+    target/release/bench ci {{BASE}} {{ARGS}}
+
 # The checks CI runs (format, lints, tests).
 ci:
     bash .ci/run
