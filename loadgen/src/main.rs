@@ -55,6 +55,11 @@ struct Cli {
     /// A reply (or a connect) slower than this is an error.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    /// While replies are outstanding, poll this long without sleeping before blocking, so a
+    /// reply is handled without loadgen's own wake-up delay; 0 blocks at once (and leaves the
+    /// CPU to others when loadgen shares one with the server).
+    #[arg(long, default_value = "50us", value_parser = parse_duration)]
+    spin: Duration,
     /// Event-loop threads [default: the CPUs this process may run on].
     #[arg(long)]
     threads: Option<usize>,
@@ -73,10 +78,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("'{text}' is not a duration (try 10s, 500ms, 2m)"))?;
     let seconds = match unit {
+        "us" => value / 1_000_000.0,
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
-        _ => return Err(format!("unknown unit in '{text}' (use ms, s or m)")),
+        _ => return Err(format!("unknown unit in '{text}' (use us, ms, s or m)")),
     };
     if !(0.0..=86_400.0).contains(&seconds) {
         return Err(format!("'{text}' is out of range"));
@@ -159,6 +165,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode, String> {
         duration: cli.duration,
         requests: cli.requests,
         timeout: cli.timeout,
+        spin: cli.spin,
     };
     let options = Options {
         progress: run::want_progress(cli.json, cli.warmup + cli.duration),
