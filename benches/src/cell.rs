@@ -79,10 +79,13 @@ enum Outcome {
 fn pinned(program: &PathBuf, cpus: &[usize]) -> Command {
     let mut command = Command::new(program);
     let cpus = cpus.to_vec();
-    // SAFETY: sched_setaffinity only changes the child's own affinity; the set is built on
-    // the stack of the (single-threaded) child before exec.
+    // SAFETY: prctl and sched_setaffinity only change the child's own state; the set is
+    // built on the stack of the (single-threaded) child before exec.
     unsafe {
         command.pre_exec(move || {
+            // A server or loadgen outlives nothing of ours: if bench dies (even by SIGKILL),
+            // it gets SIGTERM and stops as usual.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             for &cpu in &cpus {
                 libc::CPU_SET(cpu, &mut set);

@@ -18,6 +18,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -222,7 +223,16 @@ fn count(
     let _ = fs::remove_dir_all(work);
     fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
     let out_file = work.join("callgrind.out.%p");
-    let mut child = Command::new("valgrind")
+    let mut command = Command::new("valgrind");
+    // SAFETY: prctl only changes the child's own state, before exec: if bench dies, the
+    // server under valgrind gets SIGTERM instead of running on.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = command
         .args([
             "--tool=callgrind",
             "--quiet",
