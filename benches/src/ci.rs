@@ -221,13 +221,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         s.push_str(
             "Base and candidate ran cell by cell, interleaved, on this machine; a regression is worse than the threshold with a 95% bootstrap interval that excludes zero. Shared runners are noisy: read these as hints and confirm with `bench run --suite full` on a quiet machine.\n\n",
         );
-        // report compare's own heading is replaced by ours.
-        s.extend(
-            markdown
-                .lines()
-                .skip_while(|l| l.starts_with("###") || l.is_empty())
-                .map(|l| format!("{l}\n")),
-        );
+        s.push_str(&fold_wall_table(markdown));
         let _ = writeln!(
             s,
             "\nRuns: `{}` and `{}`.",
@@ -249,6 +243,42 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         summary: s,
         failed: gate_failed || wall_failed,
     })
+}
+
+/// `report compare`'s Markdown, for a pull-request comment: its heading dropped (ours
+/// replaces it), the rows that moved beyond noise shown, and the whole table folded away
+/// (two rows per model make it long).
+fn fold_wall_table(markdown: &str) -> String {
+    let lines: Vec<&str> = markdown
+        .lines()
+        .skip_while(|l| l.starts_with("###") || l.is_empty())
+        .collect();
+    let (table, rest): (Vec<&str>, Vec<&str>) = lines.iter().partition(|l| l.starts_with('|'));
+    let mut s = String::new();
+    let (header, rows) = table.split_at(table.len().min(2));
+    let flagged: Vec<&&str> = rows
+        .iter()
+        .filter(|l| l.contains("| REGRESSION |") || l.contains("| improvement |"))
+        .collect();
+    if !flagged.is_empty() {
+        for l in header.iter().chain(flagged) {
+            let _ = writeln!(s, "{l}");
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "<details><summary>All {} comparisons</summary>\n",
+        rows.len()
+    );
+    for l in &table {
+        let _ = writeln!(s, "{l}");
+    }
+    s.push_str("\n</details>\n");
+    for l in rest.iter().filter(|l| !l.is_empty()) {
+        let _ = writeln!(s, "\n{l}");
+    }
+    s
 }
 
 fn short(commit: &str) -> &str {
@@ -360,4 +390,44 @@ pub fn write_json(path: &Path, value: &Value) -> Result<(), String> {
     }
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())? + "\n";
     fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fold_wall_table;
+
+    const COMPARE: &str = "### iomodels: 1 regression (threshold 5.0%, 95% bootstrap CI)\n\n\
+| cell | metric | base | new | change | 95% CI | verdict |\n|---|---|---:|---:|---:|---|---|\n\
+| echo/a | throughput | 100 req/s | 80 req/s | -20.0% | [-25.0%, -15.0%] | REGRESSION |\n\
+| echo/b | throughput | 100 req/s | 101 req/s | +1.0% | [-3.0%, +4.0%] | within noise |\n\
+| echo/c | throughput | 100 req/s | 130 req/s | +30.0% | [+20.0%, +40.0%] | improvement |\n";
+
+    #[test]
+    fn flagged_rows_stay_visible_and_the_table_folds() {
+        let s = fold_wall_table(COMPARE);
+        assert!(!s.contains("###"), "{s}");
+        let (shown, folded) = s.split_once("<details>").unwrap();
+        assert!(
+            shown.contains("| echo/a |") && shown.contains("| echo/c |"),
+            "{s}"
+        );
+        assert!(!shown.contains("| echo/b |"), "{s}");
+        assert!(shown.starts_with("| cell | metric"), "{s}");
+        assert!(folded.contains("All 3 comparisons"), "{s}");
+        for cell in ["echo/a", "echo/b", "echo/c"] {
+            assert!(folded.contains(&format!("| {cell} |")), "{s}");
+        }
+        assert!(folded.trim_end().ends_with("</details>"), "{s}");
+    }
+
+    #[test]
+    fn nothing_flagged_shows_only_the_folded_table() {
+        let quiet = COMPARE
+            .lines()
+            .filter(|l| !l.contains("REGRESSION |") && !l.contains("improvement |"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let s = fold_wall_table(&quiet);
+        assert!(s.starts_with("<details><summary>All 1 comparisons"), "{s}");
+    }
 }
