@@ -12,17 +12,16 @@ pub fn render(r: &LoadResult) -> String {
         "{} test @ {}, {:.2}s measured",
         r.scenario, r.addr, r.duration_s
     );
+    let what = match r.scenario.as_str() {
+        // The request is a fixed `GET /`; --size does not shape it.
+        "http" => "keep-alive GET /".to_string(),
+        "bulk" => format!("{}-byte transfers", r.size),
+        _ => format!("{}-byte messages", r.size),
+    };
     let _ = writeln!(
         s,
-        "  {} threads, {} connections, {}-byte {}",
-        r.threads,
-        r.connections,
-        r.size,
-        if r.scenario == "bulk" {
-            "transfers"
-        } else {
-            "messages"
-        }
+        "  {} threads, {} connections, {what}",
+        r.threads, r.connections
     );
     let _ = writeln!(
         s,

@@ -341,6 +341,7 @@ fn human_summary_names_errors_loudly() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Requests/sec:"), "{text}");
+    assert!(text.contains("2 connections, 128-byte messages"), "{text}");
     assert!(
         text.contains("!!! ERRORS:") && text.contains("mismatch 10"),
         "{text}"
