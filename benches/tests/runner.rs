@@ -25,11 +25,12 @@ fn bin_dir() -> &'static Path {
     })
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bench-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory, removed when the test ends.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("bench-test-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn bench(args: &[&str], envs: &[(&str, &str)]) -> Output {
@@ -67,7 +68,8 @@ fn write_suite(dir: &Path, body: &str) -> String {
 
 #[test]
 fn smoke_suite_lines_are_complete_and_plausible() {
-    let dir = temp_dir("smoke");
+    let scratch = temp_dir("smoke");
+    let dir = scratch.path();
     let out = dir.join("run");
     let output = bench(
         &["run", "--suite", "smoke", "--out", out.to_str().unwrap()],
@@ -161,8 +163,9 @@ fn servers_of(parent: u32) -> Vec<i32> {
 
 #[test]
 fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
-    let dir = temp_dir("kill");
-    let suite = write_suite(&dir, TWO_SECOND_CELLS);
+    let scratch = temp_dir("kill");
+    let dir = scratch.path();
+    let suite = write_suite(dir, TWO_SECOND_CELLS);
     let out = dir.join("run");
     let mut child = Command::new(BENCH)
         .args([
@@ -207,9 +210,10 @@ fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
 
 #[test]
 fn resume_runs_only_the_missing_cells() {
-    let dir = temp_dir("resume");
+    let scratch = temp_dir("resume");
+    let dir = scratch.path();
     let suite = write_suite(
-        &dir,
+        dir,
         &TWO_SECOND_CELLS
             .replace("trials = 1", "trials = 2")
             .replace("2s", "500ms"),
@@ -288,7 +292,8 @@ fn resume_runs_only_the_missing_cells() {
 
 #[test]
 fn an_unsupported_model_is_recorded_with_its_reason() {
-    let dir = temp_dir("unsupported");
+    let scratch = temp_dir("unsupported");
+    let dir = scratch.path();
     let out = dir.join("run");
     let output = bench(
         &[

@@ -14,12 +14,14 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// A scratch copy of a fixture, so commands that write into a run directory leave the
-/// committed fixtures alone.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("reports-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// committed fixtures alone; removed when the test ends.
+fn scratch(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("reports-{name}-"))
+        .tempdir()
+        .unwrap();
     for file in ["results.jsonl", "env.json"] {
-        std::fs::copy(fixture(name).join(file), dir.join(file)).unwrap();
+        std::fs::copy(fixture(name).join(file), dir.path().join(file)).unwrap();
     }
     dir
 }
@@ -30,7 +32,8 @@ fn report(args: &[&str]) -> Output {
 
 #[test]
 fn rendered_html_has_every_chart_with_every_model() {
-    let dir = scratch("base");
+    let scratch = scratch("base");
+    let dir = scratch.path();
     let out = report(&["render", dir.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -92,7 +95,8 @@ fn rendered_html_has_every_chart_with_every_model() {
 
 #[test]
 fn identical_runs_compare_as_no_change() {
-    let (a, b) = (fixture("base"), scratch("base"));
+    let scratch = scratch("base");
+    let (a, b) = (fixture("base"), scratch.path());
     let out = report(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
@@ -112,7 +116,8 @@ fn identical_runs_compare_as_no_change() {
 
 #[test]
 fn a_twenty_percent_slower_run_is_a_regression() {
-    let (a, b) = (fixture("base"), scratch("slower20"));
+    let scratch = scratch("slower20");
+    let (a, b) = (fixture("base"), scratch.path());
     let out = report(&[
         "compare",
         a.to_str().unwrap(),
@@ -142,7 +147,8 @@ fn a_twenty_percent_slower_run_is_a_regression() {
 
 #[test]
 fn a_three_percent_slower_noisy_run_is_within_noise() {
-    let (a, b) = (fixture("base"), scratch("slower3wide"));
+    let scratch = scratch("slower3wide");
+    let (a, b) = (fixture("base"), scratch.path());
     let out = report(&[
         "compare",
         a.to_str().unwrap(),
