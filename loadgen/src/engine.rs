@@ -3,7 +3,8 @@
 //!
 //! Closed loop: a connection sends its next request as soon as the last reply verified.
 //! Open loop (`rate`): the thread follows a schedule of intended send times at its share of
-//! the rate; a request goes out on the first free connection at or after its intended time,
+//! the rate; a request goes out at or after its intended time on the connection that has been
+//! free longest (so the load rotates over every connection, as wrk2's per-connection rates do),
 //! and its latency is measured from that intended time (wrk2's correction for coordinated
 //! omission), with the uncorrected latency (from the actual send) kept beside it.
 
@@ -100,7 +101,7 @@ struct Engine<'a> {
     end: Option<Instant>,
     issued: u64,
     /// Open loop: connections free to send, and scheduled requests waiting for one.
-    free: Vec<usize>,
+    free: VecDeque<usize>,
     backlog: VecDeque<Instant>,
     next_intended: Option<Instant>,
     interval: Duration,
@@ -144,7 +145,7 @@ pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::R
             .is_none()
             .then(|| measure_from + plan.duration),
         issued: 0,
-        free: Vec::new(),
+        free: VecDeque::new(),
         backlog: VecDeque::new(),
         next_intended: open_loop.then_some(start),
         interval,
@@ -269,7 +270,7 @@ impl Engine<'_> {
             if at >= self.measure_from {
                 self.issued += 1;
             }
-            match self.free.pop() {
+            match self.free.pop_front() {
                 Some(i) => self.issue(i, at),
                 None => self.backlog.push_back(at),
             }
@@ -351,7 +352,7 @@ impl Engine<'_> {
         match self.plan.scenario {
             Scenario::Rate => match self.backlog.pop_front() {
                 Some(at) => self.issue(i, at),
-                None => self.free.push(i),
+                None => self.free.push_back(i),
             },
             Scenario::Churn if self.may_issue(now) => self.issue(i, connected_since),
             _ if self.may_issue(now) => {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -179,9 +179,34 @@ fn a_stall_shows_in_corrected_latency_only() {
     );
 }
 
+/// An echo server for 128-byte messages that counts the requests each connection carried.
+fn counting_server() -> (String, Arc<Mutex<Vec<Arc<AtomicU64>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let counts: Arc<Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
+    let registry = Arc::clone(&counts);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let count = Arc::new(AtomicU64::new(0));
+            registry.lock().unwrap().push(Arc::clone(&count));
+            thread::spawn(move || {
+                let mut message = [0u8; 128];
+                while stream.read_exact(&mut message).is_ok() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if stream.write_all(&message).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, counts)
+}
+
 #[test]
-fn achieved_rate_matches_a_moderate_target() {
-    let (addr, _) = server(Fault::None);
+fn achieved_rate_matches_a_moderate_target_on_every_connection() {
+    let (addr, counts) = counting_server();
     let r = loadgen(&[
         "rate",
         "-a",
@@ -202,6 +227,23 @@ fn achieved_rate_matches_a_moderate_target() {
     );
     assert_eq!(r["behind_schedule"], Value::Bool(false));
     assert_eq!(f(&r, "/target_rps"), 4000.0);
+    // A reply is back long before the next request is due, so one connection could carry
+    // them all: each of the 8 must carry its share all the same. (loadgen's reachability
+    // probe is a connection that sends nothing.)
+    assert_eq!(u(&r, "/starved_connections"), 0);
+    let per_conn: Vec<u64> = counts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .filter(|&n| n > 0)
+        .collect();
+    let total: u64 = per_conn.iter().sum();
+    assert_eq!(per_conn.len(), 8, "{per_conn:?}");
+    assert!(
+        per_conn.iter().all(|&n| n * 8 >= total / 2),
+        "every connection carries at least half its share: {per_conn:?}"
+    );
 }
 
 #[test]
