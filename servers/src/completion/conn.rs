@@ -1,0 +1,293 @@
+//! The connection state of a completion model, its slots, and what follows each completion.
+//!
+//! Completion I/O hands buffers to the kernel: a buffer given to a recv or a send belongs to
+//! the kernel until that request completes. So a connection here keeps its output in two
+//! parts: `in_flight`, which the kernel is sending and nobody touches until the send
+//! completes, and `pending`, where new replies accumulate meanwhile. A connection is freed
+//! only when none of its requests is in flight, so no completion can ever name a freed slot.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use io_uring::{opcode, squeue, types, SubmissionQueue, Submitter};
+
+use super::{Backlog, Op};
+use crate::protocol::{Protocol, Session, HIGH_WATER};
+
+/// A connection of a completion model.
+pub struct Conn {
+    pub fd: OwnedFd,
+    session: Session,
+    /// Input the session has not consumed yet.
+    input: Vec<u8>,
+    /// Replies not yet handed to the kernel.
+    pending: Vec<u8>,
+    /// The bytes a send in flight reads from; untouched until it completes.
+    in_flight: Vec<u8>,
+    /// How much of `in_flight` the kernel has sent.
+    sent: usize,
+    pub recv_armed: bool,
+    pub send_armed: bool,
+    /// An AsyncCancel for this connection's recv is in the kernel.
+    pub cancel_armed: bool,
+    pub eof: bool,
+    pub closing: bool,
+    /// The client is gone (a completion failed): nothing more is sent or received.
+    dead: bool,
+}
+
+impl Conn {
+    pub fn new(fd: OwnedFd, protocol: Protocol) -> Conn {
+        Conn {
+            fd,
+            session: Session::new(protocol),
+            input: Vec::new(),
+            pending: Vec::new(),
+            in_flight: Vec::new(),
+            sent: 0,
+            recv_armed: false,
+            send_armed: false,
+            cancel_armed: false,
+            eof: false,
+            closing: false,
+            dead: false,
+        }
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    fn backlog(&self) -> usize {
+        self.pending.len() + self.in_flight.len() - self.sent
+    }
+
+    /// Bytes that arrived: the session acts on them, replies go to `pending`.
+    pub fn received(&mut self, data: &[u8]) {
+        if self.closing {
+            return;
+        }
+        if !self.input.is_empty() {
+            self.input.extend_from_slice(data);
+            self.process();
+            return;
+        }
+        // The common case: act on the received bytes directly, keep only the leftover.
+        let room = self.output_room();
+        let step = self.session.advance(data, &mut self.pending, room);
+        self.input.extend_from_slice(&data[step.consumed..]);
+        self.closing = step.close;
+    }
+
+    /// How far `pending` may grow: the high-water mark less what the kernel is still sending.
+    fn output_room(&self) -> usize {
+        HIGH_WATER.saturating_sub(self.in_flight.len() - self.sent)
+    }
+
+    fn process(&mut self) {
+        if self.closing {
+            return;
+        }
+        let room = self.output_room();
+        let step = self.session.advance(&self.input, &mut self.pending, room);
+        self.input.drain(..step.consumed);
+        self.closing = step.close;
+    }
+
+    /// A send completed with `n` bytes written.
+    pub fn sent(&mut self, n: usize) {
+        self.send_armed = false;
+        self.sent += n;
+        if self.sent == self.in_flight.len() {
+            self.in_flight.clear();
+            self.sent = 0;
+            self.process(); // room again: held-back input, or the next window of a download
+        }
+    }
+
+    /// A send completed with `result` (bytes written, or -errno).
+    pub fn send_completed(&mut self, result: i32) {
+        if result >= 0 {
+            self.sent(result as usize);
+        } else {
+            self.send_armed = false;
+            self.fail();
+        }
+    }
+
+    /// The cancel of this connection's recv completed (whatever it found to cancel).
+    pub fn cancel_completed(&mut self) {
+        self.cancel_armed = false;
+    }
+
+    /// A request failed (reset, broken pipe, cancelled): the client is gone.
+    pub fn fail(&mut self) {
+        self.dead = true;
+    }
+
+    /// The next bytes to send, if no send is in flight and there is something to send. The
+    /// returned slice stays valid and unmoved until [`Conn::sent`] is called.
+    pub fn next_send(&mut self) -> Option<(*const u8, u32)> {
+        if self.send_armed || self.dead {
+            return None;
+        }
+        if self.sent == self.in_flight.len() {
+            std::mem::swap(&mut self.in_flight, &mut self.pending);
+            self.pending.clear();
+            self.sent = 0;
+        }
+        let rest = &self.in_flight[self.sent..];
+        if rest.is_empty() {
+            return None;
+        }
+        self.send_armed = true;
+        Some((rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32))
+    }
+
+    /// Whether to have a recv in flight: not after EOF or the end of the session, and not
+    /// while replies above the high-water mark wait for the client to read them.
+    pub fn wants_recv(&self) -> bool {
+        !self.eof
+            && !self.closing
+            && !self.dead
+            && self.backlog() < HIGH_WATER
+            && self.input.len() < HIGH_WATER
+    }
+
+    /// Nothing more to do: the client is gone, or everything is answered and sent after EOF
+    /// (half-close) or the session's end.
+    pub fn finished(&self) -> bool {
+        self.dead
+            || ((self.closing || (self.eof && !self.session.is_streaming()))
+                && self.backlog() == 0
+                && !self.send_armed)
+    }
+
+    /// Nothing of this connection is in the kernel's hands: its slot may be freed.
+    pub fn idle_in_kernel(&self) -> bool {
+        !self.recv_armed && !self.send_armed && !self.cancel_armed
+    }
+}
+
+/// After a completion: submits the send the connection has ready, a recv if it wants one
+/// (`recv` builds it: one-shot or multishot), a cancel of its recv once it is finished, and
+/// frees the slot when nothing of it is left in the kernel.
+///
+/// A multishot recv (`multishot`) keeps delivering until cancelled, so one that is no longer
+/// wanted (output above the high-water mark) is cancelled too, and re-armed once output drains.
+pub fn follow_up(
+    slots: &mut Slots,
+    slot: usize,
+    submitter: &Submitter,
+    sq: &mut SubmissionQueue,
+    backlog: &mut Backlog,
+    multishot: bool,
+    recv: impl FnOnce(types::Fd) -> squeue::Entry,
+) {
+    let Some(conn) = slots.get_mut(slot) else {
+        return;
+    };
+    let fd = types::Fd(conn.raw_fd());
+    if let Some((ptr, len)) = conn.next_send() {
+        let send = opcode::Send::new(fd, ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        backlog.push(submitter, sq, send.user_data(Op::Send(slot).encode()));
+    }
+    if conn.wants_recv() && !conn.recv_armed {
+        conn.recv_armed = true;
+        backlog.push(submitter, sq, recv(fd).user_data(Op::Recv(slot).encode()));
+    }
+    let finished = conn.finished();
+    if finished && conn.idle_in_kernel() {
+        slots.remove(slot);
+    } else if conn.recv_armed
+        && !conn.cancel_armed
+        && (finished || (multishot && !conn.wants_recv()))
+    {
+        // A recv nobody wants any more: cancel it (finished: free the slot on completion).
+        conn.cancel_armed = true;
+        let cancel = opcode::AsyncCancel::new(Op::Recv(slot).encode()).build();
+        backlog.push(submitter, sq, cancel.user_data(Op::Cancel(slot).encode()));
+    }
+}
+
+/// Connection slots addressed by a small index carried in `user_data`.
+#[derive(Default)]
+pub struct Slots {
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+}
+
+impl Slots {
+    pub fn insert(&mut self, conn: Conn) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(conn);
+                i
+            }
+            None => {
+                self.slots.push(Some(conn));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    /// Frees a slot (closing its descriptor). Only for a connection idle in the kernel.
+    pub fn remove(&mut self, i: usize) {
+        if let Some(conn) = self.slots[i].take() {
+            debug_assert!(
+                conn.idle_in_kernel(),
+                "freeing a connection the kernel still uses"
+            );
+            self.free.push(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_in_flight_is_never_touched() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut conn = Conn::new(OwnedFd::from(a), Protocol::Echo);
+        conn.received(b"hello");
+        let (ptr, len) = conn.next_send().unwrap();
+        assert_eq!(len, 5);
+        conn.received(b" world"); // arrives while "hello" is in flight
+                                  // SAFETY: the slice is valid until `sent`, which has not been called.
+        assert_eq!(
+            unsafe { std::slice::from_raw_parts(ptr, len as usize) },
+            b"hello"
+        );
+        assert!(conn.next_send().is_none(), "one send in flight at a time");
+        conn.sent(2);
+        let (ptr, len) = conn.next_send().unwrap();
+        assert_eq!(
+            unsafe { std::slice::from_raw_parts(ptr, len as usize) },
+            b"llo",
+            "a short send resumes"
+        );
+        conn.sent(3);
+        let (ptr, len) = conn.next_send().unwrap();
+        assert_eq!(
+            unsafe { std::slice::from_raw_parts(ptr, len as usize) },
+            b" world"
+        );
+        conn.sent(6);
+        assert!(conn.next_send().is_none());
+        conn.eof = true;
+        assert!(conn.finished() && conn.idle_in_kernel());
+        conn.received(b"late");
+        conn.fail();
+        assert!(
+            conn.next_send().is_none() && !conn.wants_recv(),
+            "a dead connection asks nothing"
+        );
+    }
+}

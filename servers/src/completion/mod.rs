@@ -1,0 +1,249 @@
+//! What the io_uring models share: the ring set up from the command line, a submission path
+//! that never drops a request, the support check, what a completion is about ([`Op`]), the
+//! stop signal as a completion, and (in the submodules) the connection state of a completion
+//! model and the provided buffer ring.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use io_uring::{opcode, squeue, types, IoUring, SubmissionQueue, Submitter};
+
+mod buf_ring;
+mod conn;
+
+pub use buf_ring::BufRing;
+pub use conn::{follow_up, Conn, Slots};
+
+/// Submission queue entries per ring; the completion queue is twice that, and the kernel
+/// keeps overflowing completions rather than dropping them (IORING_FEAT_NODROP, 5.5).
+pub const RING_ENTRIES: u32 = 4096;
+
+/// How the ring is set up (`--sqpoll`, `--defer-taskrun`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RingOptions {
+    pub sqpoll: bool,
+    pub defer_taskrun: bool,
+}
+
+pub fn ring(options: RingOptions) -> io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    if options.sqpoll {
+        // A kernel thread polls the submission queue, so submitting needs no syscall while
+        // it is awake; it sleeps after 1 s without work. Its CPU is charged to this process:
+        // it is one of its threads (iou-sqp-PID in /proc/PID/task since 5.12).
+        builder.setup_sqpoll(1000);
+    }
+    if options.defer_taskrun {
+        // Completions are processed only when this thread asks (io_uring_enter with
+        // GETEVENTS), not by interrupting it; requires a single issuing thread (6.1).
+        builder.setup_single_issuer().setup_defer_taskrun();
+    }
+    builder.build(RING_ENTRIES)
+}
+
+/// Whether this machine can run io_uring (and, for `multishot`, multishot recv with a
+/// provided buffer ring, Linux 6.0).
+pub fn support(multishot: bool) -> Result<(), String> {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if let Err(e) = IoUring::new(8) {
+        return Err(if disabled != 0 {
+            format!("io_uring is disabled (kernel.io_uring_disabled = {disabled}): {e}")
+        } else {
+            format!("io_uring_setup failed: {e} (kernel without io_uring, or a seccomp filter)")
+        });
+    }
+    let (major, minor) = kernel_version();
+    let (need, what) = if multishot {
+        ((6, 0), "multishot recv with a provided buffer ring")
+    } else {
+        ((5, 6), "io_uring accept, recv and send")
+    };
+    if (major, minor) < need {
+        return Err(format!(
+            "{what} needs Linux {}.{}, this is {major}.{minor}",
+            need.0, need.1
+        ));
+    }
+    Ok(())
+}
+
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Submissions that did not fit yet: the queue was full and the kernel busy. They go first
+/// at the next turn of the loop; none is ever dropped.
+#[derive(Default)]
+pub struct Backlog(VecDeque<squeue::Entry>);
+
+impl Backlog {
+    /// Queues `entry`; when the queue is full, submits what it holds and tries again, and
+    /// keeps the entry for later if the kernel cannot take more now (EBUSY).
+    pub fn push(&mut self, submitter: &Submitter, sq: &mut SubmissionQueue, entry: squeue::Entry) {
+        if !self.0.is_empty() {
+            self.0.push_back(entry);
+            return;
+        }
+        // SAFETY (both pushes): every buffer an entry points to is owned by a connection or
+        // by the loop and stays put until the entry's completion is handled.
+        if unsafe { sq.push(&entry) }.is_ok() {
+            return;
+        }
+        sq.sync();
+        if submitter.submit().is_ok() {
+            sq.sync();
+            if unsafe { sq.push(&entry) }.is_ok() {
+                return;
+            }
+        }
+        self.0.push_back(entry);
+    }
+
+    /// Moves waiting entries into the queue, as many as fit.
+    pub fn drain_into(&mut self, sq: &mut SubmissionQueue) {
+        while let Some(entry) = self.0.front() {
+            // SAFETY: as in `push`.
+            if unsafe { sq.push(entry) }.is_err() {
+                break;
+            }
+            self.0.pop_front();
+        }
+        sq.sync();
+    }
+}
+
+/// Submits and waits for at least one completion. EINTR and EBUSY (completions must be
+/// reaped first) are not errors: the loop reaps and comes back.
+pub fn submit_and_wait(submitter: &Submitter) -> io::Result<()> {
+    match submitter.submit_and_wait(1) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINTR | libc::EBUSY | libc::ETIME)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Logs a completion error unless it is a client leaving or a cancellation we asked for.
+pub fn log_unexpected(model: &str, result: i32) {
+    if result < 0
+        && !is_disconnect(-result)
+        && !matches!(
+            -result,
+            libc::ETIME | libc::ENOENT | libc::EALREADY | libc::ENOBUFS
+        )
+    {
+        eprintln!(
+            "{model}: completion error: {}",
+            io::Error::from_raw_os_error(-result)
+        );
+    }
+}
+
+/// What a completion is about: packed into `user_data` as slot << 3 | kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Accept,
+    /// The accept pause after EMFILE ended.
+    AcceptRetry,
+    Recv(usize),
+    Send(usize),
+    /// The AsyncCancel of a connection's recv. It counts as in flight for its slot: were the
+    /// slot freed and reused first, the cancel could hit the new connection's recv.
+    Cancel(usize),
+    /// The poll on the stop signals' signalfd ([`StopSignal`]).
+    Stop,
+}
+
+impl Op {
+    pub fn encode(self) -> u64 {
+        match self {
+            Op::Accept => 0,
+            Op::AcceptRetry => 1,
+            Op::Cancel(slot) => (slot as u64) << 3 | 2,
+            Op::Recv(slot) => (slot as u64) << 3 | 3,
+            Op::Send(slot) => (slot as u64) << 3 | 4,
+            Op::Stop => 5,
+        }
+    }
+
+    pub fn decode(data: u64) -> Op {
+        let slot = (data >> 3) as usize;
+        match data & 7 {
+            0 => Op::Accept,
+            1 => Op::AcceptRetry,
+            2 => Op::Cancel(slot),
+            3 => Op::Recv(slot),
+            4 => Op::Send(slot),
+            _ => Op::Stop,
+        }
+    }
+}
+
+/// SIGTERM and SIGINT as a completion: a poll on a signalfd, kept armed in the ring, so the
+/// loop hears the stop while it waits in io_uring_enter (see `signals::Stop::InBand`).
+pub struct StopSignal {
+    fd: OwnedFd,
+}
+
+impl StopSignal {
+    pub fn new() -> io::Result<StopSignal> {
+        Ok(StopSignal {
+            fd: crate::signals::stop_signalfd()?,
+        })
+    }
+
+    /// The poll to (re-)arm: one-shot, so it is armed again after each completion.
+    pub fn poll(&self) -> squeue::Entry {
+        opcode::PollAdd::new(types::Fd(self.fd.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(Op::Stop.encode())
+    }
+
+    /// After the poll completed: ends the process if a stop signal is pending; otherwise
+    /// (another loop took it) returns, and the caller re-arms the poll.
+    pub fn completed(&self) {
+        crate::signals::stop_if_signalled(&self.fd);
+    }
+}
+
+/// True for completion errors that mean "the client left" (not a server fault).
+pub fn is_disconnect(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED | libc::ETIMEDOUT | libc::ECANCELED
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        for op in [
+            Op::Accept,
+            Op::AcceptRetry,
+            Op::Cancel(3),
+            Op::Recv(0),
+            Op::Send(7),
+            Op::Recv(1 << 40),
+        ] {
+            assert_eq!(Op::decode(op.encode()), op);
+        }
+    }
+}
