@@ -48,7 +48,9 @@ fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
         return (1.0, 10.0);
     }
     if log {
-        (lo / 1.5, hi * 1.5)
+        // From a power of ten: plotters puts log ticks only from the first power of ten in
+        // range, so a smallest value of 50 would otherwise sit left of every labelled tick.
+        (10f64.powf((lo / 1.5).log10().floor()), hi * 1.5)
     } else {
         (0.0, if hi > 0.0 { hi * 1.1 } else { 1.0 })
     }
@@ -97,8 +99,15 @@ fn draw_lines(
                 .x_desc(axes.x)
                 .y_desc(axes.y)
                 .label_style(("sans-serif", 12))
-                .x_label_formatter(&|v| compact(*v))
-                .y_label_formatter(&|v| compact(*v))
+                // On a log axis: a tick at every multiple of a power of ten (asking for 30
+                // labels makes plotters place them; `axis_label` names 1, 2 and 5 only), and
+                // no light lines, which come 99 to a decade and merge into grey bands.
+                .x_labels(if axes.log_x { 30 } else { 10 })
+                .y_labels(if axes.log_y { 30 } else { 10 })
+                .x_max_light_lines(if axes.log_x { 0 } else { 10 })
+                .y_max_light_lines(if axes.log_y { 0 } else { 10 })
+                .x_label_formatter(&|v| axis_label(*v, axes.log_x))
+                .y_label_formatter(&|v| axis_label(*v, axes.log_y))
                 .draw()?;
             for (s, &i) in series.iter().zip(styles) {
                 let color = PALETTE[i % PALETTE.len()];
@@ -233,6 +242,21 @@ fn draw_bars(
     Ok(())
 }
 
+/// A tick's label. On a log axis only 1, 2 and 5 times a power of ten are named: plotters
+/// puts a tick at every multiple (..., 800, 900, 1k), whose labels would run together.
+fn axis_label(v: f64, log: bool) -> String {
+    if log && v > 0.0 {
+        let mantissa = v / 10f64.powf(v.log10().floor());
+        if ![1.0, 2.0, 5.0, 10.0]
+            .iter()
+            .any(|m| (mantissa - m).abs() < 1e-6)
+        {
+            return String::new();
+        }
+    }
+    compact(v)
+}
+
 /// Axis labels: 20000 -> "20k", 1500000 -> "1.5M", 0.5 -> "0.5".
 fn compact(v: f64) -> String {
     let trim = |s: String| {
@@ -247,5 +271,30 @@ fn compact(v: f64) -> String {
         a if a >= 1e3 => trim(format!("{:.1}", v / 1e3)) + "k",
         a if a >= 10.0 || a == 0.0 => format!("{v:.0}"),
         _ => trim(format!("{v:.2}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::axis_label;
+
+    #[test]
+    fn a_log_axis_names_one_two_and_five_only() {
+        let named: Vec<String> = [
+            10.0, 20.0, 30.0, 50.0, 90.0, 100.0, 200.0, 500.0, 900.0, 1000.0,
+        ]
+        .iter()
+        .map(|&v| axis_label(v, true))
+        .collect();
+        assert_eq!(
+            named,
+            ["10", "20", "", "50", "", "100", "200", "500", "", "1k"]
+        );
+        assert_eq!(
+            axis_label(300.0, false),
+            "300",
+            "a linear axis names every tick"
+        );
+        assert_eq!(axis_label(0.5, true), "0.5");
     }
 }
