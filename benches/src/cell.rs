@@ -333,45 +333,57 @@ fn server_stats(
     clean: bool,
 ) -> Value {
     let hz = process_tree::ticks_per_second() as f64;
-    // The measured window starts after loadgen's warmup.
+    // The measured window starts after loadgen's warmup ...
     let from = started + setup.warmup;
-    let first = samples.iter().find(|s| s.at >= from).unwrap_or(&samples[0]);
     // ... and ends with loadgen's measured window: samples taken while loadgen was closing
-    // its connections have lost the threads (and their runtime) that served them.
+    // its connections have lost the threads and processes that served them.
     let until = from + setup.duration;
-    let last = samples
-        .iter()
-        .rev()
-        .find(|s| s.at <= until && s.at > first.at)
-        .unwrap_or_else(|| samples.last().expect("at least one sample"));
-    let window = last
-        .at
-        .saturating_duration_since(first.at)
-        .as_secs_f64()
-        .max(1e-3);
+    let first = samples.iter().find(|s| s.at >= from);
+    let last = first.and_then(|first| {
+        samples
+            .iter()
+            .rev()
+            .find(|s| s.at <= until && s.at > first.at)
+    });
+    let peak = |f: fn(&Sample) -> u64| samples.iter().map(f).max().unwrap_or(0);
+    let peak_pss = peak(|s| s.pss_kib);
+    let connections = cell.connections().max(1) as f64;
+    let mut server = json!({
+        "cpu_user_s": null,
+        "cpu_sys_s": null,
+        "cpu_total_s": null,
+        "cpu_utilization": null,
+        "cpu_us_per_request": null,
+        "peak_pss_kib": peak_pss,
+        "pss_kib_per_conn": round(peak_pss as f64 / connections, 2),
+        "ctx_voluntary": null,
+        "ctx_involuntary": null,
+        "peak_threads": peak(|s| s.threads),
+        "peak_processes": peak(|s| s.processes),
+        "clean_exit": clean,
+    });
+    // Without two samples inside the window (sampling a server of many threads is slow on
+    // a loaded machine) the CPU is unknown, which is said as null rather than guessed from
+    // samples outside it.
+    let (Some(first), Some(last)) = (first, last) else {
+        return server;
+    };
+    let window = last.at.saturating_duration_since(first.at).as_secs_f64();
     let user = last.user_ticks.saturating_sub(first.user_ticks) as f64 / hz;
     let sys = last.sys_ticks.saturating_sub(first.sys_ticks) as f64 / hz;
     // The exact total (see process_tree): what utilisation and CPU per request use.
     let total = last.runtime_ns.saturating_sub(first.runtime_ns) as f64 / 1e9;
     let rps = load["throughput_rps"].as_f64().unwrap_or(0.0);
     let requests_in_window = rps * window;
-    let peak = |f: fn(&Sample) -> u64| samples.iter().map(f).max().unwrap_or(0);
-    let peak_pss = peak(|s| s.pss_kib);
-    let connections = cell.connections().max(1) as f64;
-    json!({
-        "cpu_user_s": round(user, 3),
-        "cpu_sys_s": round(sys, 3),
-        "cpu_total_s": round(total, 3),
-        "cpu_utilization": round(total / window, 3),
-        "cpu_us_per_request": (requests_in_window > 0.0).then(|| round(total * 1e6 / requests_in_window, 3)),
-        "peak_pss_kib": peak_pss,
-        "pss_kib_per_conn": round(peak_pss as f64 / connections, 2),
-        "ctx_voluntary": last.ctx_voluntary.saturating_sub(first.ctx_voluntary),
-        "ctx_involuntary": last.ctx_involuntary.saturating_sub(first.ctx_involuntary),
-        "peak_threads": peak(|s| s.threads),
-        "peak_processes": peak(|s| s.processes),
-        "clean_exit": clean,
-    })
+    server["cpu_user_s"] = json!(round(user, 3));
+    server["cpu_sys_s"] = json!(round(sys, 3));
+    server["cpu_total_s"] = json!(round(total, 3));
+    server["cpu_utilization"] = json!(round(total / window, 3));
+    server["cpu_us_per_request"] =
+        json!((requests_in_window > 0.0).then(|| round(total * 1e6 / requests_in_window, 3)));
+    server["ctx_voluntary"] = json!(last.ctx_voluntary.saturating_sub(first.ctx_voluntary));
+    server["ctx_involuntary"] = json!(last.ctx_involuntary.saturating_sub(first.ctx_involuntary));
+    server
 }
 
 fn round(x: f64, digits: i32) -> f64 {
