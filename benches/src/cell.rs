@@ -32,6 +32,8 @@ pub struct Setup {
 
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// One sample in this many also reads PSS and context switches (slow for many threads).
+const FULL_SAMPLE_EVERY: usize = 3;
 /// How long past its planned time a cell may run before the watchdog ends it.
 const WATCHDOG_SLACK: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -165,7 +167,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
     let loadgen_out = collect(loadgen.stdout.take().expect("piped"));
     let started = Instant::now();
     let server_pid = guard.0.id() as i32;
-    let mut samples: Vec<Sample> = vec![process_tree::sample(server_pid)];
+    let mut samples: Vec<Sample> = vec![process_tree::sample(server_pid, true)];
     let deadline = started + setup.warmup + setup.duration + WATCHDOG_SLACK;
     let status = loop {
         if let Some(status) = loadgen
@@ -193,7 +195,8 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
             )));
         }
         thread::sleep(SAMPLE_EVERY);
-        samples.push(process_tree::sample(server_pid));
+        let full = samples.len().is_multiple_of(FULL_SAMPLE_EVERY);
+        samples.push(process_tree::sample(server_pid, full));
     };
     // No sample after loadgen ended: its connections are closed by then, and the threads or
     // processes that served them are gone with their counts. The window ends at the last
@@ -338,13 +341,6 @@ fn server_stats(
     // ... and ends with loadgen's measured window: samples taken while loadgen was closing
     // its connections have lost the threads and processes that served them.
     let until = from + setup.duration;
-    let first = samples.iter().find(|s| s.at >= from);
-    let last = first.and_then(|first| {
-        samples
-            .iter()
-            .rev()
-            .find(|s| s.at <= until && s.at > first.at)
-    });
     let peak = |f: fn(&Sample) -> u64| samples.iter().map(f).max().unwrap_or(0);
     let peak_pss = peak(|s| s.pss_kib);
     let connections = cell.connections().max(1) as f64;
@@ -362,28 +358,47 @@ fn server_stats(
         "peak_processes": peak(|s| s.processes),
         "clean_exit": clean,
     });
-    // Without two samples inside the window (sampling a server of many threads is slow on
-    // a loaded machine) the CPU is unknown, which is said as null rather than guessed from
+    // Context switches come from the full samples inside the window, CPU from all of them.
+    // Without two samples inside the window (sampling a server of many threads is slow on a
+    // loaded machine) a figure is unknown, which is said as null rather than guessed from
     // samples outside it.
-    let (Some(first), Some(last)) = (first, last) else {
+    if let Some((first, last)) = window(samples, from, until, |s| s.full) {
+        server["ctx_voluntary"] = json!(last.ctx_voluntary.saturating_sub(first.ctx_voluntary));
+        server["ctx_involuntary"] =
+            json!(last.ctx_involuntary.saturating_sub(first.ctx_involuntary));
+    }
+    let Some((first, last)) = window(samples, from, until, |_| true) else {
         return server;
     };
-    let window = last.at.saturating_duration_since(first.at).as_secs_f64();
+    let seconds = last.at.saturating_duration_since(first.at).as_secs_f64();
     let user = last.user_ticks.saturating_sub(first.user_ticks) as f64 / hz;
     let sys = last.sys_ticks.saturating_sub(first.sys_ticks) as f64 / hz;
     // The exact total (see process_tree): what utilisation and CPU per request use.
     let total = last.runtime_ns.saturating_sub(first.runtime_ns) as f64 / 1e9;
     let rps = load["throughput_rps"].as_f64().unwrap_or(0.0);
-    let requests_in_window = rps * window;
+    let requests_in_window = rps * seconds;
     server["cpu_user_s"] = json!(round(user, 3));
     server["cpu_sys_s"] = json!(round(sys, 3));
     server["cpu_total_s"] = json!(round(total, 3));
-    server["cpu_utilization"] = json!(round(total / window, 3));
+    server["cpu_utilization"] = json!(round(total / seconds, 3));
     server["cpu_us_per_request"] =
         json!((requests_in_window > 0.0).then(|| round(total * 1e6 / requests_in_window, 3)));
-    server["ctx_voluntary"] = json!(last.ctx_voluntary.saturating_sub(first.ctx_voluntary));
-    server["ctx_involuntary"] = json!(last.ctx_involuntary.saturating_sub(first.ctx_involuntary));
     server
+}
+
+/// The first and last of the samples `pick` accepts inside [from, until], if two are there.
+fn window(
+    samples: &[Sample],
+    from: Instant,
+    until: Instant,
+    pick: impl Fn(&Sample) -> bool,
+) -> Option<(&Sample, &Sample)> {
+    let first = samples.iter().find(|s| pick(s) && s.at >= from)?;
+    let last = samples
+        .iter()
+        .rev()
+        .find(|s| pick(s) && s.at <= until && s.at > first.at)?;
+    Some((first, last))
 }
 
 fn round(x: f64, digits: i32) -> f64 {

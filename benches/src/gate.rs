@@ -328,11 +328,11 @@ fn listening(stdout: impl Read + Send + 'static) -> Result<SocketAddr, String> {
 /// more threads and processes than it had then. Returns its (threads, processes).
 fn settle(pid: i32, floor: Option<(u64, u64)>, busy: bool) -> Result<(u64, u64), String> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
-    let mut last = process_tree::sample(pid);
+    let mut last = process_tree::sample(pid, false);
     let mut quiet = 0;
     loop {
         thread::sleep(Duration::from_millis(50));
-        let now = process_tree::sample(pid);
+        let now = process_tree::sample(pid, false);
         let still = now.threads == last.threads
             && now.processes == last.processes
             && (busy || now.runtime_ns == last.runtime_ns);

@@ -9,9 +9,10 @@
 //! in tiny bursts (500 `fork` children serving 29k requests/s showed no tick at all in a
 //! second, while the scheduler counted 0.76 s), so they are indicative only.
 //!
-//! A sample reads the CPU figures of every process first, close together and stamped with
-//! `at`, and then what is slow to read for a process with many threads (PSS, and context
-//! switches task by task: on a loaded machine, 500 threads took up to a second).
+//! A sample reads the CPU figures of every process, close together and stamped with `at`. A
+//! full sample also reads what is slow for a process with many threads: PSS, and context
+//! switches task by task (for 500 threads on a loaded machine, 40 ms to over half a second),
+//! so the runner takes one only every few samples.
 //!
 //! Limit, stated: context switches are summed over the tasks alive at the sample, so those of
 //! threads that ended between samples are lost (a lower bound for `threads` under churn).
@@ -32,6 +33,8 @@ pub struct Sample {
     pub ctx_involuntary: u64,
     pub threads: u64,
     pub processes: u64,
+    /// PSS and context switches were read (otherwise they are 0).
+    pub full: bool,
 }
 
 pub fn ticks_per_second() -> u64 {
@@ -60,7 +63,8 @@ pub fn tree(root: i32) -> Vec<i32> {
     all
 }
 
-pub fn sample(root: i32) -> Sample {
+/// Samples the tree; with `full`, PSS and context switches too.
+pub fn sample(root: i32, full: bool) -> Sample {
     let pids = tree(root);
     let mut s = Sample {
         at: Instant::now(),
@@ -72,6 +76,7 @@ pub fn sample(root: i32) -> Sample {
         ctx_involuntary: 0,
         threads: 0,
         processes: 0,
+        full,
     };
     let mut alive = Vec::with_capacity(pids.len());
     for pid in pids {
@@ -97,6 +102,9 @@ pub fn sample(root: i32) -> Sample {
         s.threads += fields[16];
         s.processes += 1;
         alive.push(pid);
+    }
+    if !full {
+        return s;
     }
     for pid in alive {
         s.pss_kib += kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
@@ -148,7 +156,7 @@ mod tests {
 
     #[test]
     fn samples_this_process() {
-        let s = sample(std::process::id() as i32);
+        let s = sample(std::process::id() as i32, true);
         assert_eq!(s.processes, 1);
         assert!(s.threads >= 1 && s.pss_kib > 0, "{s:?}");
         assert!(s.ctx_voluntary + s.ctx_involuntary > 0);
@@ -158,7 +166,7 @@ mod tests {
     #[test]
     fn an_ended_thread_still_counts() {
         let me = std::process::id() as i32;
-        let before = sample(me).runtime_ns;
+        let before = sample(me, false).runtime_ns;
         std::thread::spawn(|| {
             // Until this thread has used 200 ms of CPU, however busy the machine is.
             let mut used = libc::timespec {
@@ -172,7 +180,7 @@ mod tests {
         })
         .join()
         .unwrap();
-        let after = sample(me).runtime_ns;
+        let after = sample(me, false).runtime_ns;
         assert!(
             after - before >= 200_000_000,
             "a thread's 200 ms of CPU is gone with it: {} ms counted",
