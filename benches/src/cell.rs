@@ -32,8 +32,9 @@ pub struct Setup {
 
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-/// One sample in this many also reads PSS and context switches (slow for many threads).
-const FULL_SAMPLE_EVERY: usize = 3;
+/// PSS and context switches are read by a thread of their own at this pace: for a server of
+/// many threads they are slow to read, and must not hold up the CPU samples.
+const FULL_SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// How long past its planned time a cell may run before the watchdog ends it.
 const WATCHDOG_SLACK: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,17 +89,26 @@ fn pinned(program: &PathBuf, cpus: &[usize]) -> Command {
             // A server or loadgen outlives nothing of ours: if bench dies (even by SIGKILL),
             // it gets SIGTERM and stops as usual.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &cpu in &cpus {
-                libc::CPU_SET(cpu, &mut set);
-            }
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            pin_this_thread(&cpus)
         });
     }
     command
+}
+
+/// Pins the calling thread (and the threads it starts after) to `cpus`.
+fn pin_this_thread(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity(0, ..) changes only
+    // the calling thread. Allocation-free, so it may run between fork and exec.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Collects a child's stderr on a thread; the last lines explain failures.
@@ -167,7 +177,21 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
     let loadgen_out = collect(loadgen.stdout.take().expect("piped"));
     let started = Instant::now();
     let server_pid = guard.0.id() as i32;
-    let mut samples: Vec<Sample> = vec![process_tree::sample(server_pid, true)];
+    // The samplers stay off the server's CPUs: there, among 500 busy server threads, a
+    // sample once waited 760 ms for its turn.
+    let _ = pin_this_thread(&setup.load_cpus);
+    let (stop_full, stopped) = mpsc::channel::<()>();
+    let full_sampler = thread::spawn(move || {
+        let mut full = Vec::new();
+        loop {
+            full.push(process_tree::sample(server_pid, true));
+            // Ends when `stop_full` is dropped, on every way out of this function.
+            if stopped.recv_timeout(FULL_SAMPLE_EVERY) != Err(mpsc::RecvTimeoutError::Timeout) {
+                return full;
+            }
+        }
+    });
+    let mut samples: Vec<Sample> = vec![process_tree::sample(server_pid, false)];
     let deadline = started + setup.warmup + setup.duration + WATCHDOG_SLACK;
     let status = loop {
         if let Some(status) = loadgen
@@ -195,9 +219,11 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
             )));
         }
         thread::sleep(SAMPLE_EVERY);
-        let full = samples.len().is_multiple_of(FULL_SAMPLE_EVERY);
-        samples.push(process_tree::sample(server_pid, full));
+        samples.push(process_tree::sample(server_pid, false));
     };
+    drop(stop_full);
+    samples.extend(full_sampler.join().unwrap_or_default());
+    samples.sort_by_key(|s| s.at);
     // No sample after loadgen ended: its connections are closed by then, and the threads or
     // processes that served them are gone with their counts. The window ends at the last
     // sample taken under load.

@@ -12,7 +12,7 @@
 //! A sample reads the CPU figures of every process, close together and stamped with `at`. A
 //! full sample also reads what is slow for a process with many threads: PSS, and context
 //! switches task by task (for 500 threads on a loaded machine, 40 ms to over half a second),
-//! so the runner takes one only every few samples.
+//! so the runner takes those on a thread of their own.
 //!
 //! Limit, stated: context switches are summed over the tasks alive at the sample, so those of
 //! threads that ended between samples are lost (a lower bound for `threads` under churn).
