@@ -184,9 +184,13 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
     let full_sampler = thread::spawn(move || {
         let mut full = Vec::new();
         loop {
+            let began = Instant::now();
             full.push(process_tree::sample(server_pid, true));
+            // Rests at least as long as the sample took, so on a server of thousands of
+            // threads this thread takes at most half of a load CPU from loadgen.
+            let rest = FULL_SAMPLE_EVERY.max(began.elapsed());
             // Ends when `stop_full` is dropped, on every way out of this function.
-            if stopped.recv_timeout(FULL_SAMPLE_EVERY) != Err(mpsc::RecvTimeoutError::Timeout) {
+            if stopped.recv_timeout(rest) != Err(mpsc::RecvTimeoutError::Timeout) {
                 return full;
             }
         }
