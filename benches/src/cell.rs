@@ -81,18 +81,36 @@ enum Outcome {
 
 fn pinned(program: &PathBuf, cpus: &[usize]) -> Command {
     let mut command = Command::new(program);
+    ends_with_bench(&mut command);
     let cpus = cpus.to_vec();
-    // SAFETY: prctl and sched_setaffinity only change the child's own state; the set is
-    // built on the stack of the (single-threaded) child before exec.
+    // SAFETY: sched_setaffinity only changes the child's own state; the set is built on the
+    // stack of the (single-threaded) child before exec.
+    unsafe { command.pre_exec(move || pin_this_thread(&cpus)) };
+    command
+}
+
+/// A server or loadgen outlives nothing of ours: if bench dies (even by SIGKILL), the child
+/// gets SIGTERM and stops as usual.
+pub(crate) fn ends_with_bench(command: &mut Command) {
+    // SAFETY: prctl only changes the child's own state, before exec.
     unsafe {
-        command.pre_exec(move || {
-            // A server or loadgen outlives nothing of ours: if bench dies (even by SIGKILL),
-            // it gets SIGTERM and stops as usual.
+        command.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            pin_this_thread(&cpus)
+            Ok(())
         });
     }
-    command
+}
+
+/// The server's first line on stdout, if one comes within `timeout` (`listening <addr>` from
+/// a server that started).
+pub(crate) fn first_line(stdout: impl Read + Send + 'static, timeout: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(timeout).ok()
 }
 
 /// Pins the calling thread (and the threads it starts after) to `cpus`.
@@ -274,13 +292,7 @@ fn wait_for_text(text: &Arc<Mutex<String>>) -> String {
 
 fn wait_listening(server: &mut Child, log: &Arc<Mutex<String>>) -> Result<String, Outcome> {
     let stdout = server.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(LISTEN_TIMEOUT).unwrap_or_default();
+    let line = first_line(stdout, LISTEN_TIMEOUT).unwrap_or_default();
     if let Some(addr) = line.trim().strip_prefix("listening ") {
         return Ok(addr.to_string());
     }

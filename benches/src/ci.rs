@@ -94,24 +94,8 @@ pub fn build_base(commit: &str, dir: &Path) -> Result<PathBuf, String> {
     )?;
     let target = dir.join("base-target");
     eprintln!("building the base server ({commit}) in {}", tree.display());
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "servers",
-            "--bin",
-            "server",
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(&tree)
-        .status()
-        .map_err(|e| format!("cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("building the base ref {commit} failed"));
-    }
-    Ok(target.join("release/server"))
+    gate::build_server(&tree, &target, &[])
+        .map_err(|e| format!("building the base ref {commit}: {e}"))
 }
 
 /// Runs the whole comparison.
@@ -312,7 +296,7 @@ fn wall_clock(
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let run = Run {
             dir: dir.clone(),
-            suite: suite::load(&suite_path)?,
+            suite: suite.clone(),
             suite_path: suite_path.clone(),
             cells: Vec::new(),
             setup: Setup {

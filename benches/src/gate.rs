@@ -16,18 +16,16 @@
 //! otherwise leave its teardown out of one run and in the other.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::process_tree;
+use crate::{cell, process_tree};
 
 /// The gate's fixed workload.
 #[derive(Clone, Debug)]
@@ -63,10 +61,11 @@ impl Workload {
     }
 }
 
-/// What `server --list --json` says about a model, as far as the gate needs it.
+/// What `server --list --json` says about a model, as far as bench needs it.
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
     pub name: String,
+    pub summary: String,
     pub family: String,
     pub clients: String,
     pub fd_table: String,
@@ -79,6 +78,7 @@ impl ModelInfo {
         let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
         ModelInfo {
             name: s("name"),
+            summary: s("summary"),
             family: s("family"),
             clients: s("clients"),
             fd_table: s("fd_table"),
@@ -118,6 +118,35 @@ impl ModelInfo {
             _ => 1,
         }
     }
+}
+
+/// Builds `server` in release from the workspace at `workspace` (with `features`) into the
+/// target directory `target`, and returns the binary's path.
+pub fn build_server(workspace: &Path, target: &Path, features: &[&str]) -> Result<PathBuf, String> {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "servers",
+            "--bin",
+            "server",
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(workspace);
+    if !features.is_empty() {
+        command.args(["--features", &features.join(",")]);
+    }
+    let status = command.status().map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building the server in {} failed",
+            workspace.display()
+        ));
+    }
+    Ok(target.join("release/server"))
 }
 
 /// Every model the server binary lists.
@@ -224,14 +253,7 @@ fn count(
     fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
     let out_file = work.join("callgrind.out.%p");
     let mut command = Command::new("valgrind");
-    // SAFETY: prctl only changes the child's own state, before exec: if bench dies, the
-    // server under valgrind gets SIGTERM instead of running on.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    cell::ends_with_bench(&mut command);
     let mut child = command
         .args([
             "--tool=callgrind",
@@ -308,15 +330,8 @@ fn with_stderr(message: String, stderr: &str) -> String {
 }
 
 fn listening(stdout: impl Read + Send + 'static) -> Result<SocketAddr, String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(LISTEN_TIMEOUT)
-        .map_err(|_| format!("no `listening` line within {LISTEN_TIMEOUT:?}"))?;
+    let line = cell::first_line(stdout, LISTEN_TIMEOUT)
+        .ok_or_else(|| format!("no `listening` line within {LISTEN_TIMEOUT:?}"))?;
     line.trim()
         .strip_prefix("listening ")
         .and_then(|a| a.parse().ok())
@@ -857,6 +872,7 @@ mod tests {
         let w = Workload::default();
         let m = |clients: &str, fd_table: &str| ModelInfo {
             name: "m".into(),
+            summary: String::new(),
             family: "blocking".into(),
             clients: clients.into(),
             fd_table: fd_table.into(),

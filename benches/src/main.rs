@@ -1,7 +1,7 @@
 //! `bench`: run a suite of models x scenarios x trials and keep every result.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -255,33 +255,10 @@ fn binaries(bin_dir: Option<PathBuf>) -> Result<(PathBuf, PathBuf), String> {
     Ok((server, loadgen))
 }
 
-fn models(server: &PathBuf) -> Result<Vec<(String, bool, String)>, String> {
-    let output = Command::new(server)
-        .args(["--list", "--json"])
-        .output()
-        .map_err(|e| format!("{}: {e}", server.display()))?;
-    let list: serde_json::Value =
-        serde_json::from_slice(&output.stdout).map_err(|e| format!("server --list --json: {e}"))?;
-    Ok(list
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|m| {
-                    (
-                        m["name"].as_str().unwrap_or("?").to_string(),
-                        m["supported"].as_bool().unwrap_or(false),
-                        m["summary"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 fn list(bin_dir: Option<PathBuf>) -> Result<(), String> {
     let (server, _) = binaries(bin_dir)?;
-    let models = models(&server)?;
-    let names: Vec<String> = models.iter().map(|m| m.0.clone()).collect();
+    let models = gate::models(&server)?;
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     println!("Suites ({}):", suite::suites_dir().display());
     for name in BUILT_IN {
         let s = suite::load(&suite::locate(name)?)?;
@@ -297,10 +274,12 @@ fn list(bin_dir: Option<PathBuf>) -> Result<(), String> {
         );
     }
     println!("\nModels:");
-    for (name, supported, summary) in models {
+    for m in models {
         println!(
-            "  {name:<16} {:<14} {summary}",
-            if supported { "" } else { "(unsupported)" }
+            "  {:<16} {:<14} {}",
+            m.name,
+            if m.supported { "" } else { "(unsupported)" },
+            m.summary
         );
     }
     Ok(())
@@ -324,7 +303,7 @@ fn run(
     if let Some(t) = trials {
         suite.trials = t.max(1);
     }
-    let available: Vec<String> = models(&server)?.into_iter().map(|m| m.0).collect();
+    let available: Vec<String> = gate::models(&server)?.into_iter().map(|m| m.name).collect();
     let cells = suite.cells(
         &available,
         only_models.as_deref(),

@@ -1,16 +1,16 @@
 //! The CI gate's sensitivity: a 5% slowdown is flagged, the same build twice is not.
 //!
 //! The slowdown is the server's hidden test aid `--extra-work ROUNDS` (throwaway work per
-//! request; it exists only in a build with the feature `extra-work`), sized here to 5% of the model's own count: one calibration
-//! run measures what a round costs. Then several passes of the plain build and several of the
-//! slowed one are compared pairwise with the gate's own comparison at its default 2%
-//! threshold: every plain/slowed pair must fail the gate, and no plain/plain pair may.
+//! request; it exists only in a build with the feature `extra-work`), sized here to 5% of the
+//! model's own count: two probe runs measure what a round costs. Then several passes of the
+//! plain build and several of the slowed one are compared pairwise with the gate's own
+//! comparison at its default 2% threshold: every plain/slowed pair must fail the gate, and no
+//! plain/plain pair may.
 //!
 //! Needs valgrind. Without it these tests say so and pass, except under CI (`CI` set), where
 //! a missing valgrind fails them: `.ci/run` installs it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use benches::gate::{self, Verdict, Workload};
@@ -32,22 +32,8 @@ fn server() -> &'static Path {
             .and_then(Path::parent)
             .unwrap()
             .join("gate-sensitivity");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "-q",
-                "-p",
-                "servers",
-                "--bin",
-                "server",
-            ])
-            .args(["--features", "extra-work"])
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the server failed");
-        target.join("release/server")
+        gate::build_server(&benches::runner::workspace_root(), &target, &["extra-work"])
+            .expect("build the server with the feature extra-work")
     })
 }
 

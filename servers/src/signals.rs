@@ -84,16 +84,11 @@ pub enum Stop {
     InBand,
 }
 
-/// The signals that stop the server.
-pub fn stop_set() -> libc::sigset_t {
-    sigset(&[libc::SIGTERM, libc::SIGINT])
-}
-
 /// A non-blocking signalfd for the stop signals, for a loop that hears them in band: when it
 /// polls readable, read it with [`stop_if_signalled`].
 pub fn stop_signalfd() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    let set = stop_set();
+    let set = sigset(&[libc::SIGTERM, libc::SIGINT]);
     // SAFETY: `set` is valid; -1 asks for a new descriptor, which we then own.
     let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
     if fd < 0 {
