@@ -66,6 +66,10 @@ pub struct Connection {
     output: Vec<u8>,
     eof: bool,
     closing: bool,
+    /// The session stopped because output reached the high-water mark while complete
+    /// requests were still in `input`: they must be acted on once output drains, since no
+    /// readiness event will ever announce bytes that were already read.
+    held_back: bool,
     interest: Interest,
 }
 
@@ -79,6 +83,7 @@ impl Connection {
             output: Vec::new(),
             eof: false,
             closing: false,
+            held_back: false,
             interest: Interest {
                 read: true,
                 write: false,
@@ -138,11 +143,15 @@ impl Connection {
             if self.output.len() >= HIGH_WATER {
                 return Ok(()); // backpressure: wait until the client reads
             }
-            if self.session.is_streaming() {
+            if self.session.is_streaming() || self.held_back {
                 if write_blocked {
+                    // The socket will report writability once it drains; the kept input
+                    // or the download resumes then.
                     return Ok(());
                 }
-                continue; // room again: produce the next window of the download
+                // Room again: the next window of a download, or pipelined requests that
+                // were read before the output limit held them back.
+                continue;
             }
             if self.eof || drained || (trigger == Trigger::Level && reads > 0) {
                 return Ok(());
@@ -176,6 +185,7 @@ impl Connection {
         }
         if self.output.len() >= HIGH_WATER {
             self.input.extend_from_slice(fresh);
+            self.held_back = !self.input.is_empty();
             return;
         }
         if self.input.is_empty() {
@@ -191,6 +201,7 @@ impl Connection {
             self.input.drain(..step.consumed);
             self.closing = step.close;
         }
+        self.held_back = self.output.len() >= HIGH_WATER && !self.input.is_empty();
     }
 
     /// Writes pending output until it is gone or the socket is full. Returns whether the

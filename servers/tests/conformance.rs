@@ -466,6 +466,81 @@ fn http_keep_alive_and_pipelining() {
     });
 }
 
+/// Many requests in one write, the client reading while it sends (or only after a pause):
+/// every one is answered. A server that stops reading above its output high-water mark still
+/// holds the requests it had already read; once the output drains it must act on them,
+/// because no readiness event announces bytes that were already read.
+#[test]
+fn pipelined_floods_are_answered_in_full() {
+    const GETS: usize = 10_000;
+    const PUTS: usize = 100_000;
+    const HELLO: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+    for reader_delay in [Duration::ZERO, Duration::from_millis(500)] {
+        for_each_model("http", |server| {
+            pipeline(server, &GET.repeat(GETS), HELLO, GETS, reader_delay)
+        });
+        for_each_model("transfer", |server| {
+            pipeline(
+                server,
+                &b"PUT 0\n".repeat(PUTS),
+                b"OK 0 00000000\n",
+                PUTS,
+                reader_delay,
+            )
+        });
+    }
+}
+
+/// Writes `requests` in one call from a thread while this one reads (after `reader_delay`),
+/// and expects exactly `count` copies of `reply`; silence for 5 s is a hang.
+fn pipeline(
+    server: &Server,
+    requests: &[u8],
+    reply: &[u8],
+    count: usize,
+    reader_delay: Duration,
+) -> Result<(), String> {
+    let mut stream = server.connect().map_err(|e| format!("connect: {e}"))?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let requests = requests.to_vec();
+    let sender = thread::spawn(move || writer.write_all(&requests));
+    thread::sleep(reader_delay);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let want = reply.len() * count;
+    let mut got = Vec::with_capacity(want);
+    let mut buf = vec![0u8; 1 << 16];
+    while got.len() < want {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                return Err(format!(
+                    "{} of {count} replies after a {reader_delay:?} pause, then {e}",
+                    got.len() / reply.len()
+                ))
+            }
+        }
+    }
+    sender
+        .join()
+        .expect("writer thread")
+        .map_err(|e| format!("write: {e}"))?;
+    ensure!(
+        got.len() == want,
+        "{} of {count} replies after a {reader_delay:?} pause, then a close",
+        got.len() / reply.len()
+    );
+    ensure!(
+        got.chunks(reply.len()).all(|r| r == reply),
+        "a reply differs from {:?}",
+        String::from_utf8_lossy(reply)
+    );
+    Ok(())
+}
+
 #[test]
 fn http_errors() {
     for_each_model("http", |server| {
