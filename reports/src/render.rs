@@ -182,6 +182,12 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
             model_doc_html(model)
         );
     }
+    // The slowloris lesson: what a silent client costs each model (measured in MODELS.md).
+    let _ = write!(
+        html,
+        "<h2 id=\"silent\">Silent clients: how a connection ends, and what an idle one costs</h2>{}",
+        doc_section_html(|heading| heading.starts_with("## How a connection ends"))
+    );
     failures_html(run, &mut html);
     env_html(run, &mut html);
     html.push_str("</body></html>\n");
@@ -582,49 +588,89 @@ pub fn measured_sentences(run: &Run, model: &str) -> String {
 /// The section of docs/MODELS.md whose heading names `model`, as HTML.
 pub fn model_doc_html(model: &str) -> String {
     let needle = format!("`{model}`");
+    doc_section_html(|heading| heading.contains(&needle))
+}
+
+/// The first section of docs/MODELS.md whose heading line passes `heading`, as HTML: its
+/// paragraphs, code blocks and tables, up to the next heading.
+fn doc_section_html(heading: impl Fn(&str) -> bool) -> String {
     let mut lines = MODELS_MD
         .lines()
-        .skip_while(|l| !(l.starts_with('#') && l.contains(&needle)));
+        .skip_while(|l| !(l.starts_with('#') && heading(l)));
     let Some(_) = lines.next() else {
         return String::new();
     };
     let mut html = String::new();
     let mut in_code = false;
     let mut paragraph = String::new();
-    let flush = |p: &mut String, html: &mut String| {
+    let mut table: Vec<&str> = Vec::new();
+    let flush = |p: &mut String, table: &mut Vec<&str>, html: &mut String| {
         if !p.trim().is_empty() {
             let _ = write!(html, "<p>{}</p>", inline_code(&escape(p.trim())));
         }
         p.clear();
+        if !table.is_empty() {
+            html.push_str("<div class=\"scroll\"><table>");
+            for (i, row) in table.iter().enumerate() {
+                let cells = row.trim().trim_matches('|').split('|');
+                if cells.clone().all(|c| {
+                    c.trim()
+                        .trim_matches(|ch| ch == '-' || ch == ':')
+                        .is_empty()
+                }) {
+                    continue; // the |---|---:| line
+                }
+                let tag = if i == 0 { "th" } else { "td" };
+                html.push_str("<tr>");
+                for cell in cells {
+                    let _ = write!(html, "<{tag}>{}</{tag}>", inline_code(&escape(cell.trim())));
+                }
+                html.push_str("</tr>");
+            }
+            html.push_str("</table></div>");
+            table.clear();
+        }
     };
     for line in lines {
         if line.starts_with('#') {
             break;
         }
         if line.starts_with("```") {
-            flush(&mut paragraph, &mut html);
+            flush(&mut paragraph, &mut table, &mut html);
             html.push_str(if in_code { "</pre>" } else { "<pre>" });
             in_code = !in_code;
         } else if in_code {
             let _ = writeln!(html, "{}", escape(line));
+        } else if line.starts_with('|') {
+            if table.is_empty() {
+                flush(&mut paragraph, &mut table, &mut html); // a paragraph right above
+            }
+            table.push(line);
         } else if line.trim().is_empty() {
-            flush(&mut paragraph, &mut html);
+            flush(&mut paragraph, &mut table, &mut html);
         } else {
             paragraph.push_str(line);
             paragraph.push(' ');
         }
     }
-    flush(&mut paragraph, &mut html);
+    flush(&mut paragraph, &mut table, &mut html);
     html
 }
 
+/// Markdown's inline `code` and **bold**, on already escaped text.
 fn inline_code(s: &str) -> String {
     let mut out = String::new();
     for (i, part) in s.split('`').enumerate() {
         if i % 2 == 1 {
             let _ = write!(out, "<code>{part}</code>");
         } else {
-            out.push_str(part);
+            for (j, piece) in part.split("**").enumerate() {
+                if j % 2 == 1 {
+                    let _ = write!(out, "<b>{piece}</b>");
+                } else {
+                    out.push_str(piece);
+                }
+            }
         }
     }
     out
@@ -675,6 +721,6 @@ fn env_html(run: &Run, html: &mut String) {
     html.push_str("</p>");
 }
 
-const INTRO: &str = "<p class=\"intro\">Each <b>model</b> is one small server (blocking with a thread or process per connection, pools, busy polling, select, poll, epoll, signal-driven I/O, io_uring, and library references) speaking the same protocols. Each <b>cell</b> ran the server pinned to one CPU and the load generator pinned to another, several trials interleaved across models. Throughput counts verified replies only; latency is from HdrHistogram, corrected for coordinated omission in the open-loop scenario. Compare models within this run: two cores on a shared machine are noisy, so read the confidence intervals before the ranks.</p><p class=\"toc\"><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#models\">Models</a> · <a href=\"#failures\">Failures</a> · <a href=\"#env\">Environment</a></p>";
+const INTRO: &str = "<p class=\"intro\">Each <b>model</b> is one small server (blocking with a thread or process per connection, pools, busy polling, select, poll, epoll, signal-driven I/O, io_uring, and library references) speaking the same protocols. Each <b>cell</b> ran the server pinned to one CPU and the load generator pinned to another, several trials interleaved across models. Throughput counts verified replies only; latency is from HdrHistogram, corrected for coordinated omission in the open-loop scenario. Compare models within this run: two cores on a shared machine are noisy, so read the confidence intervals before the ranks.</p><p class=\"toc\"><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#models\">Models</a> · <a href=\"#silent\">Silent clients</a> · <a href=\"#failures\">Failures</a> · <a href=\"#env\">Environment</a></p>";
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:12px}figure{margin:0;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}";
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:12px}figure{margin:0;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}";

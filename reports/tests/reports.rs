@@ -79,6 +79,19 @@ fn rendered_html_has_every_chart_with_every_model() {
         html.contains("<h3>epoll-et</h3>") && html.contains("epoll_wait"),
         "the model's syscalls from MODELS.md"
     );
+    let silent = html
+        .split("<h2 id=\"silent\">")
+        .nth(1)
+        .expect("a section on silent clients")
+        .split("<h2")
+        .next()
+        .unwrap();
+    assert!(
+        silent.contains("<b>Idle timeout</b>")
+            && silent.contains("<th>PSS each</th>")
+            && silent.contains("<td><code>fork</code></td>"),
+        "the slowloris lesson, with MODELS.md's measured table: {silent}"
+    );
     assert!(
         html.contains("Best echo throughput"),
         "sentences measured from the data"

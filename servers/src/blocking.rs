@@ -5,26 +5,40 @@
 //! buffer and one high-water mark of output.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
 
+use crate::closing::{IdleClock, LINGER};
 use crate::protocol::{Protocol, Session, HIGH_WATER};
 
 /// Bytes read per `read` call; also the input buffer's size.
 const INPUT_CAPACITY: usize = 64 * 1024;
 const _: () = assert!(INPUT_CAPACITY >= crate::protocol::MIN_INPUT_CAPACITY);
 
-/// Serves one client until it closes, resets, or the protocol ends the session.
+/// Serves one client until it closes, resets, the protocol ends the session (then a
+/// lingering close), or it stays idle past `idle_timeout`.
 ///
 /// EOF, ECONNRESET and EPIPE end this connection only; they are returned as `Ok` because they
-/// are how clients leave, not server faults.
-pub fn serve(stream: &mut TcpStream, protocol: Protocol) -> io::Result<()> {
-    match run(stream, protocol) {
-        Err(e) if is_disconnect(&e) => Ok(()),
+/// are how clients leave, not server faults; so is an idle timeout.
+pub fn serve(
+    stream: &mut TcpStream,
+    protocol: Protocol,
+    idle_timeout: Option<Duration>,
+) -> io::Result<()> {
+    match run(stream, protocol, idle_timeout) {
+        Err(e) if is_disconnect(&e) || is_timeout(&e) => Ok(()),
         other => other,
     }
 }
 
-fn run(stream: &mut TcpStream, protocol: Protocol) -> io::Result<()> {
+fn run(
+    stream: &mut TcpStream,
+    protocol: Protocol,
+    idle_timeout: Option<Duration>,
+) -> io::Result<()> {
+    let mut idle = IdleClock::new(idle_timeout);
+    // A write that makes no progress for the idle timeout fails with EAGAIN.
+    stream.set_write_timeout(idle_timeout)?;
     let mut session = Session::new(protocol);
     let mut input = vec![0u8; INPUT_CAPACITY];
     let (mut start, mut end) = (0, 0);
@@ -36,11 +50,18 @@ fn run(stream: &mut TcpStream, protocol: Protocol) -> io::Result<()> {
         if start == end {
             (start, end) = (0, 0);
         }
+        if step.consumed > 0 {
+            idle.progress();
+        }
         if !output.is_empty() {
             stream.write_all(&output)?;
             output.clear();
+            idle.progress();
         }
         if step.close {
+            if !eof {
+                linger(stream, &mut input);
+            }
             return Ok(());
         }
         // More can be done without reading: a download still streaming, or pipelined input
@@ -60,13 +81,49 @@ fn run(stream: &mut TcpStream, protocol: Protocol) -> io::Result<()> {
             input.copy_within(start..end, 0);
             (start, end) = (0, end - start);
         }
+        if let Some(left) = idle.remaining(Instant::now()) {
+            if left.is_zero() {
+                return Ok(()); // idle too long: close
+            }
+            stream.set_read_timeout(Some(left))?;
+        }
         match stream.read(&mut input[end..]) {
             Ok(0) => eof = true,
             Ok(n) => end += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => {} // the idle check above decides
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Lingering close (see `crate::closing`): shut the write side, discard input until the
+/// client closes or [`LINGER`] has passed. The caller's drop then closes the socket.
+pub fn linger(stream: &mut TcpStream, scratch: &mut [u8]) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A socket timeout (SO_RCVTIMEO, SO_SNDTIMEO) ran out.
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// The ways a client leaves that are not errors of the server.

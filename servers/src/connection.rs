@@ -7,11 +7,14 @@
 //! ECONNRESET and EPIPE) is handled here, once.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use crate::blocking::is_disconnect;
-use crate::protocol::{Protocol, Session, HIGH_WATER};
+use crate::closing::{sweep_interval, IdleClock, LINGER};
+use crate::protocol::{Session, HIGH_WATER};
+use crate::registry::Config;
 
 /// The most unconsumed input a connection keeps: one read's worth on top of what the
 /// protocol is still waiting to complete (an HTTP head is refused beyond 8 KiB).
@@ -71,14 +74,18 @@ pub struct Connection {
     /// readiness event will ever announce bytes that were already read.
     held_back: bool,
     interest: Interest,
+    idle: IdleClock,
+    /// Set once the session ended with the client still sending: the write side is shut
+    /// and input is discarded until the client closes or this instant (lingering close).
+    linger_until: Option<Instant>,
 }
 
 impl Connection {
     /// Wraps an accepted, already non-blocking socket. It starts wanting to read.
-    pub fn new(stream: TcpStream, protocol: Protocol) -> Connection {
+    pub fn new(stream: TcpStream, config: &Config) -> Connection {
         Connection {
             stream,
-            session: Session::new(protocol),
+            session: Session::new(config.protocol),
             input: Vec::new(),
             output: Vec::new(),
             eof: false,
@@ -88,6 +95,21 @@ impl Connection {
                 read: true,
                 write: false,
             },
+            idle: IdleClock::new(config.idle_timeout),
+            linger_until: None,
+        }
+    }
+
+    /// In a lingering close: only waiting for the client's EOF, or its deadline.
+    pub fn is_lingering(&self) -> bool {
+        self.linger_until.is_some()
+    }
+
+    /// Past its lingering deadline, or idle past the idle timeout.
+    pub fn expired(&self, now: Instant) -> bool {
+        match self.linger_until {
+            Some(until) => now >= until,
+            None => self.idle.expired(now),
         }
     }
 
@@ -107,6 +129,9 @@ impl Connection {
     /// lets the protocol act, writes until the socket is full. `scratch` is the event loop's
     /// read buffer, lent so idle connections hold no read buffer of their own.
     pub fn drive(&mut self, trigger: Trigger, scratch: &mut [u8]) -> Next {
+        if self.linger_until.is_some() {
+            return self.discard(scratch);
+        }
         match self.pump(trigger, scratch) {
             Ok(()) => {}
             Err(e) if is_disconnect(&e) => return Next::Close,
@@ -116,7 +141,13 @@ impl Connection {
             }
         }
         if self.closing && self.output.is_empty() {
-            return Next::Close;
+            if self.eof || self.stream.shutdown(Shutdown::Write).is_err() {
+                return Next::Close;
+            }
+            // Lingering close: the client reads the reply, then EOF; what it still sends is
+            // read and dropped, so that no reset destroys the reply (crate::closing).
+            self.linger_until = Some(Instant::now() + LINGER);
+            return self.discard(scratch);
         }
         // Half-close: the client is done sending and everything it sent is answered.
         if self.eof && self.output.is_empty() && !self.session.is_streaming() {
@@ -125,6 +156,26 @@ impl Connection {
         let interest = Interest {
             read: !self.eof && !self.closing && self.output.len() < HIGH_WATER,
             write: !self.output.is_empty(),
+        };
+        let changed = interest != self.interest;
+        self.interest = interest;
+        Next::Wait { interest, changed }
+    }
+
+    /// Lingering: reads and drops input until EAGAIN (waiting for more), EOF or an error.
+    fn discard(&mut self, scratch: &mut [u8]) -> Next {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return Next::Close,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return Next::Close,
+            }
+        }
+        let interest = Interest {
+            read: true,
+            write: false,
         };
         let changed = interest != self.interest;
         self.interest = interest;
@@ -193,6 +244,9 @@ impl Connection {
             let step = self.session.advance(fresh, &mut self.output, HIGH_WATER);
             self.input.extend_from_slice(&fresh[step.consumed..]);
             self.closing = step.close;
+            if step.consumed > 0 {
+                self.idle.progress();
+            }
         } else {
             self.input.extend_from_slice(fresh);
             let step = self
@@ -200,6 +254,9 @@ impl Connection {
                 .advance(&self.input, &mut self.output, HIGH_WATER);
             self.input.drain(..step.consumed);
             self.closing = step.close;
+            if step.consumed > 0 {
+                self.idle.progress();
+            }
         }
         self.held_back = self.output.len() >= HIGH_WATER && !self.input.is_empty();
     }
@@ -210,9 +267,13 @@ impl Connection {
     fn flush(&mut self) -> io::Result<bool> {
         while !self.output.is_empty() {
             match self.stream.write(&self.output) {
-                Ok(n) if n == self.output.len() => self.output.clear(),
+                Ok(n) if n == self.output.len() => {
+                    self.output.clear();
+                    self.idle.progress();
+                }
                 Ok(n) => {
                     self.output.drain(..n);
+                    self.idle.progress();
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -226,13 +287,32 @@ impl Connection {
 
 /// The connections of one event loop, indexed by descriptor: descriptors are small dense
 /// integers, so a vector is the cheapest map from "this fd is ready" to its connection.
-#[derive(Default)]
+///
+/// It also keeps the deadlines (lingering closes, `--idle-timeout`): while any can expire, a
+/// loop sweeps its connections every [`sweep_interval`] and closes the expired ones, waiting
+/// no longer than [`Connections::wait_ms`] so the sweep is not late. Without deadlines
+/// nothing here reads a clock.
 pub struct Connections {
     slots: Vec<Option<Connection>>,
     len: usize,
+    /// Every connection can expire (`--idle-timeout` is set).
+    idle_timeout: Option<Duration>,
+    /// Connections in a lingering close.
+    lingering: usize,
+    next_sweep: Option<Instant>,
 }
 
 impl Connections {
+    pub fn new(config: &Config) -> Connections {
+        Connections {
+            slots: Vec::new(),
+            len: 0,
+            idle_timeout: config.idle_timeout,
+            lingering: 0,
+            next_sweep: None,
+        }
+    }
+
     pub fn insert(&mut self, connection: Connection) {
         let fd = connection.fd() as usize;
         if fd >= self.slots.len() {
@@ -247,12 +327,80 @@ impl Connections {
         self.slots.get_mut(fd as usize)?.as_mut()
     }
 
+    /// [`Connection::drive`] on the connection of `fd`, if there is one, keeping count of
+    /// the lingering ones.
+    pub fn drive(&mut self, fd: RawFd, trigger: Trigger, scratch: &mut [u8]) -> Option<Next> {
+        let connection = self.slots.get_mut(fd as usize)?.as_mut()?;
+        let was_lingering = connection.is_lingering();
+        let next = connection.drive(trigger, scratch);
+        if !was_lingering && connection.is_lingering() {
+            self.lingering += 1;
+        }
+        Some(next)
+    }
+
     pub fn remove(&mut self, fd: RawFd) -> Option<Connection> {
         let removed = self.slots.get_mut(fd as usize)?.take();
-        if removed.is_some() {
+        if let Some(connection) = &removed {
             self.len -= 1;
+            if connection.is_lingering() {
+                self.lingering -= 1;
+            }
         }
         removed
+    }
+
+    fn has_deadlines(&self) -> bool {
+        self.idle_timeout.is_some() || self.lingering > 0
+    }
+
+    /// The connections whose deadline has passed, if a sweep is due; the loop closes them
+    /// as it closes any connection. Cheap when no connection has a deadline.
+    pub fn expired(&mut self) -> Vec<RawFd> {
+        if !self.has_deadlines() {
+            self.next_sweep = None;
+            return Vec::new();
+        }
+        let now = Instant::now();
+        if self.next_sweep.is_some_and(|due| now < due) {
+            return Vec::new();
+        }
+        self.next_sweep = Some(now + sweep_interval(self.idle_timeout));
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|c| c.expired(now))
+            .map(Connection::fd)
+            .collect()
+    }
+
+    /// How long a wait may block so that the next sweep is on time, given how long the
+    /// loop would wait otherwise (`None`: for ever).
+    pub fn wait_for(&self, otherwise: Option<Duration>) -> Option<Duration> {
+        if !self.has_deadlines() {
+            return otherwise;
+        }
+        let due = self.next_sweep.map_or(Duration::ZERO, |due| {
+            due.saturating_duration_since(Instant::now())
+        });
+        Some(otherwise.map_or(due, |t| t.min(due)))
+    }
+
+    /// [`Connections::wait_for`] in milliseconds for poll(2) and epoll_wait(2) (-1: for
+    /// ever), rounded up so a wait does not end a fraction early and spin.
+    pub fn wait_ms(&self, otherwise: i32) -> i32 {
+        if !self.has_deadlines() {
+            return otherwise;
+        }
+        let otherwise = u64::try_from(otherwise).ok().map(Duration::from_millis);
+        match self.wait_for(otherwise) {
+            None => -1,
+            Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+        }
+    }
+
+    pub fn contains(&self, fd: RawFd) -> bool {
+        matches!(self.slots.get(fd as usize), Some(Some(_)))
     }
 
     pub fn len(&self) -> usize {

@@ -6,6 +6,7 @@
 
 pub mod blocking;
 pub mod children;
+pub mod closing;
 pub mod completion;
 pub mod connection;
 pub mod listener;

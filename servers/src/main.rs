@@ -1,8 +1,9 @@
 //! `server`: run any I/O model with any protocol (DESIGN.md section 2, "CLI contract").
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Serialize;
@@ -25,8 +26,9 @@ struct Cli {
     /// The protocol to speak.
     #[arg(long, value_enum, required_unless_present = "list")]
     protocol: Option<Protocol>,
-    /// Address to listen on; port 0 lets the kernel choose.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Address to listen on (HOST:PORT; a name such as localhost is resolved); port 0 lets
+    /// the kernel choose.
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
     addr: SocketAddr,
     /// Event-loop models: independent loops, each with its own SO_REUSEPORT listener [default: 1].
     #[arg(long)]
@@ -43,6 +45,11 @@ struct Cli {
     /// io_uring models: completions run only when the loop asks (DEFER_TASKRUN + SINGLE_ISSUER).
     #[arg(long)]
     defer_taskrun: bool,
+    /// Every model: close a connection after this long without progress (no request
+    /// completed, no reply byte written): 30s, 500ms. Default: never, so a silent client
+    /// holds its worker, thread or process (the blocking models' lesson; docs/MODELS.md).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    idle_timeout: Option<Duration>,
     /// List every model, its family, what it does, and whether this machine can run it.
     #[arg(long)]
     list: bool,
@@ -54,6 +61,39 @@ struct Cli {
     #[cfg(feature = "extra-work")]
     #[arg(long, hide = true, value_name = "ROUNDS", default_value_t = 0)]
     extra_work: u32,
+}
+
+/// `HOST:PORT`, resolved; the first address wins, as `bind` would take it.
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("'{text}' resolves to no address")),
+        Err(e) => Err(format!("'{text}' is not HOST:PORT ({e})")),
+    }
+}
+
+/// `30s`, `500ms`, `2m`, or a plain number of seconds; at least 1 ms.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (try 30s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" => value / 1e6,
+        "m" => value * 60.0,
+        _ => return Err(format!("'{text}': unknown unit '{unit}' (ms, s, m)")),
+    };
+    if !seconds.is_finite() || !(0.001..=86_400.0).contains(&seconds) {
+        return Err(format!("'{text}' is out of range (1ms to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 const EXIT_USAGE: u8 = 2;
@@ -145,6 +185,8 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
         (Knob::Threads, cli.threads),
         (Knob::Workers, cli.workers),
         (Knob::MaxConns, cli.max_conns),
+        (Knob::Sqpoll, cli.sqpoll.then_some(1)),
+        (Knob::DeferTaskrun, cli.defer_taskrun.then_some(1)),
     ];
     for (knob, value) in given {
         if value.is_some() && !model.knobs.contains(&knob) {
@@ -167,6 +209,7 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
             sqpoll: cli.sqpoll,
             defer_taskrun: cli.defer_taskrun,
         },
+        idle_timeout: cli.idle_timeout,
     })
 }
 

@@ -27,6 +27,10 @@ pub struct Config {
     pub max_conns: usize,
     /// io_uring models: `--sqpoll`, `--defer-taskrun`.
     pub ring: crate::completion::RingOptions,
+    /// `--idle-timeout`: close a connection after this long without progress (no input
+    /// consumed by the protocol, no reply byte written). `None`, the default, waits forever:
+    /// the lesson the blocking models teach (a silent client holds a worker).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 pub const DEFAULT_WORKERS: usize = 64;

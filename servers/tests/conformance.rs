@@ -653,6 +653,102 @@ fn transfer_put_get_and_bad_lines() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// how the server ends a connection
+
+/// A request that ends the session with unread input behind it (an 1 MiB HTTP request line:
+/// 431; an unknown transfer command followed by 1 MiB: ERR) written whole before the client
+/// reads: the client reads the reply, then a clean EOF, never a reset. Closing a socket with
+/// unread input makes the kernel send a reset; the server must linger instead.
+#[test]
+fn error_replies_end_in_a_clean_close() {
+    let cases: [(&str, &[u8], &[u8]); 2] = [
+        ("http", b"GET /", b"HTTP/1.1 431 "),
+        ("transfer", b"FETCH ", b"ERR "),
+    ];
+    for (protocol, start, reply) in cases {
+        for_each_model(protocol, |server| {
+            for attempt in 0..3 {
+                let mut stream = server.connect().map_err(|e| format!("connect: {e}"))?;
+                let mut request = start.to_vec();
+                request.resize(start.len() + (1 << 20), b'a');
+                stream
+                    .write_all(&request)
+                    .map_err(|e| format!("attempt {attempt}: write: {e}"))?;
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(|e| e.to_string())?;
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) => {
+                            return Err(format!(
+                                "attempt {attempt}: {e} after {:?}",
+                                String::from_utf8_lossy(&got)
+                            ))
+                        }
+                    }
+                }
+                ensure!(
+                    got.starts_with(reply),
+                    "attempt {attempt}: got {:?}",
+                    String::from_utf8_lossy(&got)
+                );
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `--idle-timeout`: silent clients and a slowloris (an HTTP head one header every 50 ms,
+/// never complete) are closed, and a client that keeps making progress is not; so even a
+/// pool of four workers serves a new client after silent ones took every worker.
+#[test]
+fn idle_timeout_closes_silent_and_slow_clients() {
+    const IDLE: Duration = Duration::from_millis(300);
+    for_each_model_with("http", &["--idle-timeout", "300ms"], |server| {
+        let started = Instant::now();
+        let silent: Vec<TcpStream> = (0..TEST_WORKERS)
+            .map(|_| server.connect())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut slow = server.connect().map_err(|e| format!("connect: {e}"))?;
+        slow.write_all(b"GET / HTTP/1.1\r\n")
+            .map_err(|e| e.to_string())?;
+        // The active client: one request every 100 ms, each answered.
+        let (mut active, mut reader) = http_client(server)?;
+        let mut slow_closed = None;
+        for i in 0..20 {
+            active.write_all(GET).map_err(|e| e.to_string())?;
+            expect_hello(&read_response(&mut reader)?)
+                .map_err(|e| format!("active request {i}: {e}"))?;
+            if slow_closed.is_none() && slow.write_all(b"X-Slow: 1\r\n").is_err() {
+                slow_closed = Some(started.elapsed());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        for (i, mut client) in silent.into_iter().enumerate() {
+            client
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 16];
+            match client.read(&mut buf) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => return Err(format!("silent client {i}: {other:?}, not a close")),
+            }
+        }
+        ensure!(
+            slow_closed.is_some_and(|t| t >= IDLE),
+            "the slowloris client was not closed after {IDLE:?} ({slow_closed:?})"
+        );
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // ring options
 
 /// Every model that takes a ring option (`--sqpoll`, `--defer-taskrun`) runs the core cases
@@ -737,6 +833,48 @@ fn cli_contract() {
         .expect("run server");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("echo"));
+
+    // An option the model does not take is refused, never ignored.
+    for (model, flag) in [("epoll-et", "--sqpoll"), ("prefork", "--defer-taskrun")] {
+        let output = std::process::Command::new(SERVER)
+            .args(["--model", model, "--protocol", "echo", flag])
+            .output()
+            .expect("run server");
+        assert_eq!(output.status.code(), Some(2), "{model} {flag}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("does not take"), "{stderr}");
+    }
+    for bad in [
+        "--idle-timeout=0",
+        "--idle-timeout=soon",
+        "--addr=no-such-host.invalid:1",
+    ] {
+        let output = std::process::Command::new(SERVER)
+            .args(["--model", "poll", "--protocol", "echo", bad])
+            .output()
+            .expect("run server");
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+    }
+    // A host name is resolved, as loadgen resolves it.
+    let mut child = std::process::Command::new(SERVER)
+        .args([
+            "--model",
+            "poll",
+            "--protocol",
+            "echo",
+            "--addr",
+            "localhost:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("listening "), "{line:?}");
 
     let listing = std::process::Command::new(SERVER)
         .arg("--list")

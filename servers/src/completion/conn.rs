@@ -7,10 +7,12 @@
 //! only when none of its requests is in flight, so no completion can ever name a freed slot.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, SubmissionQueue, Submitter};
 
 use super::{Backlog, Op};
+use crate::closing::{IdleClock, LINGER};
 use crate::protocol::{Protocol, Session, HIGH_WATER};
 
 /// A connection of a completion model.
@@ -31,12 +33,17 @@ pub struct Conn {
     pub cancel_armed: bool,
     pub eof: bool,
     pub closing: bool,
-    /// The client is gone (a completion failed): nothing more is sent or received.
+    /// The client is gone (a completion failed), or a deadline passed: nothing more is sent
+    /// or received.
     dead: bool,
+    idle: IdleClock,
+    /// Set once the session ended with the client still connected: the write side is shut
+    /// and what still arrives is dropped until EOF or this instant (crate::closing).
+    linger_until: Option<Instant>,
 }
 
 impl Conn {
-    pub fn new(fd: OwnedFd, protocol: Protocol) -> Conn {
+    pub fn new(fd: OwnedFd, protocol: Protocol, idle_timeout: Option<Duration>) -> Conn {
         Conn {
             fd,
             session: Session::new(protocol),
@@ -50,7 +57,40 @@ impl Conn {
             eof: false,
             closing: false,
             dead: false,
+            idle: IdleClock::new(idle_timeout),
+            linger_until: None,
         }
+    }
+
+    pub fn is_lingering(&self) -> bool {
+        self.linger_until.is_some()
+    }
+
+    /// Past its lingering deadline, or idle past the idle timeout.
+    fn expired(&self, now: Instant) -> bool {
+        !self.dead
+            && match self.linger_until {
+                Some(until) => now >= until,
+                None => self.idle.expired(now),
+            }
+    }
+
+    /// The session ended and every reply is sent, but the client has not closed: shut the
+    /// write side and linger (crate::closing). Returns whether lingering began.
+    fn start_linger(&mut self) -> bool {
+        if !self.closing || self.eof || self.dead || self.linger_until.is_some() {
+            return false;
+        }
+        if self.backlog() > 0 || self.send_armed {
+            return false;
+        }
+        // SAFETY: shutdown on a descriptor this connection owns.
+        if unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_WR) } < 0 {
+            self.dead = true;
+            return false;
+        }
+        self.linger_until = Some(Instant::now() + LINGER);
+        true
     }
 
     pub fn raw_fd(&self) -> i32 {
@@ -76,6 +116,9 @@ impl Conn {
         let step = self.session.advance(data, &mut self.pending, room);
         self.input.extend_from_slice(&data[step.consumed..]);
         self.closing = step.close;
+        if step.consumed > 0 {
+            self.idle.progress();
+        }
     }
 
     /// How far `pending` may grow: the high-water mark less what the kernel is still sending.
@@ -91,11 +134,17 @@ impl Conn {
         let step = self.session.advance(&self.input, &mut self.pending, room);
         self.input.drain(..step.consumed);
         self.closing = step.close;
+        if step.consumed > 0 {
+            self.idle.progress();
+        }
     }
 
     /// A send completed with `n` bytes written.
     pub fn sent(&mut self, n: usize) {
         self.send_armed = false;
+        if n > 0 {
+            self.idle.progress();
+        }
         self.sent += n;
         if self.sent == self.in_flight.len() {
             self.in_flight.clear();
@@ -143,21 +192,25 @@ impl Conn {
         Some((rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32))
     }
 
-    /// Whether to have a recv in flight: not after EOF or the end of the session, and not
-    /// while replies above the high-water mark wait for the client to read them.
+    /// Whether to have a recv in flight: not after EOF, and not while replies above the
+    /// high-water mark wait for the client to read them. After the end of the session a recv
+    /// stays armed and what it brings is dropped: the lingering close (crate::closing).
     pub fn wants_recv(&self) -> bool {
-        !self.eof
-            && !self.closing
-            && !self.dead
-            && self.backlog() < HIGH_WATER
-            && self.input.len() < HIGH_WATER
+        if self.eof || self.dead {
+            return false;
+        }
+        if self.closing {
+            return true; // what arrives is dropped (a lingering close follows the replies)
+        }
+        self.backlog() < HIGH_WATER && self.input.len() < HIGH_WATER
     }
 
-    /// Nothing more to do: the client is gone, or everything is answered and sent after EOF
-    /// (half-close) or the session's end.
+    /// Nothing more to do: the client is gone or timed out, or everything is answered and
+    /// sent after EOF (a half-close, or the end of a lingering close).
     pub fn finished(&self) -> bool {
         self.dead
-            || ((self.closing || (self.eof && !self.session.is_streaming()))
+            || (self.eof
+                && (self.closing || !self.session.is_streaming())
                 && self.backlog() == 0
                 && !self.send_armed)
     }
@@ -183,9 +236,12 @@ pub fn follow_up(
     multishot: bool,
     recv: impl FnOnce(types::Fd) -> squeue::Entry,
 ) {
-    let Some(conn) = slots.get_mut(slot) else {
+    let Some(conn) = slots.slots.get_mut(slot).and_then(Option::as_mut) else {
         return;
     };
+    if conn.start_linger() {
+        slots.lingering += 1;
+    }
     let fd = types::Fd(conn.raw_fd());
     if let Some((ptr, len)) = conn.next_send() {
         let send = opcode::Send::new(fd, ptr, len)
@@ -211,14 +267,51 @@ pub fn follow_up(
     }
 }
 
-/// Connection slots addressed by a small index carried in `user_data`.
+/// Connection slots addressed by a small index carried in `user_data`, and their deadlines
+/// (lingering closes, `--idle-timeout`): while any can expire, the loop keeps a timeout in
+/// the ring ([`super::Sweep`]) and fails the expired connections when it completes.
 #[derive(Default)]
 pub struct Slots {
     slots: Vec<Option<Conn>>,
     free: Vec<usize>,
+    idle_timeout: Option<Duration>,
+    lingering: usize,
 }
 
 impl Slots {
+    pub fn new(idle_timeout: Option<Duration>) -> Slots {
+        Slots {
+            idle_timeout,
+            ..Slots::default()
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// Some connection can expire.
+    pub fn has_deadlines(&self) -> bool {
+        self.idle_timeout.is_some() || self.lingering > 0
+    }
+
+    /// Marks the connections past their deadline dead and returns their slots; the loop
+    /// runs [`follow_up`] on each, which cancels their recv and frees them.
+    pub fn expire(&mut self) -> Vec<usize> {
+        if !self.has_deadlines() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for (i, conn) in self.slots.iter_mut().enumerate() {
+            if let Some(conn) = conn.as_mut().filter(|c| c.expired(now)) {
+                conn.fail();
+                expired.push(i);
+            }
+        }
+        expired
+    }
+
     pub fn insert(&mut self, conn: Conn) -> usize {
         match self.free.pop() {
             Some(i) => {
@@ -243,6 +336,9 @@ impl Slots {
                 conn.idle_in_kernel(),
                 "freeing a connection the kernel still uses"
             );
+            if conn.is_lingering() {
+                self.lingering -= 1;
+            }
             self.free.push(i);
         }
     }
@@ -255,7 +351,7 @@ mod tests {
     #[test]
     fn output_in_flight_is_never_touched() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut conn = Conn::new(OwnedFd::from(a), Protocol::Echo);
+        let mut conn = Conn::new(OwnedFd::from(a), Protocol::Echo, None);
         conn.received(b"hello");
         let (ptr, len) = conn.next_send().unwrap();
         assert_eq!(len, 5);

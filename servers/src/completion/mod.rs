@@ -167,6 +167,8 @@ pub enum Op {
     Cancel(usize),
     /// The poll on the stop signals' signalfd ([`StopSignal`]).
     Stop,
+    /// The timeout after which deadlines are checked ([`Sweep`]).
+    Sweep,
 }
 
 impl Op {
@@ -178,6 +180,7 @@ impl Op {
             Op::Recv(slot) => (slot as u64) << 3 | 3,
             Op::Send(slot) => (slot as u64) << 3 | 4,
             Op::Stop => 5,
+            Op::Sweep => 6,
         }
     }
 
@@ -189,8 +192,48 @@ impl Op {
             2 => Op::Cancel(slot),
             3 => Op::Recv(slot),
             4 => Op::Send(slot),
+            6 => Op::Sweep,
             _ => Op::Stop,
         }
+    }
+}
+
+/// The periodic check of deadlines (crate::closing) as a completion: a timeout kept in the
+/// ring only while some connection can expire, so a server without `--idle-timeout` and
+/// without lingering closes submits none.
+pub struct Sweep {
+    every: types::Timespec,
+    armed: bool,
+}
+
+impl Sweep {
+    pub fn new(idle_timeout: Option<std::time::Duration>) -> Sweep {
+        Sweep {
+            every: types::Timespec::from(crate::closing::sweep_interval(idle_timeout)),
+            armed: false,
+        }
+    }
+
+    /// After the completions of a turn: arms the timeout if deadlines need it. `self` must
+    /// live as long as the loop (the kernel reads `every` when the entry is submitted).
+    pub fn arm_if_needed(
+        &mut self,
+        slots: &Slots,
+        submitter: &Submitter,
+        sq: &mut SubmissionQueue,
+        backlog: &mut Backlog,
+    ) {
+        if !self.armed && slots.has_deadlines() {
+            self.armed = true;
+            let timeout = opcode::Timeout::new(&self.every).build();
+            backlog.push(submitter, sq, timeout.user_data(Op::Sweep.encode()));
+        }
+    }
+
+    /// The timeout completed: the slots to fail and follow up.
+    pub fn completed(&mut self, slots: &mut Slots) -> Vec<usize> {
+        self.armed = false;
+        slots.expire()
     }
 }
 
@@ -242,6 +285,7 @@ mod tests {
             Op::Recv(0),
             Op::Send(7),
             Op::Recv(1 << 40),
+            Op::Sweep,
         ] {
             assert_eq!(Op::decode(op.encode()), op);
         }

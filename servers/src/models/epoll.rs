@@ -41,12 +41,12 @@ fn event_loop(listener: TcpListener, config: &Config, trigger: Trigger) -> io::R
     listener.set_nonblocking(true)?;
     let listen_fd = listener.as_raw_fd();
     epoll.ctl(libc::EPOLL_CTL_ADD, listen_fd, libc::EPOLLIN as u32 | mode)?;
-    let mut connections = Connections::default();
+    let mut connections = Connections::new(config);
     let mut acceptor = Acceptor::default();
     let mut scratch = vec![0u8; SCRATCH_SIZE];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
     loop {
-        let ready = epoll.wait(&mut events, acceptor.timeout_ms())?;
+        let ready = epoll.wait(&mut events, connections.wait_ms(acceptor.timeout_ms()))?;
         let mut accept = acceptor.resume_due();
         if accept {
             epoll.ctl(libc::EPOLL_CTL_MOD, listen_fd, libc::EPOLLIN as u32 | mode)?;
@@ -57,9 +57,6 @@ fn event_loop(listener: TcpListener, config: &Config, trigger: Trigger) -> io::R
                 accept = true;
                 continue;
             }
-            let Some(connection) = connections.get_mut(fd) else {
-                continue;
-            };
             // The peer closed before this event was reported: no later edge will say so.
             let closed =
                 event.events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
@@ -68,18 +65,22 @@ fn event_loop(listener: TcpListener, config: &Config, trigger: Trigger) -> io::R
             } else {
                 trigger
             };
-            match connection.drive(trigger, &mut scratch) {
-                Next::Close => drop(connections.remove(fd)), // close() leaves the epoll set
-                Next::Wait {
+            match connections.drive(fd, trigger, &mut scratch) {
+                Some(Next::Close) => drop(connections.remove(fd)), // close() leaves the epoll set
+                Some(Next::Wait {
                     interest,
                     changed: true,
-                } => epoll.ctl(libc::EPOLL_CTL_MOD, fd, events_for(interest) | mode)?,
-                Next::Wait { .. } => {}
+                }) => epoll.ctl(libc::EPOLL_CTL_MOD, fd, events_for(interest) | mode)?,
+                Some(Next::Wait { .. }) | None => {}
             }
+        }
+        // Lingering closes and idle connections past their deadline (crate::closing).
+        for fd in connections.expired() {
+            drop(connections.remove(fd));
         }
         if accept {
             acceptor.accept_pending(name, &listener, |stream| {
-                let connection = Connection::new(stream, config.protocol);
+                let connection = Connection::new(stream, config);
                 epoll.ctl(
                     libc::EPOLL_CTL_ADD,
                     connection.fd(),

@@ -32,12 +32,12 @@ pub fn run(listeners: Vec<TcpListener>, config: &Config) -> io::Result<()> {
             continue; // `stream` is dropped: closed.
         }
         refused.clear();
-        let protocol = config.protocol;
+        let (protocol, idle_timeout) = (config.protocol, config.idle_timeout);
         let forked = CHILDREN.fork(move || {
             // SAFETY: the child never uses the listener again (it exits after serving), so
             // closing the descriptor under the `TcpListener` that still names it is harmless.
             unsafe { libc::close(listen_fd) };
-            log_connection_error("fork", blocking::serve(&mut stream, protocol));
+            log_connection_error("fork", blocking::serve(&mut stream, protocol, idle_timeout));
             0
         });
         // In the parent the closure was dropped, and with it the parent's copy of `stream`.

@@ -15,6 +15,9 @@ pub fn run(listeners: Vec<TcpListener>, config: &Config) -> io::Result<()> {
     let mut exhaustion = BurstLog::default();
     loop {
         let mut stream = accept_blocking("iterative", listener, &mut exhaustion)?;
-        log_connection_error("iterative", blocking::serve(&mut stream, config.protocol));
+        log_connection_error(
+            "iterative",
+            blocking::serve(&mut stream, config.protocol, config.idle_timeout),
+        );
     }
 }

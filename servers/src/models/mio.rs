@@ -32,11 +32,11 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
         MioInterest::READABLE,
     )?;
     let mut events = Events::with_capacity(MAX_EVENTS);
-    let mut connections = Connections::default();
+    let mut connections = Connections::new(config);
     let mut acceptor = Acceptor::default();
     let mut scratch = vec![0u8; SCRATCH_SIZE];
     loop {
-        if let Err(e) = poll.poll(&mut events, acceptor.timeout()) {
+        if let Err(e) = poll.poll(&mut events, connections.wait_for(acceptor.timeout())) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
@@ -56,34 +56,36 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 continue;
             }
             let fd = event.token().0 as i32;
-            let Some(connection) = connections.get_mut(fd) else {
-                continue;
-            };
             // mio registers EPOLLRDHUP: an event that says the peer closed is drained to EOF.
             let trigger = if event.is_read_closed() || event.is_error() {
                 Trigger::EdgeToEagain
             } else {
                 Trigger::Edge
             };
-            match connection.drive(trigger, &mut scratch) {
-                Next::Close => {
+            match connections.drive(fd, trigger, &mut scratch) {
+                Some(Next::Close) => {
                     poll.registry().deregister(&mut SourceFd(&fd))?;
                     connections.remove(fd);
                 }
-                Next::Wait {
+                Some(Next::Wait {
                     interest,
                     changed: true,
-                } => poll.registry().reregister(
+                }) => poll.registry().reregister(
                     &mut SourceFd(&fd),
                     event.token(),
                     mio_interest(interest),
                 )?,
-                Next::Wait { .. } => {}
+                Some(Next::Wait { .. }) | None => {}
             }
+        }
+        // Lingering closes and idle connections past their deadline (crate::closing).
+        for fd in connections.expired() {
+            poll.registry().deregister(&mut SourceFd(&fd))?;
+            connections.remove(fd);
         }
         if accept {
             acceptor.accept_pending("mio", &listener, |stream| {
-                let connection = Connection::new(stream, config.protocol);
+                let connection = Connection::new(stream, config);
                 let fd = connection.fd();
                 poll.registry().register(
                     &mut SourceFd(&fd),

@@ -21,7 +21,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     // Entry 0 is the listener; entry i > 0 is a connection, found by its descriptor.
     let mut fds = vec![pollfd(listener.as_raw_fd(), libc::POLLIN)];
-    let mut connections = Connections::default();
+    let mut connections = Connections::new(config);
     let mut acceptor = Acceptor::default();
     let mut scratch = vec![0u8; SCRATCH_SIZE];
     loop {
@@ -31,7 +31,13 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
             libc::POLLIN
         };
         // SAFETY: `fds` is a valid array of `fds.len()` pollfd entries.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, acceptor.timeout_ms()) };
+        let ready = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as _,
+                connections.wait_ms(acceptor.timeout_ms()),
+            )
+        };
         if ready < 0 {
             let error = io::Error::last_os_error();
             if error.kind() == io::ErrorKind::Interrupted {
@@ -45,20 +51,28 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 continue;
             }
             let fd = fds[i].fd;
-            let Some(connection) = connections.get_mut(fd) else {
-                continue;
-            };
-            match connection.drive(Trigger::Level, &mut scratch) {
-                Next::Close => {
+            match connections.drive(fd, Trigger::Level, &mut scratch) {
+                None => {}
+                Some(Next::Close) => {
                     connections.remove(fd);
                     fds.swap_remove(i);
                 }
-                Next::Wait { interest, .. } => fds[i].events = events_for(interest),
+                Some(Next::Wait { interest, .. }) => fds[i].events = events_for(interest),
             }
+        }
+        // Lingering closes and idle connections past their deadline (crate::closing).
+        let expired = connections.expired();
+        if !expired.is_empty() {
+            for fd in expired {
+                connections.remove(fd);
+            }
+            let mut entries = fds.drain(1..).collect::<Vec<_>>();
+            entries.retain(|entry| connections.contains(entry.fd));
+            fds.extend(entries);
         }
         if fds[0].revents & libc::POLLIN != 0 || acceptor.resume_due() {
             acceptor.accept_pending("poll", &listener, |stream| {
-                let connection = Connection::new(stream, config.protocol);
+                let connection = Connection::new(stream, config);
                 fds.push(pollfd(connection.fd(), libc::POLLIN));
                 connections.insert(connection);
                 Ok(())

@@ -28,12 +28,12 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     // SAFETY: the listener outlives its registration: it is never closed while the loop runs.
     unsafe { poller.add_with_mode(&listener, Event::readable(listen_key), PollMode::Level)? };
     let mut events = Events::with_capacity(MAX_EVENTS);
-    let mut connections = Connections::default();
+    let mut connections = Connections::new(config);
     let mut acceptor = Acceptor::default();
     let mut scratch = vec![0u8; SCRATCH_SIZE];
     loop {
         events.clear();
-        if let Err(e) = poller.wait(&mut events, acceptor.timeout()) {
+        if let Err(e) = poller.wait(&mut events, connections.wait_for(acceptor.timeout())) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
@@ -49,10 +49,13 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 continue;
             }
             let fd = event.key as i32;
+            let Some(next) = connections.drive(fd, Trigger::Level, &mut scratch) else {
+                continue;
+            };
             let Some(connection) = connections.get_mut(fd) else {
                 continue;
             };
-            match connection.drive(Trigger::Level, &mut scratch) {
+            match next {
                 Next::Close => {
                     poller.delete(connection.stream())?;
                     connections.remove(fd);
@@ -68,9 +71,15 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 Next::Wait { .. } => {}
             }
         }
+        // Lingering closes and idle connections past their deadline (crate::closing).
+        for fd in connections.expired() {
+            if let Some(connection) = connections.remove(fd) {
+                poller.delete(connection.stream())?;
+            }
+        }
         if accept {
             acceptor.accept_pending("polling", &listener, |stream| {
-                let connection = Connection::new(stream, config.protocol);
+                let connection = Connection::new(stream, config);
                 let key = connection.fd() as usize;
                 // SAFETY: the connection is deleted from the poller before it is dropped.
                 unsafe {

@@ -34,6 +34,9 @@ fn worker(listener: &TcpListener, config: &Config) -> io::Result<()> {
     let mut exhaustion = BurstLog::default();
     loop {
         let mut stream = accept_blocking("prethreaded", listener, &mut exhaustion)?;
-        log_connection_error("prethreaded", blocking::serve(&mut stream, config.protocol));
+        log_connection_error(
+            "prethreaded",
+            blocking::serve(&mut stream, config.protocol, config.idle_timeout),
+        );
     }
 }

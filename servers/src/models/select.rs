@@ -25,7 +25,7 @@ pub fn run(listeners: Vec<TcpListener>, config: &Config) -> io::Result<()> {
 fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let listen_fd = listener.as_raw_fd();
-    let mut connections = Connections::default();
+    let mut connections = Connections::new(config);
     let mut acceptor = Acceptor::default();
     let mut refused = BurstLog::default();
     let mut scratch = vec![0u8; SCRATCH_SIZE];
@@ -46,10 +46,12 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
             }
             max_fd = max_fd.max(fd);
         }
-        let mut timeout = acceptor.timeout().map(|t| libc::timeval {
-            tv_sec: t.as_secs() as _,
-            tv_usec: t.subsec_micros() as _,
-        });
+        let mut timeout = connections
+            .wait_for(acceptor.timeout())
+            .map(|t| libc::timeval {
+                tv_sec: t.as_secs() as _,
+                tv_usec: t.subsec_micros() as _,
+            });
         let timeout_ptr = timeout
             .as_mut()
             .map_or(std::ptr::null_mut(), |t| t as *mut _);
@@ -75,12 +77,13 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
             if fd == listen_fd || !(read_set.contains(fd) || write_set.contains(fd)) {
                 continue;
             }
-            let Some(connection) = connections.get_mut(fd) else {
-                continue;
-            };
-            if connection.drive(Trigger::Level, &mut scratch) == Next::Close {
+            if connections.drive(fd, Trigger::Level, &mut scratch) == Some(Next::Close) {
                 connections.remove(fd);
             }
+        }
+        // Lingering closes and idle connections past their deadline (crate::closing).
+        for fd in connections.expired() {
+            connections.remove(fd);
         }
         if read_set.contains(listen_fd) || acceptor.resume_due() {
             acceptor.accept_pending("select", &listener, |stream| {
@@ -89,7 +92,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     return Ok(()); // dropped: closed, never passed to FD_SET
                 }
                 refused.clear();
-                connections.insert(Connection::new(stream, config.protocol));
+                connections.insert(Connection::new(stream, config));
                 Ok(())
             })?;
         }

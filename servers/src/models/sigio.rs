@@ -54,7 +54,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     let listen_fd = listener.as_raw_fd();
     arm(listen_fd, signal, tid)?;
     let waited = sigset(&[signal, libc::SIGIO]);
-    let mut connections = Connections::default();
+    let mut connections = Connections::new(config);
     let mut acceptor = Acceptor::default();
     let mut overflows = BurstLog::default();
     let mut scratch = vec![0u8; SCRATCH_SIZE];
@@ -65,7 +65,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
             accept = false;
             acceptor.accept_pending("sigio", &listener, |stream| {
                 arm(stream.as_raw_fd(), signal, tid)?;
-                let connection = Connection::new(stream, config.protocol);
+                let connection = Connection::new(stream, config);
                 // Bytes that arrived before O_ASYNC was set raised no signal either.
                 let fd = connection.fd();
                 connections.insert(connection);
@@ -73,8 +73,12 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 Ok(())
             })?;
         }
-        let Some((signo, fd)) = wait(&waited, acceptor.timeout())? else {
-            continue; // timed out (accept pause over) or interrupted
+        // Lingering closes and idle connections past their deadline (crate::closing).
+        for fd in connections.expired() {
+            connections.remove(fd);
+        }
+        let Some((signo, fd)) = wait(&waited, connections.wait_for(acceptor.timeout()))? else {
+            continue; // timed out (accept pause or a sweep due) or interrupted
         };
         if signo == libc::SIGIO {
             overflows.hit(|| {
@@ -96,10 +100,8 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
 /// Follows one descriptor's event to EAGAIN; closes the connection when it is done. A
 /// signal for a descriptor already closed (and maybe reused) only costs an EAGAIN.
 fn drive(connections: &mut Connections, fd: RawFd, scratch: &mut [u8]) {
-    if let Some(connection) = connections.get_mut(fd) {
-        if connection.drive(Trigger::EdgeToEagain, scratch) == Next::Close {
-            connections.remove(fd);
-        }
+    if connections.drive(fd, Trigger::EdgeToEagain, scratch) == Some(Next::Close) {
+        connections.remove(fd);
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::time::Instant;
 
 use super::{run_loops, Config};
 use crate::connection::{Connection, Next, Trigger, SCRATCH_SIZE};
@@ -26,13 +27,18 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
         // Anyone waiting to connect? EAGAIN says no (and costs a syscall to learn).
         if !acceptor.is_paused() || acceptor.resume_due() {
             acceptor.accept_pending("spin", &listener, |stream| {
-                connections.push(Connection::new(stream, config.protocol));
+                connections.push(Connection::new(stream, config));
                 Ok(())
             })?;
         }
         // Anything to read or write on any connection? Try them all to find out.
         for i in (0..connections.len()).rev() {
-            if connections[i].drive(Trigger::Level, &mut scratch) == Next::Close {
+            let connection = &mut connections[i];
+            // Lingering closes and idle connections past their deadline (crate::closing):
+            // a clock is read only for a connection that has one.
+            let expired = (connection.is_lingering() || config.idle_timeout.is_some())
+                && connection.expired(Instant::now());
+            if expired || connection.drive(Trigger::Level, &mut scratch) == Next::Close {
                 connections.swap_remove(i);
             }
         }

@@ -35,11 +35,15 @@ pub fn run(listeners: Vec<TcpListener>, config: &Config) -> io::Result<()> {
         }
         refused.clear();
         live.fetch_add(1, Ordering::AcqRel);
-        let (live_in_thread, protocol) = (Arc::clone(&live), config.protocol);
+        let (live_in_thread, protocol, idle_timeout) =
+            (Arc::clone(&live), config.protocol, config.idle_timeout);
         let spawned = thread::Builder::new()
             .stack_size(STACK_SIZE)
             .spawn(move || {
-                log_connection_error("threads", blocking::serve(&mut stream, protocol));
+                log_connection_error(
+                    "threads",
+                    blocking::serve(&mut stream, protocol, idle_timeout),
+                );
                 live_in_thread.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {

@@ -9,12 +9,14 @@
 
 use std::io;
 use std::net::TcpListener as StdListener;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Config;
 use crate::blocking::is_disconnect;
+use crate::closing::{IdleClock, LINGER};
 use crate::listener::{is_exhaustion, is_transient, BurstLog, EXHAUSTION_BACKOFF};
 use crate::protocol::{Protocol, Session, HIGH_WATER, MIN_INPUT_CAPACITY};
 
@@ -27,14 +29,14 @@ pub fn run(listeners: Vec<StdListener>, config: &Config) -> io::Result<()> {
         .enable_io()
         .enable_time()
         .build()?;
-    let protocol = config.protocol;
+    let (protocol, idle_timeout) = (config.protocol, config.idle_timeout);
     runtime.block_on(async move {
         // One accept loop per listener (one unless --threads asked for SO_REUSEPORT ones).
         let mut loops = Vec::new();
         for listener in listeners {
             listener.set_nonblocking(true)?;
             let listener = TcpListener::from_std(listener)?;
-            loops.push(tokio::spawn(accept_loop(listener, protocol)));
+            loops.push(tokio::spawn(accept_loop(listener, protocol, idle_timeout)));
         }
         for handle in loops {
             handle.await.map_err(io::Error::other)??;
@@ -43,7 +45,11 @@ pub fn run(listeners: Vec<StdListener>, config: &Config) -> io::Result<()> {
     })
 }
 
-async fn accept_loop(listener: TcpListener, protocol: Protocol) -> io::Result<()> {
+async fn accept_loop(
+    listener: TcpListener,
+    protocol: Protocol,
+    idle_timeout: Option<Duration>,
+) -> io::Result<()> {
     let mut exhaustion = BurstLog::default();
     loop {
         match listener.accept().await {
@@ -51,7 +57,7 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol) -> io::Result<()
                 exhaustion.clear();
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(async move {
-                    if let Err(e) = serve(stream, protocol).await {
+                    if let Err(e) = serve(stream, protocol, idle_timeout).await {
                         eprintln!("tokio: connection: {e}");
                     }
                 });
@@ -66,8 +72,14 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol) -> io::Result<()
     }
 }
 
-/// `blocking::serve`, awaited: the same loop, the same session, the same limits.
-async fn serve(mut stream: TcpStream, protocol: Protocol) -> io::Result<()> {
+/// `blocking::serve`, awaited: the same loop, the same session, the same limits, the same
+/// lingering close and idle timeout (a `tokio::time` timer instead of a socket timeout).
+async fn serve(
+    mut stream: TcpStream,
+    protocol: Protocol,
+    idle_timeout: Option<Duration>,
+) -> io::Result<()> {
+    let mut idle = IdleClock::new(idle_timeout);
     let mut session = Session::new(protocol);
     let mut input = vec![0u8; INPUT_CAPACITY];
     let (mut start, mut end) = (0, 0);
@@ -79,14 +91,31 @@ async fn serve(mut stream: TcpStream, protocol: Protocol) -> io::Result<()> {
         if start == end {
             (start, end) = (0, 0);
         }
+        if step.consumed > 0 {
+            idle.progress();
+        }
         if !output.is_empty() {
-            match stream.write_all(&output).await {
+            let write = stream.write_all(&output);
+            let written = match idle_timeout {
+                // write_all's partial progress is not seen here: a reader that takes the
+                // whole timeout to read one high-water mark of replies is closed too.
+                Some(limit) => match tokio::time::timeout(limit, write).await {
+                    Ok(result) => result,
+                    Err(_) => return Ok(()), // idle too long: close
+                },
+                None => write.await,
+            };
+            match written {
                 Err(e) if is_disconnect(&e) => return Ok(()),
                 other => other?,
             }
             output.clear();
+            idle.progress();
         }
         if step.close {
+            if !eof {
+                linger(&mut stream, &mut input).await;
+            }
             return Ok(());
         }
         if session.is_streaming() || (step.consumed > 0 && start < end) {
@@ -102,11 +131,35 @@ async fn serve(mut stream: TcpStream, protocol: Protocol) -> io::Result<()> {
             input.copy_within(start..end, 0);
             (start, end) = (0, end - start);
         }
-        match stream.read(&mut input[end..]).await {
+        let read = stream.read(&mut input[end..]);
+        let read = match idle.remaining(Instant::now()) {
+            Some(left) => match tokio::time::timeout(left, read).await {
+                Ok(result) => result,
+                Err(_) => return Ok(()), // idle too long: close
+            },
+            None => read.await,
+        };
+        match read {
             Ok(0) => eof = true,
             Ok(n) => end += n,
             Err(e) if is_disconnect(&e) => return Ok(()),
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Lingering close (crate::closing): shut the write side, drop input until the client
+/// closes or [`LINGER`] has passed.
+async fn linger(stream: &mut TcpStream, scratch: &mut [u8]) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        while let Ok(n) = stream.read(scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }

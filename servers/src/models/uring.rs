@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use io_uring::{opcode, types};
 
 use super::{run_loops, Config};
-use crate::completion::{self, follow_up, Backlog, Conn, Op, Slots, StopSignal};
+use crate::completion::{self, follow_up, Backlog, Conn, Op, Slots, StopSignal, Sweep};
 use crate::listener::{is_exhaustion, BurstLog};
 
 const RECV_SIZE: usize = 16 * 1024;
@@ -39,7 +39,8 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     };
     let pause = types::Timespec::new().nsec(100_000_000);
     let mut backlog = Backlog::default();
-    let mut conns = Slots::default();
+    let mut conns = Slots::new(config.idle_timeout);
+    let mut sweep = Sweep::new(config.idle_timeout);
     // Receive buffer i belongs to slot i; it never moves while a recv may write into it.
     let mut buffers: Vec<Box<[u8]>> = Vec::new();
     let mut exhaustion = BurstLog::default();
@@ -59,13 +60,30 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     backlog.push(&submitter, &mut sq, stop.poll());
                     continue;
                 }
+                Op::Sweep => {
+                    // Deadlines (crate::closing): expired connections are failed, then
+                    // followed up like any other, which cancels their recv and frees them.
+                    for slot in sweep.completed(&mut conns) {
+                        let buffer = buffers[slot].as_mut_ptr();
+                        follow_up(
+                            &mut conns,
+                            slot,
+                            &submitter,
+                            &mut sq,
+                            &mut backlog,
+                            false,
+                            |fd| opcode::Recv::new(fd, buffer, RECV_SIZE as u32).build(),
+                        );
+                    }
+                    continue;
+                }
                 Op::Accept if result >= 0 => {
                     exhaustion.clear();
                     backlog.push(&submitter, &mut sq, accept());
                     // SAFETY: a successful accept completion carries a new descriptor we own.
                     let fd = unsafe { OwnedFd::from_raw_fd(result) };
                     let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
-                    let slot = conns.insert(Conn::new(fd, config.protocol));
+                    let slot = conns.insert(Conn::new(fd, config.protocol, config.idle_timeout));
                     if slot == buffers.len() {
                         buffers.push(vec![0u8; RECV_SIZE].into_boxed_slice());
                     }
@@ -134,5 +152,6 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 |fd| opcode::Recv::new(fd, buffer, RECV_SIZE as u32).build(),
             );
         }
+        sweep.arm_if_needed(&conns, &submitter, &mut sq, &mut backlog);
     }
 }

@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::{run_loops, Config};
-use crate::completion::{self, follow_up, Backlog, BufRing, Conn, Op, Slots, StopSignal};
+use crate::completion::{self, follow_up, Backlog, BufRing, Conn, Op, Slots, StopSignal, Sweep};
 use crate::listener::{is_exhaustion, BurstLog};
 
 const BUFFERS: u16 = 1024;
@@ -47,7 +47,8 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     };
     let pause = types::Timespec::new().nsec(100_000_000);
     let mut backlog = Backlog::default();
-    let mut conns = Slots::default();
+    let mut conns = Slots::new(config.idle_timeout);
+    let mut sweep = Sweep::new(config.idle_timeout);
     let mut exhaustion = BurstLog::default();
     let stop = StopSignal::new()?;
     backlog.push(&submitter, &mut sq, stop.poll());
@@ -63,6 +64,22 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 Op::Stop => {
                     stop.completed(); // ends the process when SIGTERM or SIGINT came
                     backlog.push(&submitter, &mut sq, stop.poll());
+                    continue;
+                }
+                Op::Sweep => {
+                    // Deadlines (crate::closing): expired connections are failed, then
+                    // followed up like any other, which cancels their recv and frees them.
+                    for slot in sweep.completed(&mut conns) {
+                        follow_up(
+                            &mut conns,
+                            slot,
+                            &submitter,
+                            &mut sq,
+                            &mut backlog,
+                            true,
+                            recv,
+                        );
+                    }
                     continue;
                 }
                 Op::Accept => {
@@ -93,7 +110,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     // SAFETY: a successful accept completion carries a new descriptor we own.
                     let fd = unsafe { OwnedFd::from_raw_fd(result) };
                     let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
-                    conns.insert(Conn::new(fd, config.protocol))
+                    conns.insert(Conn::new(fd, config.protocol, config.idle_timeout))
                 }
                 Op::AcceptRetry if !crate::signals::stopping() => {
                     backlog.push(&submitter, &mut sq, accept());
@@ -151,5 +168,6 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 recv,
             );
         }
+        sweep.arm_if_needed(&conns, &submitter, &mut sq, &mut backlog);
     }
 }
