@@ -114,7 +114,7 @@ pub(crate) fn first_line(stdout: impl Read + Send + 'static, timeout: Duration) 
 }
 
 /// Pins the calling thread (and the threads it starts after) to `cpus`.
-fn pin_this_thread(cpus: &[usize]) -> std::io::Result<()> {
+pub(crate) fn pin_this_thread(cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity(0, ..) changes only
     // the calling thread. Allocation-free, so it may run between fork and exec.
     unsafe {

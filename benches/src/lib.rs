@@ -8,6 +8,7 @@
 //! counts instructions per request under callgrind, and `ci` compares a base ref with the
 //! current build (the gate, plus wall-clock cells run interleaved) for pull requests.
 
+pub mod anatomy;
 pub mod cell;
 pub mod ci;
 pub mod gate;

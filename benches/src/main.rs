@@ -9,7 +9,7 @@ use benches::cell::Setup;
 use benches::runner::{self, Run};
 use benches::suite::{self, BUILT_IN};
 use benches::summary;
-use benches::{ci, gate};
+use benches::{anatomy, ci, gate};
 
 /// Run iomodels benchmark suites: each cell starts a pinned server, drives it with a pinned
 /// loadgen, samples the server's processes, and appends one JSON line to results.jsonl.
@@ -125,6 +125,47 @@ enum Commands {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
+    /// Each model's system calls and context switches per request: the server runs under
+    /// perf (syscall tracepoints) or strace while loadgen sends a known number of echo
+    /// requests; a short and a long run are differenced. Prints a table, writes JSON.
+    Anatomy {
+        /// Only these models (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Concurrent connections, one request in flight on each (models that serve one
+        /// client at a time get one).
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// Silent connections held open beside the active ones (the cost of a wait that
+        /// scans every descriptor; models with a fixed number of workers are skipped).
+        #[arg(long, default_value_t = 0)]
+        idle: usize,
+        /// Requests in the long run (the short run has a tenth).
+        #[arg(long, default_value_t = 20_000)]
+        requests: u64,
+        /// Echo message size in bytes.
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        /// perf or strace [default: perf when its syscall tracepoints work here].
+        #[arg(long)]
+        tool: Option<String>,
+        /// Where to write the JSON [default: anatomy.json in results/latest, the run the
+        /// report of which then shows it].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Extra arguments for every server (e.g. `--server-arg=--sqpoll`).
+        #[arg(long, allow_hyphen_values = true)]
+        server_arg: Vec<String>,
+        /// CPUs the server is pinned to.
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        server_cpus: Vec<usize>,
+        /// CPUs loadgen is pinned to [default: every other CPU].
+        #[arg(long, value_delimiter = ',')]
+        load_cpus: Option<Vec<usize>>,
+        /// Directory holding the `server` and `loadgen` binaries [default: next to `bench`].
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// List the suites (what each runs, roughly how long) and the models.
     List {
         #[arg(long)]
@@ -135,6 +176,30 @@ enum Commands {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Commands::List { bin_dir } => list(bin_dir),
+        Commands::Anatomy {
+            models,
+            connections,
+            idle,
+            requests,
+            size,
+            tool,
+            out,
+            server_arg,
+            server_cpus,
+            load_cpus,
+            bin_dir,
+        } => anatomy_cmd(
+            models,
+            (connections, idle),
+            requests,
+            size,
+            tool,
+            out,
+            server_arg,
+            server_cpus,
+            load_cpus,
+            bin_dir,
+        ),
         Commands::Gate {
             models,
             out,
@@ -253,6 +318,106 @@ fn binaries(bin_dir: Option<PathBuf>) -> Result<(PathBuf, PathBuf), String> {
         }
     }
     Ok((server, loadgen))
+}
+
+/// The CPUs loadgen gets when none are named: every CPU the server does not have.
+fn other_cpus(server_cpus: &[usize]) -> Vec<usize> {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let others: Vec<usize> = (0..cpus).filter(|c| !server_cpus.contains(c)).collect();
+    if others.is_empty() {
+        server_cpus.to_vec()
+    } else {
+        others
+    }
+}
+
+/// The models named by `--models` (each must exist), or all of them.
+fn select_models(
+    all: Vec<gate::ModelInfo>,
+    only: Option<Vec<String>>,
+) -> Result<Vec<gate::ModelInfo>, String> {
+    let Some(only) = only else {
+        return Ok(all);
+    };
+    let names: Vec<String> = all.iter().map(|m| m.name.clone()).collect();
+    if let Some(bad) = only.iter().find(|n| !names.contains(n)) {
+        return Err(format!(
+            "unknown model '{bad}' (valid: {})",
+            names.join(", ")
+        ));
+    }
+    Ok(all.into_iter().filter(|m| only.contains(&m.name)).collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn anatomy_cmd(
+    models: Option<Vec<String>>,
+    (connections, idle): (usize, usize),
+    requests: u64,
+    size: usize,
+    tool: Option<String>,
+    out: Option<PathBuf>,
+    server_args: Vec<String>,
+    server_cpus: Vec<usize>,
+    load_cpus: Option<Vec<usize>>,
+    bin_dir: Option<PathBuf>,
+) -> Result<(), String> {
+    let (server, loadgen) = binaries(bin_dir)?;
+    if connections == 0 || size == 0 || requests < 10 {
+        return Err("--connections and --size must be at least 1, --requests at least 10".into());
+    }
+    let tool = match tool {
+        Some(name) => anatomy::Tool::parse(&name)?,
+        None => anatomy::Tool::detect()?,
+    };
+    let models = select_models(gate::models(&server)?, models)?;
+    let root = runner::workspace_root();
+    let out = out.unwrap_or_else(|| {
+        let latest = root.join("results/latest");
+        if latest.is_dir() {
+            latest.join("anatomy.json")
+        } else {
+            root.join("results/anatomy.json")
+        }
+    });
+    let options = anatomy::Options {
+        server,
+        loadgen,
+        tool,
+        connections,
+        idle,
+        size,
+        requests,
+        load_cpus: load_cpus.unwrap_or_else(|| other_cpus(&server_cpus)),
+        server_cpus,
+        work: root.join("target/anatomy"),
+        server_args,
+    };
+    eprintln!(
+        "counting system calls with {} for {} models ({} then {} echo requests over {} connections)",
+        tool.name(),
+        models.len(),
+        requests / 10,
+        requests,
+        connections
+    );
+    let pass = anatomy::pass(&options, &models, |line| eprintln!("  {line}"))?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&pass).expect("JSON serialises");
+    std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("{}", anatomy::markdown(&pass));
+    eprintln!("written: {}", out.display());
+    let failed = pass["models"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|e| e["status"] == "failed"));
+    if failed {
+        return Err("some models could not be measured (see the table)".into());
+    }
+    Ok(())
 }
 
 fn list(bin_dir: Option<PathBuf>) -> Result<(), String> {

@@ -81,7 +81,7 @@ fn run(
             input.copy_within(start..end, 0);
             (start, end) = (0, end - start);
         }
-        if let Some(left) = idle.remaining(Instant::now()) {
+        if let Some(left) = idle.remaining() {
             if left.is_zero() {
                 return Ok(()); // idle too long: close
             }

@@ -57,14 +57,19 @@ impl IdleClock {
         }
     }
 
-    /// How long the connection may stay idle from now; `None` without a timeout.
-    pub fn remaining(&self, now: Instant) -> Option<Duration> {
-        self.timeout
-            .map(|t| t.saturating_sub(now.saturating_duration_since(self.last)))
+    /// How long the connection may stay idle from now; `None` without a timeout (and then
+    /// no clock is read).
+    #[inline]
+    pub fn remaining(&self) -> Option<Duration> {
+        self.timeout.map(|t| self.left_at(t, Instant::now()))
+    }
+
+    fn left_at(&self, timeout: Duration, now: Instant) -> Duration {
+        timeout.saturating_sub(now.saturating_duration_since(self.last))
     }
 
     pub fn expired(&self, now: Instant) -> bool {
-        self.remaining(now).is_some_and(|left| left.is_zero())
+        self.timeout.is_some_and(|t| self.left_at(t, now).is_zero())
     }
 }
 

@@ -234,6 +234,9 @@ impl Connection {
         if self.closing {
             return; // the session ended: whatever else arrives is not answered
         }
+        if fresh.is_empty() && self.input.is_empty() && !self.session.is_streaming() {
+            return; // nothing to act on (the common case at the top of `pump`)
+        }
         if self.output.len() >= HIGH_WATER {
             self.input.extend_from_slice(fresh);
             self.held_back = !self.input.is_empty();
@@ -329,6 +332,7 @@ impl Connections {
 
     /// [`Connection::drive`] on the connection of `fd`, if there is one, keeping count of
     /// the lingering ones.
+    #[inline]
     pub fn drive(&mut self, fd: RawFd, trigger: Trigger, scratch: &mut [u8]) -> Option<Next> {
         let connection = self.slots.get_mut(fd as usize)?.as_mut()?;
         let was_lingering = connection.is_lingering();
@@ -350,17 +354,25 @@ impl Connections {
         removed
     }
 
+    #[inline]
     fn has_deadlines(&self) -> bool {
         self.idle_timeout.is_some() || self.lingering > 0
     }
 
     /// The connections whose deadline has passed, if a sweep is due; the loop closes them
-    /// as it closes any connection. Cheap when no connection has a deadline.
+    /// as it closes any connection. Without deadlines this is a test and an empty vector
+    /// (no allocation, no clock), on every turn of the loop.
+    #[inline]
     pub fn expired(&mut self) -> Vec<RawFd> {
         if !self.has_deadlines() {
-            self.next_sweep = None;
             return Vec::new();
         }
+        self.sweep()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn sweep(&mut self) -> Vec<RawFd> {
         let now = Instant::now();
         if self.next_sweep.is_some_and(|due| now < due) {
             return Vec::new();
@@ -376,6 +388,7 @@ impl Connections {
 
     /// How long a wait may block so that the next sweep is on time, given how long the
     /// loop would wait otherwise (`None`: for ever).
+    #[inline]
     pub fn wait_for(&self, otherwise: Option<Duration>) -> Option<Duration> {
         if !self.has_deadlines() {
             return otherwise;
@@ -388,6 +401,7 @@ impl Connections {
 
     /// [`Connections::wait_for`] in milliseconds for poll(2) and epoll_wait(2) (-1: for
     /// ever), rounded up so a wait does not end a fraction early and spin.
+    #[inline]
     pub fn wait_ms(&self, otherwise: i32) -> i32 {
         if !self.has_deadlines() {
             return otherwise;

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::TcpListener as StdListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -132,7 +132,7 @@ async fn serve(
             (start, end) = (0, end - start);
         }
         let read = stream.read(&mut input[end..]);
-        let read = match idle.remaining(Instant::now()) {
+        let read = match idle.remaining() {
             Some(left) => match tokio::time::timeout(left, read).await {
                 Ok(result) => result,
                 Err(_) => return Ok(()), // idle too long: close
