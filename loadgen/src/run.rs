@@ -131,7 +131,9 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
         target_rps: options.rate,
         behind_schedule: options
             .rate
-            .is_some_and(|r| stats.unsent > 0 || throughput_rps < 0.99 * r),
+            .is_some_and(|r| stats.unsent > 0 || stats.missed > 0 || throughput_rps < 0.99 * r),
+        missed: stats.missed,
+        unsent: stats.unsent,
         errors: stats.errors,
         connects: stats.connects,
         connects_per_s: stats.connects as f64 / duration_s,
@@ -140,6 +142,7 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
         idle_open: stats.idle_open,
         idle_total: stats.idle_total,
         starved_connections: stats.starved,
+        unconnected_connections: stats.unconnected,
         warmup_s: plan.warmup.as_secs_f64(),
         start_unix_s,
         end_unix_s: start_unix_s + duration_s,
