@@ -34,11 +34,21 @@ pub fn available_cpus() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Fails fast, with the reason, when nothing listens at `addr`.
-pub fn probe(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
-    TcpStream::connect_timeout(&addr, timeout)
-        .map(drop)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))
+/// The first of `addrs` (a name's addresses, in the resolver's order) that accepts a
+/// connection; fails fast, with the reasons, when none does.
+pub fn probe(addrs: &[SocketAddr], timeout: Duration) -> io::Result<SocketAddr> {
+    let mut reasons = Vec::new();
+    let mut kind = io::ErrorKind::NotFound;
+    for &addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(_) => return Ok(addr),
+            Err(e) => {
+                kind = e.kind();
+                reasons.push(format!("cannot connect to {addr}: {e}"));
+            }
+        }
+    }
+    Err(io::Error::new(kind, reasons.join("; ")))
 }
 
 pub fn run(options: &Options) -> io::Result<LoadResult> {
