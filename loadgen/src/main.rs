@@ -83,8 +83,9 @@ struct Cli {
     /// Event-loop threads [default: the CPUs this process may run on].
     #[arg(long)]
     threads: Option<usize>,
-    /// Exit 1 when connect, reset, timeout and protocol errors and missed open-loop requests
-    /// together exceed this share of the measured requests (0 to 1, or a percentage: 1%).
+    /// Exit 1 when connect, reset, timeout and protocol errors and open-loop requests never
+    /// sent (missed, unsent) together exceed this share of the measured requests (0 to 1, or
+    /// a percentage: 1%).
     #[arg(long, default_value = "0.01", value_parser = parse_share)]
     max_error_rate: f64,
     /// Exit 1 when mismatched replies exceed this share of the measured requests (default 0:
