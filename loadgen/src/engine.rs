@@ -7,6 +7,11 @@
 //! free longest (so the load rotates over every connection, as wrk2's per-connection rates do),
 //! and its latency is measured from that intended time (wrk2's correction for coordinated
 //! omission), with the uncorrected latency (from the actual send) kept beside it.
+//!
+//! The schedule is kept as slot numbers (slot k is due k/rate after the start), so requests
+//! waiting for a free connection are a range of slots, not a queue: loadgen's memory does not
+//! grow with the rate or with how far behind it falls. A slot waits at most `--timeout`; one
+//! that waited longer is dropped unsent and counted as missed.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -82,6 +87,8 @@ struct Conn {
     idle: bool,
     /// Requests this connection completed in the measured window.
     completed: u64,
+    /// Whether a connect of this connection ever completed.
+    connected: bool,
 }
 
 pub struct Finished {
@@ -100,26 +107,151 @@ struct Engine<'a> {
     measure_from: Instant,
     end: Option<Instant>,
     issued: u64,
-    /// Open loop: connections free to send, and scheduled requests waiting for one.
+    /// Open loop: connections free to send.
     free: VecDeque<usize>,
-    backlog: VecDeque<Instant>,
-    next_intended: Option<Instant>,
-    interval: Duration,
     scratch: Vec<u8>,
     done: &'a AtomicU64,
     /// Connections with a request in flight (state Busy).
     busy: usize,
+    /// Open loop only.
+    schedule: Option<Schedule>,
+}
+
+/// One thread's open-loop schedule: slot k is due `k * period_ns` after `start`. Slots
+/// `oldest..released` have come due and wait for a free connection (the backlog).
+#[derive(Debug)]
+struct Schedule {
+    start: Instant,
+    period_ns: f64,
+    /// Slots before this one have come due.
+    released: u64,
+    /// The oldest slot still waiting for a free connection.
+    oldest: u64,
+    /// Slots from here on are never issued (the run's end, or the request quota).
+    limit: u64,
+    /// The first slot of the measured window (slots before it are warmup).
+    first_measured: u64,
+    /// How long a slot may wait for a free connection before it counts as missed.
+    max_wait_ns: u64,
+}
+
+impl Schedule {
+    fn new(start: Instant, rate: f64, plan: &Plan, quota: Option<u64>) -> Schedule {
+        let mut schedule = Schedule {
+            start,
+            period_ns: 1e9 / rate,
+            released: 0,
+            oldest: 0,
+            limit: u64::MAX,
+            first_measured: 0,
+            max_wait_ns: nanos(plan.timeout),
+        };
+        let warmup_ns = nanos(plan.warmup);
+        schedule.first_measured = match warmup_ns {
+            0 => 0,
+            w => schedule.due_by(w - 1),
+        };
+        if plan.requests.is_none() {
+            let end_ns = warmup_ns.saturating_add(nanos(plan.duration));
+            schedule.limit = match end_ns {
+                0 => 0,
+                e => schedule.due_by(e - 1),
+            };
+        }
+        if let Some(quota) = quota {
+            schedule.limit = schedule
+                .limit
+                .min(schedule.first_measured.saturating_add(quota));
+        }
+        schedule
+    }
+
+    /// When slot `k` is due, in nanoseconds after the start (saturating).
+    fn at_ns(&self, k: u64) -> u64 {
+        (k as f64 * self.period_ns) as u64
+    }
+
+    fn at(&self, k: u64) -> Option<Instant> {
+        self.start.checked_add(Duration::from_nanos(self.at_ns(k)))
+    }
+
+    /// How many slots are due at or before `t_ns` after the start.
+    fn due_by(&self, t_ns: u64) -> u64 {
+        // A guess within a slot or two of the answer, then corrected.
+        let mut k = ((t_ns as f64 / self.period_ns) as u64).saturating_add(1);
+        while k > 0 && self.at_ns(k - 1) > t_ns {
+            k -= 1;
+        }
+        while k < u64::MAX && self.at_ns(k) <= t_ns {
+            k += 1;
+        }
+        k
+    }
+
+    fn ns_since_start(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.start))
+    }
+
+    /// Releases every slot due by `now`, and drops those that waited longer than allowed;
+    /// returns the dropped slots as (warmup, measured) counts.
+    fn advance(&mut self, now: Instant) -> (u64, u64) {
+        let now_ns = self.ns_since_start(now);
+        self.released = self.released.max(self.due_by(now_ns).min(self.limit));
+        let Some(cutoff_ns) = now_ns.checked_sub(self.max_wait_ns.saturating_add(1)) else {
+            return (0, 0);
+        };
+        let expired = self.due_by(cutoff_ns).min(self.released);
+        if expired <= self.oldest {
+            return (0, 0);
+        }
+        let measured = expired - self.oldest.max(self.first_measured).min(expired);
+        let dropped = expired - self.oldest;
+        self.oldest = expired;
+        (dropped - measured, measured)
+    }
+
+    /// The oldest waiting slot's intended time, taking it off the backlog.
+    fn take(&mut self) -> Option<Instant> {
+        if self.oldest >= self.released {
+            return None;
+        }
+        let at = self.at(self.oldest)?;
+        self.oldest += 1;
+        Some(at)
+    }
+
+    /// Measured slots released so far (sent, waiting or missed).
+    fn issued(&self) -> u64 {
+        self.released.saturating_sub(self.first_measured)
+    }
+
+    /// Measured slots still waiting.
+    fn waiting(&self) -> u64 {
+        self.released - self.oldest.max(self.first_measured).min(self.released)
+    }
+
+    /// When the next slot is due, if one is left.
+    fn next(&self) -> Option<Instant> {
+        (self.released < self.limit)
+            .then(|| self.at(self.released))
+            .flatten()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::Result<Finished> {
     // Every thread starts at the same instant; nothing is sent before it.
     std::thread::sleep(start.saturating_duration_since(Instant::now()));
     let measure_from = start + plan.warmup;
-    let open_loop = plan.scenario == Scenario::Rate;
-    let interval = share
-        .rate
-        .filter(|r| *r > 0.0)
-        .map_or(Duration::ZERO, |r| Duration::from_secs_f64(1.0 / r));
+    let schedule = match (plan.scenario, share.rate) {
+        (Scenario::Rate, Some(rate)) if rate > 0.0 => {
+            Some(Schedule::new(start, rate, plan, share.quota))
+        }
+        _ => None,
+    };
     let total = share.active + share.idle;
     let mut engine = Engine {
         plan,
@@ -135,6 +267,7 @@ pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::R
                 sent_at: start,
                 idle: i >= share.active,
                 completed: 0,
+                connected: false,
             })
             .collect(),
         stats: Stats::new(),
@@ -146,9 +279,7 @@ pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::R
             .then(|| measure_from + plan.duration),
         issued: 0,
         free: VecDeque::new(),
-        backlog: VecDeque::new(),
-        next_intended: open_loop.then_some(start),
-        interval,
+        schedule,
         scratch: vec![0u8; 64 * 1024],
         done,
         busy: 0,
@@ -160,13 +291,12 @@ pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::R
     }
     engine.event_loop()?;
     let ended = Instant::now();
-    engine.stats.unsent = engine.backlog.len() as u64;
+    engine.advance_schedule(ended);
+    engine.stats.unsent = engine.schedule.as_ref().map_or(0, Schedule::waiting);
     engine.stats.idle_open = engine.count_open_idle();
-    engine.stats.starved = engine
-        .conns
-        .iter()
-        .filter(|c| !c.idle && c.completed == 0)
-        .count() as u64;
+    let starved = || engine.conns.iter().filter(|c| !c.idle && c.completed == 0);
+    engine.stats.starved = starved().count() as u64;
+    engine.stats.unconnected = starved().filter(|c| !c.connected).count() as u64;
     Ok(Finished {
         stats: engine.stats,
         measured_from: measure_from,
@@ -241,7 +371,7 @@ impl Engine<'_> {
         match (self.end, self.share.quota) {
             (Some(end), _) => now >= end,
             (None, Some(quota)) => {
-                let settled = self.stats.requests + self.stats.errors.total();
+                let settled = self.stats.requests + self.stats.errors.total() + self.stats.missed;
                 settled >= quota
                     || (self.issued >= quota
                         && !self.conns.iter().any(|c| matches!(c.state, State::Busy)))
@@ -259,27 +389,32 @@ impl Engine<'_> {
     }
 
     /// Open loop: every scheduled request whose time has come goes to a free connection,
-    /// or waits in the backlog (its latency clock already running).
+    /// or waits for one (its latency clock already running), for at most `--timeout`.
     fn release_scheduled(&mut self, now: Instant) {
-        while let Some(at) = self.next_intended.filter(|&at| at <= now) {
-            if !self.may_issue(at) {
-                self.next_intended = None;
-                break;
-            }
-            self.next_intended = Some(at + self.interval);
-            if at >= self.measure_from {
-                self.issued += 1;
-            }
-            match self.free.pop_front() {
-                Some(i) => self.issue(i, at),
-                None => self.backlog.push_back(at),
-            }
+        self.advance_schedule(now);
+        while !self.free.is_empty() {
+            let Some(at) = self.schedule.as_mut().and_then(Schedule::take) else {
+                return;
+            };
+            let i = self.free.pop_front().expect("a free connection");
+            self.issue(i, at);
         }
+    }
+
+    /// Brings the schedule up to `now`, counting the requests it dropped as missed.
+    fn advance_schedule(&mut self, now: Instant) {
+        let Some(schedule) = self.schedule.as_mut() else {
+            return;
+        };
+        let (warmup, measured) = schedule.advance(now);
+        self.issued = schedule.issued();
+        self.warmup.missed += warmup;
+        self.stats.missed += measured;
     }
 
     fn next_wake(&self, now: Instant, housekeeping: Instant) -> Instant {
         let mut wake = housekeeping;
-        if let Some(at) = self.next_intended {
+        if let Some(at) = self.schedule.as_ref().and_then(Schedule::next) {
             wake = wake.min(at);
         }
         if let Some(end) = self.end {
@@ -336,6 +471,7 @@ impl Engine<'_> {
                 };
                 self.stats_for(since).connects += 1;
                 self.conns[i].state = State::Ready;
+                self.conns[i].connected = true;
                 self.on_ready(i, since);
             }
             (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => {} // not yet
@@ -350,10 +486,13 @@ impl Engine<'_> {
         }
         let now = Instant::now();
         match self.plan.scenario {
-            Scenario::Rate => match self.backlog.pop_front() {
-                Some(at) => self.issue(i, at),
-                None => self.free.push_back(i),
-            },
+            Scenario::Rate => {
+                self.advance_schedule(now);
+                match self.schedule.as_mut().and_then(Schedule::take) {
+                    Some(at) => self.issue(i, at),
+                    None => self.free.push_back(i),
+                }
+            }
             Scenario::Churn if self.may_issue(now) => self.issue(i, connected_since),
             _ if self.may_issue(now) => {
                 if now >= self.measure_from {
@@ -544,4 +683,61 @@ enum ErrorClass {
     Timeout,
     Mismatch,
     Protocol,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(warmup_ms: u64, duration_ms: u64, timeout_ms: u64) -> Plan {
+        Plan {
+            scenario: Scenario::Rate,
+            workload: Workload::Echo { size: 1 },
+            addr: "127.0.0.1:1".parse().unwrap(),
+            warmup: Duration::from_millis(warmup_ms),
+            duration: Duration::from_millis(duration_ms),
+            requests: None,
+            timeout: Duration::from_millis(timeout_ms),
+            spin: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_schedule_ends_with_the_run_and_splits_warmup_from_measured() {
+        let start = Instant::now();
+        // 1000/s: 500 warmup slots (0 to 499 ms), then 1000 measured.
+        let mut s = Schedule::new(start, 1000.0, &plan(500, 1000, 100_000), None);
+        assert_eq!((s.first_measured, s.limit), (500, 1500));
+        assert_eq!(s.advance(start + Duration::from_secs(60)), (0, 0));
+        assert_eq!(s.released, 1500, "nothing is due after the run's end");
+        assert_eq!(s.waiting(), 1000);
+        assert_eq!(s.take(), Some(start));
+        assert_eq!(s.take(), Some(start + Duration::from_millis(1)));
+        let quota = Schedule::new(start, 1000.0, &plan(500, 1000, 10_000), Some(7));
+        assert_eq!(quota.limit, 507);
+    }
+
+    #[test]
+    fn a_schedule_far_behind_drops_what_waited_past_the_timeout_in_constant_memory() {
+        let start = Instant::now();
+        // A billion a second for 10 s, nothing sent, a 1 s timeout: at 3 s every slot due
+        // before 2 s is missed, and a second of slots waits.
+        let mut s = Schedule::new(start, 1e9, &plan(0, 10_000, 1000), None);
+        let (warmup, missed) = s.advance(start + Duration::from_secs(3));
+        assert_eq!(warmup, 0);
+        assert!(
+            (1_999_999_990..=2_000_000_000).contains(&missed),
+            "{missed}"
+        );
+        assert!(
+            (1_000_000_000..=1_000_000_010).contains(&s.waiting()),
+            "{}",
+            s.waiting()
+        );
+        let oldest = s.take().unwrap();
+        assert!(oldest >= start + Duration::from_millis(1999), "{oldest:?}");
+        // Expired slots are split between warmup and measured.
+        let mut s = Schedule::new(start, 1000.0, &plan(1000, 10_000, 500), None);
+        assert_eq!(s.advance(start + Duration::from_millis(2000)), (1000, 500));
+    }
 }

@@ -6,7 +6,9 @@
 //! `summary` prints the human report; `run` ties them together for the binary.
 
 pub mod engine;
+pub mod limits;
 pub mod run;
 pub mod stats;
 pub mod summary;
+pub mod verdict;
 pub mod workload;

@@ -1,16 +1,29 @@
 //! `loadgen`: drive an iomodels server (or any echo/HTTP server) and measure it honestly.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 
 use loadgen::engine::{Plan, Scenario};
+use loadgen::limits::{self, human_bytes};
 use loadgen::run::{self, Options};
 use loadgen::stats::{self, LoadResult};
 use loadgen::summary;
+use loadgen::verdict::{self, Thresholds};
 use loadgen::workload::Workload;
+
+/// The highest `--rate`: one request a nanosecond, the schedule's resolution (one loadgen
+/// thread sends well under a million a second).
+const MAX_RATE: f64 = 1e9;
+/// The most event-loop threads (`--threads`).
+const MAX_THREADS: usize = 1024;
+/// The transfer protocol's largest PUT or GET (DESIGN.md section 2).
+const MAX_TRANSFER: u64 = 1 << 40;
+/// Descriptors loadgen needs besides its connections: stdio, the probe, slack; one epoll
+/// descriptor per thread comes on top.
+const OWN_DESCRIPTORS: u64 = 16;
 
 /// An event-driven load generator with coordinated-omission-corrected latency and byte-exact
 /// verification of every reply.
@@ -19,13 +32,18 @@ use loadgen::workload::Workload;
 /// --idle connections sit open), churn (connect, one echo, close), bulk (transfer PUT then
 /// GET of --size bytes), http (keep-alive GET). `loadgen merge A.json B.json ...` merges runs.
 /// rust_echo_bench's flags work too: -a, -c, -l, -t.
+///
+/// Exit status: 0 when the run measured what it was asked to; 1 when it failed (no request
+/// completed, errors above --max-error-rate or mismatches above --max-mismatch-rate, the
+/// server unreachable); 2 for a usage error, including arguments this machine cannot run
+/// (descriptors, local ports, memory).
 #[derive(Parser, Debug)]
 #[command(name = "loadgen", version)]
 struct Cli {
     /// What each connection does.
     #[arg(value_enum, default_value = "echo")]
     scenario: Scenario,
-    /// Server address.
+    /// Server address, HOST:PORT: 127.0.0.1:7000, localhost:7000, [::1]:7000 (or ::1:7000).
     #[arg(short = 'a', long, visible_alias = "address")]
     addr: String,
     /// Connections (for `idle`: the active ones, unless --active is given).
@@ -40,7 +58,9 @@ struct Cli {
     /// Load applied before measuring, then discarded.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     warmup: Duration,
-    /// Open loop (`rate`): total requests per second over all connections.
+    /// Open loop (`rate`): total requests per second over all connections (at most 1e9). A
+    /// scheduled request that finds no free connection waits at most --timeout, then counts
+    /// as missed.
     #[arg(long)]
     rate: Option<f64>,
     /// `idle`: connections that echo.
@@ -63,9 +83,68 @@ struct Cli {
     /// Event-loop threads [default: the CPUs this process may run on].
     #[arg(long)]
     threads: Option<usize>,
+    /// Exit 1 when connect, reset, timeout and protocol errors and open-loop requests never
+    /// sent (missed, unsent) together exceed this share of the measured requests (0 to 1, or
+    /// a percentage: 1%).
+    #[arg(long, default_value = "0.01", value_parser = parse_share)]
+    max_error_rate: f64,
+    /// Exit 1 when mismatched replies exceed this share of the measured requests (default 0:
+    /// any mismatch fails the run).
+    #[arg(long, default_value = "0", value_parser = parse_share)]
+    max_mismatch_rate: f64,
     /// Print one JSON object (the result schema's `load` part) instead of the summary.
     #[arg(long)]
     json: bool,
+}
+
+/// Why loadgen stops without a clean run: a usage error exits 2, a failed run 1.
+enum Failure {
+    Usage(String),
+    Run(String),
+}
+
+fn usage<T>(message: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure::Usage(message.into()))
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(n) => (n, 100.0),
+        None => (text, 1.0),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if (0.0..=scale).contains(&v) => Ok(v / scale),
+        _ => Err(format!(
+            "'{text}' is not a share from 0 to 1 (or 0% to 100%)"
+        )),
+    }
+}
+
+/// Every address `text` names, in the resolver's order. Takes HOST:PORT, [V6]:PORT, and a
+/// bare IPv6 address followed by :PORT (::1:7000).
+fn resolve(text: &str) -> Result<Vec<SocketAddr>, Failure> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    if let Some((ip, port)) = text.rsplit_once(':') {
+        if let (Ok(ip), Ok(port)) = (ip.parse::<Ipv6Addr>(), port.parse::<u16>()) {
+            return Ok(vec![SocketAddr::new(ip.into(), port)]);
+        }
+    }
+    let hint = "expected HOST:PORT, e.g. 127.0.0.1:7000, localhost:7000 or [::1]:7000";
+    if text.parse::<std::net::IpAddr>().is_ok() || !text.contains(':') {
+        return usage(format!("address '{text}' has no port ({hint})"));
+    }
+    match text.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                return usage(format!("address '{text}' resolves to nothing"));
+            }
+            Ok(addrs)
+        }
+        Err(e) => usage(format!("bad address '{text}': {e} ({hint})")),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -97,66 +176,111 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match run_cli(cli) {
-        Ok(code) => code,
-        Err(message) => {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("loadgen: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(message)) => {
             eprintln!("loadgen: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run_cli(cli: Cli) -> Result<ExitCode, String> {
-    let addr: SocketAddr = cli
-        .addr
-        .to_socket_addrs()
-        .map_err(|e| format!("bad address '{}': {e}", cli.addr))?
-        .next()
-        .ok_or_else(|| format!("address '{}' resolves to nothing", cli.addr))?;
+fn run_cli(cli: Cli) -> Result<(), Failure> {
+    let addrs = resolve(&cli.addr)?;
     let size = cli.size.unwrap_or(if cli.scenario == Scenario::Bulk {
         1 << 20
     } else {
         128
     });
+    let (active, idle) = match cli.scenario {
+        Scenario::Idle => (
+            cli.active.unwrap_or(cli.connections),
+            match cli.idle {
+                Some(idle) => idle,
+                None => return usage("the idle scenario needs --idle M (and --active K)"),
+            },
+        ),
+        _ if cli.active.is_some() || cli.idle.is_some() => {
+            return usage("--active and --idle belong to the idle scenario")
+        }
+        _ => (cli.connections, 0),
+    };
+    if active == 0 {
+        return usage("at least one active connection is needed");
+    }
+    let connections = match cli.scenario {
+        Scenario::Idle => format!("--active {active} --idle {idle}"),
+        _ => format!("-c {active}"),
+    };
+    let total = (active as u64).saturating_add(idle as u64);
     let workload = match cli.scenario {
         Scenario::Http => Workload::Http {
             host: cli.addr.clone(),
         },
+        Scenario::Bulk if size > MAX_TRANSFER => {
+            return usage(format!(
+                "-l {size} is more than the transfer protocol's largest PUT or GET, \
+                 {MAX_TRANSFER} bytes (2^40)"
+            ))
+        }
         Scenario::Bulk => Workload::Bulk { size },
         _ => {
             if size == 0 {
-                return Err("--size must be at least 1".into());
+                return usage("--size must be at least 1");
             }
             Workload::Echo {
                 size: size as usize,
             }
         }
     };
-    let (active, idle) = match cli.scenario {
-        Scenario::Idle => (
-            cli.active.unwrap_or(cli.connections),
-            cli.idle
-                .ok_or("the idle scenario needs --idle M (and --active K)")?,
-        ),
-        _ if cli.active.is_some() || cli.idle.is_some() => {
-            return Err("--active and --idle belong to the idle scenario".into())
-        }
-        _ => (cli.connections, 0),
-    };
-    if active == 0 {
-        return Err("at least one active connection is needed".into());
-    }
     let rate = match (cli.scenario, cli.rate) {
+        (Scenario::Rate, Some(r)) if r > MAX_RATE && r.is_finite() => {
+            return usage(format!(
+                "--rate {r} is more than loadgen can schedule: at most {MAX_RATE:e} requests/s \
+                 (one a nanosecond; one loadgen thread sends well under a million a second)"
+            ))
+        }
         (Scenario::Rate, Some(r)) if r > 0.0 && r.is_finite() => Some(r),
         (Scenario::Rate, _) => {
-            return Err("the rate scenario needs --rate R (requests per second, > 0)".into())
+            return usage("the rate scenario needs --rate R (requests per second, > 0)")
         }
-        (_, Some(_)) => return Err("--rate belongs to the rate scenario".into()),
+        (_, Some(_)) => return usage("--rate belongs to the rate scenario"),
         (_, None) => None,
     };
     if cli.requests == Some(0) {
-        return Err("--requests must be at least 1".into());
+        return usage("--requests must be at least 1");
     }
-    run::probe(addr, cli.timeout).map_err(|e| e.to_string())?;
+    if cli.duration.is_zero() && cli.requests.is_none() {
+        return usage("-t 0 measures nothing: give a duration (10s, 500ms) or --requests N");
+    }
+    if cli.timeout.is_zero() {
+        return usage("--timeout must be more than 0");
+    }
+    let threads = cli.threads.unwrap_or_else(run::available_cpus);
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return usage(format!(
+            "--threads {threads}: give 1 to {MAX_THREADS} event-loop threads (this process may \
+             run on {} CPUs)",
+            run::available_cpus()
+        ));
+    }
+    check_descriptors(&connections, total, threads)?;
+    if let Workload::Echo { size } = workload {
+        check_memory(&connections, size as u64, active)?;
+    }
+    if let Some((low, high)) = limits::local_port_range() {
+        let ports = u64::from(high - low + 1);
+        if total > ports {
+            return usage(format!(
+                "{connections} needs {total} local ports for connections to one server \
+                 address, but net.ipv4.ip_local_port_range ({low} {high}) has {ports}"
+            ));
+        }
+    }
+    let addr = run::probe(&addrs, cli.timeout).map_err(|e| Failure::Run(e.to_string()))?;
     let plan = Plan {
         scenario: cli.scenario,
         workload,
@@ -173,12 +297,55 @@ fn run_cli(cli: Cli) -> Result<ExitCode, String> {
         active,
         idle,
         rate,
-        threads: cli.threads.unwrap_or_else(run::available_cpus),
+        threads,
         size,
     };
-    let result = run::run(&options).map_err(|e| e.to_string())?;
+    let result = run::run(&options).map_err(|e| Failure::Run(e.to_string()))?;
     print(&result, cli.json);
-    Ok(ExitCode::SUCCESS)
+    let thresholds = Thresholds {
+        max_error_rate: cli.max_error_rate,
+        max_mismatch_rate: cli.max_mismatch_rate,
+    };
+    verdict::judge(&result, &thresholds).map_err(Failure::Run)
+}
+
+/// Refuses echo messages that cannot all be in flight at once: each active connection holds
+/// its message until the reply is verified.
+fn check_memory(connections: &str, size: u64, active: usize) -> Result<(), Failure> {
+    let in_flight = size.saturating_mul(active as u64);
+    match limits::available_memory() {
+        Some(memory) if in_flight > memory / 2 => usage(format!(
+            "-l {size} with {connections} keeps {} of messages in flight (one per connection), \
+             more than half of the {} of memory available; lower -l or -c",
+            human_bytes(in_flight),
+            human_bytes(memory)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit and refuses connections that cannot fit under it.
+fn check_descriptors(connections: &str, total: u64, threads: usize) -> Result<(), Failure> {
+    let (soft, hard) = match limits::raise_nofile() {
+        Ok(limits) => limits,
+        Err(e) => return Err(Failure::Run(format!("cannot read RLIMIT_NOFILE: {e}"))),
+    };
+    let threads = (threads as u64).min(total);
+    let own = OWN_DESCRIPTORS + threads;
+    if total.saturating_add(own) > soft {
+        let raised = if soft == hard {
+            format!("raised to its hard limit {hard}")
+        } else {
+            format!("its hard limit is {hard}")
+        };
+        return usage(format!(
+            "{connections} needs {total} descriptors and loadgen {own} more of its own, but \
+             RLIMIT_NOFILE allows {soft} ({raised}); raise the hard limit (ulimit -Hn, \
+             limits.conf) or open at most {} connections",
+            soft.saturating_sub(own)
+        ));
+    }
+    Ok(())
 }
 
 fn print(result: &LoadResult, json: bool) {

@@ -34,11 +34,21 @@ pub fn available_cpus() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Fails fast, with the reason, when nothing listens at `addr`.
-pub fn probe(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
-    TcpStream::connect_timeout(&addr, timeout)
-        .map(drop)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))
+/// The first of `addrs` (a name's addresses, in the resolver's order) that accepts a
+/// connection; fails fast, with the reasons, when none does.
+pub fn probe(addrs: &[SocketAddr], timeout: Duration) -> io::Result<SocketAddr> {
+    let mut reasons = Vec::new();
+    let mut kind = io::ErrorKind::NotFound;
+    for &addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(_) => return Ok(addr),
+            Err(e) => {
+                kind = e.kind();
+                reasons.push(format!("cannot connect to {addr}: {e}"));
+            }
+        }
+    }
+    Err(io::Error::new(kind, reasons.join("; ")))
 }
 
 pub fn run(options: &Options) -> io::Result<LoadResult> {
@@ -131,7 +141,9 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
         target_rps: options.rate,
         behind_schedule: options
             .rate
-            .is_some_and(|r| stats.unsent > 0 || throughput_rps < 0.99 * r),
+            .is_some_and(|r| stats.unsent > 0 || stats.missed > 0 || throughput_rps < 0.99 * r),
+        missed: stats.missed,
+        unsent: stats.unsent,
         errors: stats.errors,
         connects: stats.connects,
         connects_per_s: stats.connects as f64 / duration_s,
@@ -140,6 +152,7 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
         idle_open: stats.idle_open,
         idle_total: stats.idle_total,
         starved_connections: stats.starved,
+        unconnected_connections: stats.unconnected,
         warmup_s: plan.warmup.as_secs_f64(),
         start_unix_s,
         end_unix_s: start_unix_s + duration_s,

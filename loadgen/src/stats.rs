@@ -53,12 +53,17 @@ pub struct Stats {
     pub errors: Errors,
     /// Requests of the open-loop schedule never sent because the run ended first.
     pub unsent: u64,
+    /// Requests of the open-loop schedule that waited for a free connection longer than
+    /// `--timeout` and were dropped unsent (the schedule fell that far behind).
+    pub missed: u64,
     /// Idle connections still open at the end, and how many there were.
     pub idle_open: u64,
     pub idle_total: u64,
     /// Active connections that completed no request in the measured window: starved by a
     /// server that serves fewer clients at once than there are.
     pub starved: u64,
+    /// Of those, the ones that never completed a connect during the run.
+    pub unconnected: u64,
 }
 
 impl Stats {
@@ -73,9 +78,11 @@ impl Stats {
             connects: 0,
             errors: Errors::default(),
             unsent: 0,
+            missed: 0,
             idle_open: 0,
             idle_total: 0,
             starved: 0,
+            unconnected: 0,
         }
     }
 
@@ -93,9 +100,11 @@ impl Stats {
         self.connects += other.connects;
         self.errors.add(&other.errors);
         self.unsent += other.unsent;
+        self.missed += other.missed;
         self.idle_open += other.idle_open;
         self.idle_total += other.idle_total;
         self.starved += other.starved;
+        self.unconnected += other.unconnected;
     }
 }
 
@@ -168,8 +177,17 @@ pub struct LoadResult {
     pub uncorrected_latency_us: Percentiles,
     pub target_rps: Option<f64>,
     /// True when the open-loop schedule could not be kept (achieved below 99% of target, or
-    /// requests left unsent).
+    /// requests left unsent or missed).
     pub behind_schedule: bool,
+    /// Open loop: measured requests of the schedule that waited for a free connection longer
+    /// than `--timeout` and were dropped unsent. They are in no histogram and count as errors
+    /// for the exit status.
+    #[serde(default)]
+    pub missed: u64,
+    /// Open loop: measured requests of the schedule still waiting for a free connection when
+    /// the run ended (at most `--timeout` of the schedule). Not errors.
+    #[serde(default)]
+    pub unsent: u64,
     pub errors: Errors,
     pub connects: u64,
     pub connects_per_s: f64,
@@ -180,6 +198,10 @@ pub struct LoadResult {
     /// Active connections that completed no request while measured.
     #[serde(default)]
     pub starved_connections: u64,
+    /// Of `starved_connections`, those that never completed a connect during the run
+    /// (connecting took longer than the run, or every connect failed).
+    #[serde(default)]
+    pub unconnected_connections: u64,
     pub warmup_s: f64,
     /// The measured window, in seconds since the Unix epoch (for merging runs).
     pub start_unix_s: f64,
@@ -231,6 +253,9 @@ pub fn merge(results: &[LoadResult]) -> io::Result<LoadResult> {
     merged.idle_open = 0;
     merged.idle_total = 0;
     merged.starved_connections = 0;
+    merged.unconnected_connections = 0;
+    merged.missed = 0;
+    merged.unsent = 0;
     merged.loadgen = Cpu::default();
     merged.target_rps = None;
     let (mut bytes_read, mut up, mut down) = (0.0, 0.0, 0.0);
@@ -247,6 +272,9 @@ pub fn merge(results: &[LoadResult]) -> io::Result<LoadResult> {
         merged.idle_open += r.idle_open;
         merged.idle_total += r.idle_total;
         merged.starved_connections += r.starved_connections;
+        merged.unconnected_connections += r.unconnected_connections;
+        merged.missed += r.missed;
+        merged.unsent += r.unsent;
         merged.loadgen.cpu_user_s += r.loadgen.cpu_user_s;
         merged.loadgen.cpu_sys_s += r.loadgen.cpu_sys_s;
         merged.behind_schedule |= r.behind_schedule;

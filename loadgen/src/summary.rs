@@ -65,6 +65,22 @@ pub fn render(r: &LoadResult) -> String {
             }
         );
     }
+    if r.missed > 0 {
+        let _ = writeln!(
+            s,
+            "!!! MISSED: {} scheduled requests waited for a free connection longer than the \
+             timeout and were never sent (errors; not in the latency) !!!",
+            r.missed
+        );
+    }
+    if r.unsent > 0 {
+        let _ = writeln!(
+            s,
+            "!!! UNSENT: {} scheduled requests were still waiting for a free connection when the \
+             run ended (errors; not in the latency) !!!",
+            r.unsent
+        );
+    }
     if r.scenario == "churn" {
         let _ = writeln!(s, "Connects/sec: {:.1}", r.connects_per_s);
     }
@@ -91,16 +107,36 @@ pub fn render(r: &LoadResult) -> String {
         r.loadgen.cpu_sys_s,
         100.0 * cpu / (r.duration_s + r.warmup_s).max(1e-9)
     );
-    if r.starved_connections > 0 {
+    let active = r.connections - r.idle_total as usize;
+    if r.unconnected_connections > 0 {
+        let why = if r.errors.connect > 0 {
+            "their connects failed or timed out (see connect errors)".to_string()
+        } else {
+            format!(
+                "connecting took longer than the {:.2}s run (--warmup + -t)",
+                r.warmup_s + r.duration_s
+            )
+        };
         let _ = writeln!(
             s,
-            "!!! {} of {} active connections completed no request: the server did not serve them !!!",
-            r.starved_connections,
-            r.connections - r.idle_total as usize
+            "!!! {} of {active} active connections never connected: {why} !!!",
+            r.unconnected_connections,
+        );
+    }
+    let unserved = r
+        .starved_connections
+        .saturating_sub(r.unconnected_connections);
+    if unserved > 0 {
+        let _ = writeln!(
+            s,
+            "!!! {unserved} of {active} active connections connected but completed no request: \
+             the server did not serve them !!!",
         );
     }
     let e = &r.errors;
-    if e.total() == 0 {
+    if e.total() == 0 && r.missed + r.unsent > 0 {
+        let _ = writeln!(s, "Errors:       none among the requests sent");
+    } else if e.total() == 0 {
         let _ = writeln!(s, "Errors:       none");
     } else {
         let _ = writeln!(

@@ -2,12 +2,13 @@
 //! count loadgen reports can be checked against the truth. No assertion is about speed.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::process::Command;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -63,18 +64,99 @@ fn server(fault: Fault) -> (String, Arc<AtomicU64>) {
 }
 
 fn loadgen(args: &[&str]) -> Value {
+    let (code, r, stderr) = loadgen_exit(args);
+    assert_eq!(code, Some(0), "loadgen {args:?} failed: {stderr}");
+    r
+}
+
+/// Runs loadgen with --json: its exit code, the JSON it printed, and its stderr.
+fn loadgen_exit(args: &[&str]) -> (Option<i32>, Value, String) {
     let output = Command::new(LOADGEN)
         .args(args)
         .arg("--json")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "loadgen {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("one JSON object")
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let r = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("loadgen {args:?} printed no JSON ({e}): {stderr}"));
+    (output.status.code(), r, stderr)
 }
+
+/// How a loadgen run under resource limits ended.
+struct Limited {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    /// Peak resident memory, from wait4's rusage.
+    max_rss_kib: u64,
+    elapsed: Duration,
+}
+
+/// Runs loadgen with `limits` (resource, soft, hard) set in the child, killed after
+/// `deadline`: a test of a runaway (old) loadgen fails instead of eating the machine.
+fn loadgen_limited(args: &[&str], limits: &[(u32, u64, u64)], deadline: Duration) -> Limited {
+    let limits = limits.to_vec();
+    let mut command = Command::new(LOADGEN);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            for &(resource, soft, hard) in &limits {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(resource as _, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    // Reaped below with wait4, which also gives its rusage.
+    #[allow(clippy::zombie_processes)]
+    let mut child = command.spawn().unwrap();
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = r.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = pipe(Box::new(child.stdout.take().unwrap()));
+    let stderr = pipe(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 reaps our own child and fills both.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(reaped >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if reaped == pid {
+            break;
+        }
+        if started.elapsed() > deadline {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Limited {
+        status: ExitStatus::from_raw(status),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        max_rss_kib: usage.ru_maxrss as u64,
+        elapsed: started.elapsed(),
+    }
+}
+
+const GIB: u64 = 1 << 30;
 
 fn u(v: &Value, path: &str) -> u64 {
     v.pointer(path)
@@ -125,12 +207,40 @@ fn a_corrupt_reply_in_a_thousand_is_counted() {
         "5000",
         "--threads",
         "1",
+        "--max-mismatch-rate",
+        "0.01",
     ]);
     let mismatches = u(&r, "/errors/mismatch");
     // Requests and errors settle the quota; each corrupted reply is one mismatch.
     assert_eq!(mismatches, served.load(Ordering::SeqCst) / 1000);
     assert!(mismatches >= 4, "{mismatches} mismatches");
     assert_eq!(u(&r, "/requests") + mismatches, 5000);
+}
+
+#[test]
+fn any_mismatch_fails_the_run_by_default() {
+    let (addr, _) = server(Fault::CorruptEvery(1000));
+    let args = [
+        "echo",
+        "-a",
+        &addr,
+        "-c",
+        "4",
+        "--requests",
+        "3000",
+        "--threads",
+        "1",
+    ];
+    let (code, r, stderr) = loadgen_exit(&args);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        u(&r, "/errors/mismatch") >= 2,
+        "the result is printed all the same"
+    );
+    assert!(
+        stderr.contains("replies mismatched") && stderr.contains("--max-mismatch-rate 0"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -351,11 +461,15 @@ fn merge_adds_histograms_exactly() {
 fn bad_flags_and_unreachable_address_fail_clearly() {
     let run = |args: &[&str]| Command::new(LOADGEN).args(args).output().unwrap();
     let out = run(&["echo", "-a", "127.0.0.1:1", "-t", "1"]);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "unreachable is a runtime failure"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect to 127.0.0.1:1"), "{err}");
     let out = run(&["rate", "-a", "127.0.0.1:1"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
     let out = run(&["echo", "-a", "127.0.0.1:1", "-t", "ten"]);
     assert_eq!(out.status.code(), Some(2));
@@ -417,8 +531,353 @@ fn connections_never_served_are_reported() {
             }
         }
     });
-    // The probe connection is the first: make it the served one by connecting it ourselves.
-    let r = loadgen(&["echo", "-a", &addr, "-c", "5", "-t", "1", "--threads", "1"]);
+    // The probe connection is the first, and the one served.
+    let (code, r, stderr) =
+        loadgen_exit(&["echo", "-a", &addr, "-c", "5", "-t", "1", "--threads", "1"]);
     assert_eq!(u(&r, "/starved_connections"), 5, "{r}");
+    assert_eq!(u(&r, "/unconnected_connections"), 0, "all five connected");
     assert_eq!(u(&r, "/requests"), 0);
+    assert_eq!(code, Some(1), "a run that measured nothing fails");
+    assert!(stderr.contains("no request completed"), "{stderr}");
+}
+
+// Issue 14, item 2: loadgen bounds what it is given.
+
+#[test]
+fn a_rate_beyond_scheduling_is_refused() {
+    let (addr, _) = server(Fault::None);
+    // The old schedule never advanced at this rate and queued sends until the OOM killer; the
+    // address-space limit makes such a loadgen die in a second or two instead.
+    let out = loadgen_limited(
+        &[
+            "rate",
+            "-a",
+            &addr,
+            "--rate",
+            "18446744073709551615",
+            "-t",
+            "1",
+        ],
+        &[(libc::RLIMIT_AS, GIB, GIB)],
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{:?}: {}",
+        out.status,
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("--rate") && out.stderr.contains("at most 1e9"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_schedule_far_behind_keeps_memory_bounded_and_counts_what_it_never_sent() {
+    let (addr, _) = server(Fault::None);
+    // A billion requests a second: the schedule falls behind at once and stays behind.
+    // Slots that wait longer than --timeout are missed; those still waiting at the end are
+    // unsent. Neither may cost memory.
+    let out = loadgen_limited(
+        &[
+            "rate",
+            "-a",
+            &addr,
+            "--rate",
+            "1e9",
+            "-c",
+            "4",
+            "-t",
+            "1",
+            "--timeout",
+            "300ms",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        &[(libc::RLIMIT_AS, GIB, GIB)],
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.status.signal().is_none(),
+        "killed by {:?} after {:?}, peak RSS {} KiB: {}",
+        out.status.signal(),
+        out.elapsed,
+        out.max_rss_kib,
+        out.stderr
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        out.elapsed
+    );
+    assert!(
+        out.max_rss_kib < 200 * 1024,
+        "peak RSS {} KiB",
+        out.max_rss_kib
+    );
+    let r: Value = serde_json::from_str(&out.stdout).expect("one JSON object");
+    let (missed, unsent) = (u(&r, "/missed"), u(&r, "/unsent"));
+    assert!(missed > 100_000_000, "missed {missed}");
+    assert!(
+        unsent > 0 && unsent <= 300_000_001,
+        "unsent {unsent}: at most --timeout of the schedule waits"
+    );
+    assert!(u(&r, "/requests") > 0, "{r}");
+    assert_eq!(r["behind_schedule"], Value::Bool(true));
+    assert_eq!(out.status.code(), Some(1), "never-sent requests are errors");
+    assert!(
+        out.stderr.contains("missed") && out.stderr.contains("--max-error-rate"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn sizes_beyond_the_machine_are_refused() {
+    let (addr, _) = server(Fault::None);
+    let limited = |args: &[&str]| {
+        loadgen_limited(
+            args,
+            &[(libc::RLIMIT_AS, GIB, GIB)],
+            Duration::from_secs(10),
+        )
+    };
+    // 50 connections of 100 TB messages: the old loadgen aborted on the allocation.
+    let out = limited(&["echo", "-a", &addr, "-l", "99999999999999", "-t", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{:?}: {}",
+        out.status,
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("-l 99999999999999 with -c 50")
+            && out.stderr.contains("of memory available"),
+        "{}",
+        out.stderr
+    );
+    let out = limited(&["bulk", "-a", &addr, "-l", "99999999999999", "-t", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("2^40"), "{}", out.stderr);
+    for (args, says) in [
+        (&["-c", "18446744073709551615"][..], "RLIMIT_NOFILE"),
+        (&["--threads", "0"][..], "--threads 0"),
+        (&["--threads", "100000"][..], "--threads 100000"),
+        (&["--timeout", "0"][..], "--timeout"),
+    ] {
+        let mut all = vec!["echo", "-a", &addr, "-t", "1"];
+        all.extend_from_slice(args);
+        let out = limited(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+}
+
+// Issue 14, item 3: loadgen's exit status tells the truth.
+
+/// A server that takes each connection and does `what` with it.
+fn server_that(what: fn(std::net::TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || what(stream));
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_run_where_every_request_fails_exits_1() {
+    // Closes every connection at once: every request is a reset.
+    let closes = server_that(drop);
+    let (code, r, stderr) = loadgen_exit(&[
+        "echo",
+        "-a",
+        &closes,
+        "-c",
+        "2",
+        "-t",
+        "0.5",
+        "--threads",
+        "1",
+    ]);
+    assert!(u(&r, "/errors/reset") > 0, "{r}");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no request completed") && stderr.contains("--max-error-rate 0.01"),
+        "{stderr}"
+    );
+    // Never reads: every request times out.
+    let mute = server_that(|stream| {
+        thread::sleep(Duration::from_secs(5));
+        drop(stream);
+    });
+    let (code, r, stderr) = loadgen_exit(&[
+        "echo",
+        "-a",
+        &mute,
+        "-c",
+        "2",
+        "-t",
+        "1",
+        "--timeout",
+        "200ms",
+        "--threads",
+        "1",
+    ]);
+    assert!(u(&r, "/errors/timeout") > 0, "{r}");
+    assert_eq!(code, Some(1), "{stderr}");
+    // -t 0 measures nothing.
+    let out = Command::new(LOADGEN)
+        .args(["echo", "-a", &mute, "-t", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-t 0 measures nothing"));
+}
+
+#[test]
+fn errors_within_max_error_rate_pass_and_beyond_fail() {
+    // A reset every 50 requests is 2%: over the 1% default, under an allowance of 5%.
+    let (addr, _) = server(Fault::ResetEvery(50));
+    let args = [
+        "echo",
+        "-a",
+        &addr,
+        "-c",
+        "2",
+        "--requests",
+        "2000",
+        "--threads",
+        "1",
+    ];
+    let (code, r, stderr) = loadgen_exit(&args);
+    assert!(u(&r, "/errors/reset") > 20, "{r}");
+    assert_eq!(code, Some(1), "{stderr}");
+    let mut lenient = args.to_vec();
+    lenient.extend(["--max-error-rate", "5%"]);
+    let (code, _, stderr) = loadgen_exit(&lenient);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn descriptors_are_raised_to_the_hard_limit_and_checked_against_it() {
+    let (addr, _) = server(Fault::None);
+    let nofile = libc::RLIMIT_NOFILE;
+    let args = [
+        "echo",
+        "-a",
+        &addr,
+        "-c",
+        "100",
+        "-t",
+        "0.5",
+        "--threads",
+        "1",
+        "--json",
+    ];
+    // Soft 32, hard 1024: 100 connections fit once the soft limit is raised. (100, not more:
+    // the test server's listen queue is 128, and a SYN dropped waits a second to retry.)
+    let out = loadgen_limited(&args, &[(nofile, 32, 1024)], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(u(&r, "/errors/connect"), 0, "{r}");
+    assert_eq!(u(&r, "/connects"), 100, "{r}");
+    // Hard 64: they cannot fit, and loadgen says so before it starts.
+    let out = loadgen_limited(&args, &[(nofile, 64, 64)], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("-c 100 needs 100 descriptors")
+            && out.stderr.contains("RLIMIT_NOFILE allows 64"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn connections_still_connecting_at_the_end_are_named() {
+    // A listen queue of one that is never accepted from: the probe and one connection fill
+    // it, and the kernel drops the other connections' SYNs, so they are still connecting
+    // when the one-second run ends.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(1).unwrap();
+    let addr = socket
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .unwrap()
+        .to_string();
+    let out = Command::new(LOADGEN)
+        .args(["echo", "-a", &addr, "-c", "6", "-t", "1", "--threads", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "active connections never connected: connecting took longer than the 1.00s run"
+        ),
+        "{text}"
+    );
+    drop(socket);
+}
+
+#[test]
+fn addresses_resolve_and_bad_ones_are_usage_errors() {
+    let (addr, _) = server(Fault::None);
+    let port = addr.rsplit_once(':').unwrap().1;
+    let r = loadgen(&[
+        "echo",
+        "-a",
+        &format!("localhost:{port}"),
+        "-c",
+        "1",
+        "--requests",
+        "10",
+    ]);
+    assert_eq!(u(&r, "/requests"), 10);
+    // A name's addresses are tried in turn: a dead one first does not stop the run.
+    let live: SocketAddr = addr.parse().unwrap();
+    let dead: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    assert_eq!(
+        loadgen::run::probe(&[dead, live], Duration::from_secs(1)).unwrap(),
+        live
+    );
+    // IPv6 loopback, written either way, where the machine has it.
+    if let Ok(listener) = TcpListener::bind("[::1]:0") {
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut message = [0u8; 128];
+                    while stream.read_exact(&mut message).is_ok()
+                        && stream.write_all(&message).is_ok()
+                    {}
+                });
+            }
+        });
+        for a in [format!("[::1]:{port}"), format!("::1:{port}")] {
+            let r = loadgen(&["echo", "-a", &a, "-c", "1", "--requests", "10"]);
+            assert_eq!(u(&r, "/requests"), 10, "{a}");
+        }
+    }
+    for bad in ["localhost", "::1", "127.0.0.1:99999", "localhost:http", ""] {
+        let out = Command::new(LOADGEN)
+            .args(["echo", "-a", bad, "-t", "1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "-a '{bad}': {err}");
+        assert!(err.contains("HOST:PORT"), "-a '{bad}': {err}");
+    }
 }
