@@ -202,8 +202,12 @@ fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
     assert_eq!(lines[0]["status"], "failed", "{}", lines[0]);
     let reason = lines[0]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("server") && reason.contains("signal 9"),
+        reason.starts_with("server killed by signal 9 (SIGKILL) during the cell"),
         "{reason}"
+    );
+    assert!(
+        !reason.ends_with(':') && !reason.ends_with(char::is_whitespace),
+        "no empty detail: {reason:?}"
     );
     assert_eq!(lines[1]["status"], "ok", "the run went on: {}", lines[1]);
 }
