@@ -1,9 +1,10 @@
 //! The runner end to end on the smoke suite and on small suites written here: every result
 //! line complete and plausible, a server killed mid-cell recorded as failed while the run goes
-//! on, `--resume` running only what is missing, an unsupported model recorded as such.
+//! on (and the run then exiting 1), `--resume` running only what is missing, an unsupported
+//! model recorded as such; and what it refuses: a scenario over a protocol it does not speak.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -167,7 +168,7 @@ fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
     let dir = scratch.path();
     let suite = write_suite(dir, TWO_SECOND_CELLS);
     let out = dir.join("run");
-    let mut child = Command::new(BENCH)
+    let child = Command::new(BENCH)
         .args([
             "run",
             "--suite",
@@ -177,8 +178,8 @@ fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
             "--bin-dir",
             bin_dir().to_str().unwrap(),
         ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Kill the first cell's server once it is under load.
@@ -196,7 +197,8 @@ fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
     thread::sleep(Duration::from_millis(700));
     // SAFETY: kill only sends a signal.
     unsafe { libc::kill(victim, libc::SIGKILL) };
-    assert!(child.wait().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
     let lines = lines(&out);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["status"], "failed", "{}", lines[0]);
@@ -210,6 +212,98 @@ fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
         "no empty detail: {reason:?}"
     );
     assert_eq!(lines[1]["status"], "ok", "the run went on: {}", lines[1]);
+    assert_eq!(output.status.code(), Some(1), "a cell failed: {stderr}");
+    let cell = lines[0]["cell"].as_str().unwrap();
+    assert!(
+        stderr.contains(&format!("1 cell failed:\n  {cell} trial 1: {reason}")),
+        "{stderr}"
+    );
+}
+
+/// A bin directory whose `server` lists the models as the real one does, then fails every
+/// cell before listening; `loadgen` is the real one.
+fn failing_server_bin_dir(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("server");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --list) exec {} \"$@\";; esac\n\
+             echo 'simulated failure' >&2\nexit 1\n",
+            bin_dir().join("server").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(bin_dir().join("loadgen"), bin.join("loadgen")).unwrap();
+    bin
+}
+
+#[test]
+fn failed_cells_exit_1_and_are_listed_unless_allowed() {
+    let scratch = temp_dir("failures");
+    let dir = scratch.path();
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS
+            .replace("trials = 1", "trials = 2")
+            .replace(r#"["threads", "epoll-et"]"#, r#"["epoll-et"]"#),
+    );
+    let bin = failing_server_bin_dir(dir);
+    let run = |out: &Path, extra: &[&str]| {
+        Command::new(BENCH)
+            .args(["run", "--suite", &suite, "--out", out.to_str().unwrap()])
+            .args(["--bin-dir", bin.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let listed = "bench: 2 cells failed:\n  \
+        echo/epoll-et/c=4 trial 1: server exit status 1 before listening: simulated failure\n  \
+        echo/epoll-et/c=4 trial 2: server exit status 1 before listening: simulated failure\n";
+    let output = run(&dir.join("strict"), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(listed), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("rank"),
+        "the summary still printed"
+    );
+    assert!(dir.join("strict/report.html").is_file(), "and the report");
+
+    let output = run(&dir.join("allowed"), &["--allow-failures"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(listed), "listed either way: {stderr}");
+}
+
+#[test]
+fn a_scenario_over_a_protocol_it_does_not_speak_is_refused() {
+    let scratch = temp_dir("protocol");
+    let dir = scratch.path();
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS.replace(
+            "scenario = \"echo\"",
+            "scenario = \"bulk\"\nprotocol = \"http\"",
+        ),
+    );
+    let out = dir.join("run");
+    let output = bench(
+        &["run", "--suite", &suite, "--out", out.to_str().unwrap()],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "bench: {suite}: scenario 'bulk' cannot run over protocol 'http' (valid protocols for bulk: transfer)"
+        )),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing ran");
 }
 
 #[test]
@@ -233,8 +327,8 @@ fn resume_runs_only_the_missing_cells() {
             "--bin-dir",
             bin_dir().to_str().unwrap(),
         ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();
