@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Commands {
     /// Run a suite (default: quick). Exit 1 when a cell failed (unless --allow-failures),
-    /// 2 when the run could not be made (a bad suite, a write error).
+    /// 2 when the run could not be made (a bad suite, a directory in use, a write error).
     Run {
         /// smoke, quick, full, c10k, or a path to a suite TOML file.
         #[arg(long, default_value = "quick")]
@@ -394,6 +394,9 @@ fn run(
             runner::new_run_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?
         }
     };
+    // Held until the report is written. Taken before looking at the results, so a second
+    // run into this directory, with --resume or not, is refused as long as this one lives.
+    let _lock = runner::lock(&dir)?;
     if !resume && dir.join("results.jsonl").exists() {
         return Err(format!(
             "{} already holds results: pass --resume to finish it, or another --out",
@@ -422,8 +425,8 @@ fn run(
         suite_path,
         cells,
     };
-    runner::write_env(&run).map_err(|e| format!("env.json: {e}"))?;
-    let lines = runner::execute(&run).map_err(|e| format!("{}: {e}", run.dir.display()))?;
+    runner::write_env(&run)?;
+    let lines = runner::execute(&run)?;
     println!("{}", summary::render(&lines));
     println!("results: {}", run.dir.join("results.jsonl").display());
     let report = run.dir.join("report.html");

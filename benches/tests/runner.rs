@@ -1,8 +1,10 @@
 //! The runner end to end on the smoke suite and on small suites written here: every result
 //! line complete and plausible, a server killed mid-cell recorded as failed while the run goes
 //! on (and the run then exiting 1), `--resume` running only what is missing, an unsupported
-//! model recorded as such; and what it refuses: a scenario over a protocol it does not speak.
+//! model recorded as such; and what it refuses: a second run into a directory in use, a
+//! scenario over a protocol it does not speak, a full disk (named in full).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -280,6 +282,76 @@ fn failed_cells_exit_1_and_are_listed_unless_allowed() {
 }
 
 #[test]
+fn a_second_run_into_a_directory_in_use_is_refused() {
+    let scratch = temp_dir("lock");
+    let dir = scratch.path();
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS
+            .replace(r#"["threads", "epoll-et"]"#, r#"["epoll-et"]"#)
+            .replace("2s", "1500ms"),
+    );
+    let out = dir.join("run");
+    let first = Command::new(BENCH)
+        .args(["run", "--suite", &suite, "--out", out.to_str().unwrap()])
+        .args(["--bin-dir", bin_dir().to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while servers_of(first.id()).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no server started"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let in_use = format!(
+        "bench: {} is in use by another bench run (pid {})",
+        out.display(),
+        first.id()
+    );
+    for extra in [&[][..], &["--resume"][..]] {
+        let mut args = vec!["run", "--suite", &suite, "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let second = bench(&args, &[]);
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(&in_use), "{extra:?}: {stderr}");
+    }
+    let output = first.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cells: Vec<String> = lines(&out)
+        .iter()
+        .map(|l| format!("{}#{}", l["cell"].as_str().unwrap(), l["trial"]))
+        .collect();
+    assert_eq!(cells, ["echo/epoll-et/c=4#1"], "each cell once");
+    // The lock ends with the run that held it.
+    let resumed = bench(
+        &[
+            "run",
+            "--suite",
+            &suite,
+            "--out",
+            out.to_str().unwrap(),
+            "--resume",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 cells already done, 0 to run"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_scenario_over_a_protocol_it_does_not_speak_is_refused() {
     let scratch = temp_dir("protocol");
     let dir = scratch.path();
@@ -304,6 +376,82 @@ fn a_scenario_over_a_protocol_it_does_not_speak_is_refused() {
         "{stderr}"
     );
     assert!(!out.exists(), "nothing ran");
+}
+
+/// `bench run` on a disk that "fills" at `bytes`: with RLIMIT_FSIZE a write past it fails
+/// with EFBIG (once SIGXFSZ, which would kill the process, is ignored).
+fn bench_on_full_disk(args: &[&str], bytes: u64) -> Output {
+    let mut command = Command::new(BENCH);
+    command
+        .args(args)
+        .args(["--bin-dir", bin_dir().to_str().unwrap()]);
+    // SAFETY: signal and setrlimit only change the child's own state, before exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn a_full_disk_is_named_in_full_and_leaves_no_cut_file() {
+    let scratch = temp_dir("full");
+    let dir = scratch.path();
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS
+            .replace(r#"["threads", "epoll-et"]"#, r#"["epoll-et"]"#)
+            .replace("2s", "300ms"),
+    );
+    // Room for the lock file's pid, not for env.json.
+    let out = dir.join("run");
+    let output = bench_on_full_disk(
+        &["run", "--suite", &suite, "--out", out.to_str().unwrap()],
+        64,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "bench: {}: File too large",
+            out.join("env.json").display()
+        )),
+        "{stderr}"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["bench.lock"], "no cut env.json, no cell run");
+
+    // Room for env.json (under 1 KiB), not for a result line (its histogram alone is more).
+    let out = dir.join("run2");
+    let output = bench_on_full_disk(
+        &["run", "--suite", &suite, "--out", out.to_str().unwrap()],
+        1536,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let results = out.join("results.jsonl");
+    assert!(
+        stderr.contains(&format!("bench: {}: File too large", results.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&results).unwrap(),
+        b"",
+        "the cut line is undone"
+    );
 }
 
 #[test]
