@@ -152,16 +152,62 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 
 fn tail(text: &Arc<Mutex<String>>) -> String {
     let text = text.lock().unwrap();
-    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .rev()
+        .take(3)
+        .collect();
     lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+/// `what`, then the last lines the child wrote to stderr, if it wrote any.
+fn with_tail(what: String, log: &Arc<Mutex<String>>) -> String {
+    match tail(log) {
+        t if t.is_empty() => what,
+        t => format!("{what}: {t}"),
+    }
 }
 
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
-        (_, Some(signal)) => format!("killed by signal {signal}"),
+        (_, Some(signal)) => format!(
+            "killed by signal {signal}{}{}",
+            signal_name(signal).map_or(String::new(), |n| format!(" ({n})")),
+            if status.core_dumped() {
+                ", core dumped"
+            } else {
+                ""
+            }
+        ),
         _ => format!("{status}"),
     }
+}
+
+/// The name of a signal that ends processes (numbers differ between architectures).
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    })
 }
 
 fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome> {
@@ -225,10 +271,11 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
         if let Ok(Some(status)) = guard.0.try_wait() {
             let _ = loadgen.kill();
             let _ = loadgen.wait();
-            return Err(Outcome::Failed(format!(
-                "server {} during the cell: {}",
-                describe(status),
-                tail(&server_log)
+            // Let the stderr reader catch the server's last words.
+            thread::sleep(Duration::from_millis(20));
+            return Err(Outcome::Failed(with_tail(
+                format!("server {} during the cell", describe(status)),
+                &server_log,
             )));
         }
         if Instant::now() > deadline {
@@ -250,26 +297,25 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
     // processes that served them are gone with their counts. The window ends at the last
     // sample taken under load.
     if !status.success() {
-        return Err(Outcome::Failed(format!(
-            "loadgen {}: {}",
-            describe(status),
-            tail(&loadgen_log)
+        return Err(Outcome::Failed(with_tail(
+            format!("loadgen {}", describe(status)),
+            &loadgen_log,
         )));
     }
     // The reader thread finishes with the pipe; give it a moment.
     let text = wait_for_text(&loadgen_out);
     let load: Value = serde_json::from_str(text.trim()).map_err(|e| {
-        Outcome::Failed(format!(
-            "loadgen printed no result ({e}): {}",
-            tail(&loadgen_log)
+        Outcome::Failed(with_tail(
+            format!("loadgen printed no result ({e})"),
+            &loadgen_log,
         ))
     })?;
     let clean = stop(guard.0);
     let server_stats = server_stats(cell, setup, &samples, started, &load, clean.is_ok());
     if let Err(reason) = clean {
-        return Err(Outcome::Failed(format!(
-            "server did not stop cleanly: {reason}; {}",
-            tail(&server_log)
+        return Err(Outcome::Failed(with_tail(
+            format!("server did not stop cleanly: {reason}"),
+            &server_log,
         )));
     }
     let loadgen_cpu = json!({
@@ -298,14 +344,16 @@ fn wait_listening(server: &mut Child, log: &Arc<Mutex<String>>) -> Result<String
     }
     // No line: the server exited (or hangs). Exit 3 is "unsupported here".
     let status = wait_briefly(server);
-    let reason = tail(log);
     match status {
         Some(s) if s.code() == Some(3) => Err(Outcome::Unsupported(
-            reason.trim_start_matches("unsupported: ").to_string(),
+            match tail(log).trim_start_matches("unsupported: ") {
+                "" => "the server exited 3 (unsupported) and gave no reason".to_string(),
+                reason => reason.to_string(),
+            },
         )),
-        Some(s) => Err(Outcome::Failed(format!(
-            "server {} before listening: {reason}",
-            describe(s)
+        Some(s) => Err(Outcome::Failed(with_tail(
+            format!("server {} before listening", describe(s)),
+            log,
         ))),
         None => Err(Outcome::Failed(format!(
             "no `listening` line within {}s",

@@ -310,7 +310,7 @@ fn wall_clock(
                 run_id: id.to_string(),
             },
         };
-        runner::write_env(&run).map_err(|e| format!("env.json: {e}"))?;
+        runner::write_env(&run)?;
         runs.push(run);
     }
     eprintln!(
@@ -342,11 +342,10 @@ fn wall_clock(
         .iter()
         .filter(|r| r.verdict == reports::compare::Verdict::Regression)
         .count();
-    fs::write(
-        dirs.1.join("compare.html"),
-        reports::compare::html(&rows, opts.wall_threshold),
-    )
-    .map_err(|e| e.to_string())?;
+    reports::run::replace_file(
+        &dirs.1.join("compare.html"),
+        reports::compare::html(&rows, opts.wall_threshold).as_bytes(),
+    )?;
     for (dir, run) in [(&dirs.0, &base), (&dirs.1, &new)] {
         reports::render::render(run, &dir.join("report.html"))?;
     }

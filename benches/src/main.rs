@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Commands {
-    /// Run a suite (default: quick).
+    /// Run a suite (default: quick). Exit 1 when a cell failed (unless --allow-failures),
+    /// 2 when the run could not be made (a bad suite, a directory in use, a write error).
     Run {
         /// smoke, quick, full, c10k, or a path to a suite TOML file.
         #[arg(long, default_value = "quick")]
@@ -51,6 +52,9 @@ enum Commands {
         /// Directory holding the `server` and `loadgen` binaries [default: next to `bench`].
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Exit 0 even when cells failed (they are listed either way).
+        #[arg(long)]
+        allow_failures: bool,
     },
     /// The CI gate: each model's user-space instructions per request under callgrind
     /// (a fixed echo workload; needs valgrind). Writes a JSON pass and prints a table.
@@ -278,17 +282,36 @@ fn main() -> ExitCode {
             server_cpus,
             load_cpus,
             bin_dir,
-        } => run(
-            &suite,
-            models,
-            scenarios,
-            trials,
-            out,
-            resume,
-            server_cpus,
-            load_cpus,
-            bin_dir,
-        ),
+            allow_failures,
+        } => {
+            let result = run(
+                &suite,
+                models,
+                scenarios,
+                trials,
+                out,
+                resume,
+                server_cpus,
+                load_cpus,
+                bin_dir,
+            );
+            return match result {
+                Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,
+                Ok(failed) => {
+                    eprintln!("bench: {}", failures(&failed));
+                    if allow_failures {
+                        eprintln!("bench: --allow-failures: exit 0");
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(message) => {
+                    eprintln!("bench: {message}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -450,6 +473,25 @@ fn list(bin_dir: Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
+/// `2 cells failed:` and one line per cell: which, which trial, why.
+fn failures(failed: &[serde_json::Value]) -> String {
+    let mut text = format!(
+        "{} {} failed:",
+        failed.len(),
+        if failed.len() == 1 { "cell" } else { "cells" }
+    );
+    for line in failed {
+        text.push_str(&format!(
+            "\n  {} trial {}: {}",
+            line["cell"].as_str().unwrap_or("?"),
+            line["trial"],
+            line["reason"].as_str().unwrap_or("no reason recorded")
+        ));
+    }
+    text
+}
+
+/// Runs a suite; returns the lines of the run's failed cells.
 #[allow(clippy::too_many_arguments)]
 fn run(
     suite_name: &str,
@@ -461,7 +503,7 @@ fn run(
     server_cpus: Vec<usize>,
     load_cpus: Option<Vec<usize>>,
     bin_dir: Option<PathBuf>,
-) -> Result<(), String> {
+) -> Result<Vec<serde_json::Value>, String> {
     let (server, loadgen) = binaries(bin_dir)?;
     let suite_path = suite::locate(suite_name)?;
     let mut suite = suite::load(&suite_path)?;
@@ -517,6 +559,9 @@ fn run(
             runner::new_run_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?
         }
     };
+    // Held until the report is written. Taken before looking at the results, so a second
+    // run into this directory, with --resume or not, is refused as long as this one lives.
+    let _lock = runner::lock(&dir)?;
     if !resume && dir.join("results.jsonl").exists() {
         return Err(format!(
             "{} already holds results: pass --resume to finish it, or another --out",
@@ -545,15 +590,18 @@ fn run(
         suite_path,
         cells,
     };
-    runner::write_env(&run).map_err(|e| format!("env.json: {e}"))?;
-    let lines = runner::execute(&run).map_err(|e| format!("{}: {e}", run.dir.display()))?;
+    runner::write_env(&run)?;
+    let lines = runner::execute(&run)?;
     println!("{}", summary::render(&lines));
     println!("results: {}", run.dir.join("results.jsonl").display());
     let report = run.dir.join("report.html");
     let data = reports::run::Run::load(&run.dir)?;
     reports::render::render(&data, &report)?;
     println!("report:  {}", report.display());
-    Ok(())
+    Ok(lines
+        .into_iter()
+        .filter(|l| l["status"] == "failed")
+        .collect())
 }
 
 fn workload(requests: u64) -> Result<gate::Workload, String> {

@@ -4,11 +4,13 @@
 //! Runs live in `results/<run id>/` under the workspace (or `--out DIR`), and
 //! `results/latest` points at the newest. Each cell's line is appended and flushed as soon as
 //! the cell ends, so an interrupted run loses at most the cell it was in, and `--resume`
-//! finishes it without redoing a cell.
+//! finishes it without redoing a cell. One `bench run` at a time holds a directory (`lock`):
+//! two would each store every cell, both as the same trial.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -78,6 +80,68 @@ fn run_id() -> String {
     )
 }
 
+/// The lock file in a run directory: flock'ed by the `bench run` that writes there, and
+/// holding its pid.
+pub const LOCK_FILE: &str = "bench.lock";
+
+/// A run directory held by this process until dropped (the lock goes with the descriptor,
+/// so even a SIGKILLed run releases it; servers and loadgens do not inherit it, as Rust opens
+/// files close-on-exec).
+pub struct DirLock {
+    file: File,
+}
+
+/// Takes `dir` for this run, or says which process has it.
+pub fn lock(dir: &Path) -> Result<DirLock, String> {
+    let path = dir.join(LOCK_FILE);
+    let named = |e: io::Error| format!("{}: {e}", path.display());
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(named)?;
+    // SAFETY: flock on a descriptor we own; LOCK_NB makes it return at once.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(format!("{}: flock: {e}", path.display()));
+        }
+        return Err(format!(
+            "{} is in use by another bench run ({})",
+            dir.display(),
+            holder(&mut file).map_or("pid unknown".to_string(), |pid| format!("pid {pid}"))
+        ));
+    }
+    file.set_len(0).map_err(named)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(named)?;
+    Ok(DirLock { file })
+}
+
+/// The pid the holder wrote. It writes it just after taking the lock: wait a moment for it.
+fn holder(file: &mut File) -> Option<u32> {
+    for _ in 0..20 {
+        let mut text = String::new();
+        if file.rewind().is_ok() && file.read_to_string(&mut text).is_ok() {
+            if let Ok(pid) = text.trim().parse() {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // No pid of a finished run left behind; the file stays (removing it would let a
+        // waiting run lock a file that is no longer the directory's).
+        let _ = self.file.set_len(0);
+    }
+}
+
 /// Keys (`cell#trial`) of the cells a run directory already holds.
 pub fn finished_cells(dir: &Path) -> io::Result<HashSet<String>> {
     let path = dir.join("results.jsonl");
@@ -97,9 +161,12 @@ pub fn finished_cells(dir: &Path) -> io::Result<HashSet<String>> {
     Ok(done)
 }
 
-/// Runs every cell not yet in `results.jsonl`; returns the lines of this run's cells.
-pub fn execute(run: &Run) -> io::Result<Vec<Value>> {
-    let done = finished_cells(&run.dir)?;
+/// Runs every cell not yet in `results.jsonl`; returns every line the file then holds.
+/// Errors name the file.
+pub fn execute(run: &Run) -> Result<Vec<Value>, String> {
+    let path = run.dir.join("results.jsonl");
+    let named = |e: io::Error| format!("{}: {e}", path.display());
+    let done = finished_cells(&run.dir).map_err(named)?;
     let todo: Vec<&Cell> = run
         .cells
         .iter()
@@ -113,10 +180,13 @@ pub fn execute(run: &Run) -> io::Result<Vec<Value>> {
         );
     }
     // A line cut short by an interruption would glue onto the next one: end it first.
-    let path = run.dir.join("results.jsonl");
-    let mut results = OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut results = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(named)?;
     if fs::read(&path).is_ok_and(|b| b.last().is_some_and(|&c| c != b'\n')) {
-        results.write_all(b"\n")?;
+        results.write_all(b"\n").map_err(named)?;
     }
     let bar = progress(todo.len());
     let started = Instant::now();
@@ -140,9 +210,15 @@ pub fn execute(run: &Run) -> io::Result<Vec<Value>> {
             }
         }
         // One write per line: a reader (or an interruption) never sees half a line
-        // appended in several pieces.
-        results.write_all(format!("{line}\n").as_bytes())?;
-        results.flush()?;
+        // appended in several pieces. A write that fails part way (a full disk) is undone,
+        // so the file keeps whole lines only and `--resume` runs that cell again; this run
+        // is the file's only writer (`lock`).
+        let whole = results.metadata().map_err(named)?.len();
+        if let Err(e) = results.write_all(format!("{line}\n").as_bytes()) {
+            let _ = results.set_len(whole);
+            return Err(named(e));
+        }
+        results.flush().map_err(named)?;
         if let Some(bar) = &bar {
             bar.inc(1);
         }
@@ -151,7 +227,7 @@ pub fn execute(run: &Run) -> io::Result<Vec<Value>> {
         bar.finish_and_clear();
     }
     eprintln!("{} cells in {:.0?}", todo.len(), started.elapsed());
-    read_results(&run.dir)
+    read_results(&run.dir).map_err(named)
 }
 
 pub fn read_results(dir: &Path) -> io::Result<Vec<Value>> {
@@ -175,8 +251,9 @@ fn progress(total: usize) -> Option<ProgressBar> {
     Some(bar)
 }
 
-/// `env.json`: what the numbers depend on.
-pub fn write_env(run: &Run) -> io::Result<()> {
+/// `env.json`: what the numbers depend on. Written whole or not at all (a resumed run keeps
+/// the file it finds); errors name it.
+pub fn write_env(run: &Run) -> Result<(), String> {
     let path = run.dir.join("env.json");
     if path.exists() {
         return Ok(()); // a resumed run keeps the environment it started with
@@ -227,7 +304,8 @@ pub fn write_env(run: &Run) -> io::Result<()> {
         "loadgen": run.setup.loadgen,
         "started": run.setup.run_id,
     });
-    fs::write(path, serde_json::to_string_pretty(&env)? + "\n")
+    let text = serde_json::to_string_pretty(&env).map_err(|e| e.to_string())? + "\n";
+    reports::run::replace_file(&path, text.as_bytes())
 }
 
 /// Raises RLIMIT_NOFILE to its hard limit (children inherit it); says what to do when even

@@ -57,7 +57,7 @@ pub enum Models {
 #[serde(deny_unknown_fields)]
 pub struct ScenarioGrid {
     pub scenario: String,
-    /// The server protocol; by default the one the scenario speaks.
+    /// The server protocol: the one the scenario speaks (`SCENARIOS`), the only one allowed.
     pub protocol: Option<String>,
     #[serde(default)]
     pub connections: Vec<u64>,
@@ -141,8 +141,24 @@ pub fn load(path: &Path) -> Result<Suite, String> {
     if suite.trials == 0 {
         return Err(format!("{}: trials must be at least 1", path.display()));
     }
+    for grid in &suite.scenarios {
+        grid.protocol()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     Ok(suite)
 }
+
+/// Each loadgen scenario and the server protocol it speaks. A cell of a scenario over another
+/// protocol measures nothing (loadgen's bulk PUTs against an HTTP server: every request
+/// refused, 0 requests, yet an `ok` line), so suites may only name these.
+const SCENARIOS: [(&str, &str); 6] = [
+    ("echo", "echo"),
+    ("rate", "echo"),
+    ("idle", "echo"),
+    ("churn", "echo"),
+    ("bulk", "transfer"),
+    ("http", "http"),
+];
 
 impl Suite {
     /// Every cell, in run order. `available` is every model the server lists.
@@ -205,21 +221,24 @@ impl Suite {
 }
 
 impl ScenarioGrid {
+    /// The server protocol of this scenario: the one loadgen's scenario speaks, which a
+    /// `protocol` line may repeat but not change.
     fn protocol(&self) -> Result<String, String> {
-        if let Some(p) = &self.protocol {
-            return Ok(p.clone());
+        let Some(&(_, speaks)) = SCENARIOS.iter().find(|(s, _)| *s == self.scenario) else {
+            let known: Vec<&str> = SCENARIOS.iter().map(|(s, _)| *s).collect();
+            return Err(format!(
+                "unknown scenario '{}' ({})",
+                self.scenario,
+                known.join(", ")
+            ));
+        };
+        match &self.protocol {
+            Some(p) if p != speaks => Err(format!(
+                "scenario '{}' cannot run over protocol '{p}' (valid protocols for {}: {speaks})",
+                self.scenario, self.scenario
+            )),
+            _ => Ok(speaks.to_string()),
         }
-        Ok(match self.scenario.as_str() {
-            "echo" | "rate" | "idle" | "churn" => "echo",
-            "bulk" => "transfer",
-            "http" => "http",
-            other => {
-                return Err(format!(
-                    "unknown scenario '{other}' (echo, rate, idle, churn, bulk, http)"
-                ))
-            }
-        }
-        .to_string())
     }
 
     /// The cartesian product of the parameter lists.
@@ -317,6 +336,34 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!cells.is_empty(), "{name} has cells");
         }
+    }
+
+    #[test]
+    fn a_scenario_over_another_protocol_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        let suite = |scenario: &str, protocol: &str| {
+            format!(
+                "description = \"t\"\ntrials = 1\nwarmup = \"0s\"\nduration = \"1s\"\n\
+                 [[scenario]]\nscenario = \"{scenario}\"\nprotocol = \"{protocol}\"\n"
+            )
+        };
+        std::fs::write(&path, suite("bulk", "http")).unwrap();
+        let e = load(&path).expect_err("bulk over http refused");
+        assert!(
+            e.starts_with(&path.display().to_string())
+                && e.contains("'bulk' cannot run over protocol 'http'")
+                && e.contains("valid protocols for bulk: transfer"),
+            "{e}"
+        );
+        std::fs::write(&path, suite("echo", "transfer")).unwrap();
+        assert!(load(&path).is_err());
+        std::fs::write(&path, suite("bulk", "transfer")).unwrap();
+        let cells = load(&path)
+            .unwrap()
+            .cells(&["a".into()], None, None)
+            .unwrap();
+        assert_eq!(cells[0].protocol, "transfer");
     }
 
     #[test]

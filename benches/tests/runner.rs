@@ -1,9 +1,12 @@
 //! The runner end to end on the smoke suite and on small suites written here: every result
 //! line complete and plausible, a server killed mid-cell recorded as failed while the run goes
-//! on, `--resume` running only what is missing, an unsupported model recorded as such.
+//! on (and the run then exiting 1), `--resume` running only what is missing, an unsupported
+//! model recorded as such; and what it refuses: a second run into a directory in use, a
+//! scenario over a protocol it does not speak, a full disk (named in full).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -167,7 +170,7 @@ fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
     let dir = scratch.path();
     let suite = write_suite(dir, TWO_SECOND_CELLS);
     let out = dir.join("run");
-    let mut child = Command::new(BENCH)
+    let child = Command::new(BENCH)
         .args([
             "run",
             "--suite",
@@ -177,8 +180,8 @@ fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
             "--bin-dir",
             bin_dir().to_str().unwrap(),
         ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Kill the first cell's server once it is under load.
@@ -196,16 +199,259 @@ fn a_server_killed_mid_cell_is_a_failed_line_and_the_run_goes_on() {
     thread::sleep(Duration::from_millis(700));
     // SAFETY: kill only sends a signal.
     unsafe { libc::kill(victim, libc::SIGKILL) };
-    assert!(child.wait().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
     let lines = lines(&out);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["status"], "failed", "{}", lines[0]);
     let reason = lines[0]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("server") && reason.contains("signal 9"),
+        reason.starts_with("server killed by signal 9 (SIGKILL) during the cell"),
         "{reason}"
     );
+    assert!(
+        !reason.ends_with(':') && !reason.ends_with(char::is_whitespace),
+        "no empty detail: {reason:?}"
+    );
     assert_eq!(lines[1]["status"], "ok", "the run went on: {}", lines[1]);
+    assert_eq!(output.status.code(), Some(1), "a cell failed: {stderr}");
+    let cell = lines[0]["cell"].as_str().unwrap();
+    assert!(
+        stderr.contains(&format!("1 cell failed:\n  {cell} trial 1: {reason}")),
+        "{stderr}"
+    );
+}
+
+/// A bin directory whose `server` lists the models as the real one does, then fails every
+/// cell before listening; `loadgen` is the real one.
+fn failing_server_bin_dir(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("server");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --list) exec {} \"$@\";; esac\n\
+             echo 'simulated failure' >&2\nexit 1\n",
+            bin_dir().join("server").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(bin_dir().join("loadgen"), bin.join("loadgen")).unwrap();
+    bin
+}
+
+#[test]
+fn failed_cells_exit_1_and_are_listed_unless_allowed() {
+    let scratch = temp_dir("failures");
+    let dir = scratch.path();
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS
+            .replace("trials = 1", "trials = 2")
+            .replace(r#"["threads", "epoll-et"]"#, r#"["epoll-et"]"#),
+    );
+    let bin = failing_server_bin_dir(dir);
+    let run = |out: &Path, extra: &[&str]| {
+        Command::new(BENCH)
+            .args(["run", "--suite", &suite, "--out", out.to_str().unwrap()])
+            .args(["--bin-dir", bin.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let listed = "bench: 2 cells failed:\n  \
+        echo/epoll-et/c=4 trial 1: server exit status 1 before listening: simulated failure\n  \
+        echo/epoll-et/c=4 trial 2: server exit status 1 before listening: simulated failure\n";
+    let output = run(&dir.join("strict"), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(listed), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("rank"),
+        "the summary still printed"
+    );
+    assert!(dir.join("strict/report.html").is_file(), "and the report");
+
+    let output = run(&dir.join("allowed"), &["--allow-failures"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(listed), "listed either way: {stderr}");
+}
+
+#[test]
+fn a_second_run_into_a_directory_in_use_is_refused() {
+    let scratch = temp_dir("lock");
+    let dir = scratch.path();
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS
+            .replace(r#"["threads", "epoll-et"]"#, r#"["epoll-et"]"#)
+            .replace("2s", "1500ms"),
+    );
+    let out = dir.join("run");
+    let first = Command::new(BENCH)
+        .args(["run", "--suite", &suite, "--out", out.to_str().unwrap()])
+        .args(["--bin-dir", bin_dir().to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while servers_of(first.id()).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no server started"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let in_use = format!(
+        "bench: {} is in use by another bench run (pid {})",
+        out.display(),
+        first.id()
+    );
+    for extra in [&[][..], &["--resume"][..]] {
+        let mut args = vec!["run", "--suite", &suite, "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let second = bench(&args, &[]);
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(&in_use), "{extra:?}: {stderr}");
+    }
+    let output = first.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cells: Vec<String> = lines(&out)
+        .iter()
+        .map(|l| format!("{}#{}", l["cell"].as_str().unwrap(), l["trial"]))
+        .collect();
+    assert_eq!(cells, ["echo/epoll-et/c=4#1"], "each cell once");
+    // The lock ends with the run that held it.
+    let resumed = bench(
+        &[
+            "run",
+            "--suite",
+            &suite,
+            "--out",
+            out.to_str().unwrap(),
+            "--resume",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 cells already done, 0 to run"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_scenario_over_a_protocol_it_does_not_speak_is_refused() {
+    let scratch = temp_dir("protocol");
+    let dir = scratch.path();
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS.replace(
+            "scenario = \"echo\"",
+            "scenario = \"bulk\"\nprotocol = \"http\"",
+        ),
+    );
+    let out = dir.join("run");
+    let output = bench(
+        &["run", "--suite", &suite, "--out", out.to_str().unwrap()],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "bench: {suite}: scenario 'bulk' cannot run over protocol 'http' (valid protocols for bulk: transfer)"
+        )),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing ran");
+}
+
+/// `bench run` on a disk that "fills" at `bytes`: with RLIMIT_FSIZE a write past it fails
+/// with EFBIG (once SIGXFSZ, which would kill the process, is ignored).
+fn bench_on_full_disk(args: &[&str], bytes: u64) -> Output {
+    let mut command = Command::new(BENCH);
+    command
+        .args(args)
+        .args(["--bin-dir", bin_dir().to_str().unwrap()]);
+    // SAFETY: signal and setrlimit only change the child's own state, before exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn a_full_disk_is_named_in_full_and_leaves_no_cut_file() {
+    let scratch = temp_dir("full");
+    let dir = scratch.path();
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS
+            .replace(r#"["threads", "epoll-et"]"#, r#"["epoll-et"]"#)
+            .replace("2s", "300ms"),
+    );
+    // Room for the lock file's pid, not for env.json.
+    let out = dir.join("run");
+    let output = bench_on_full_disk(
+        &["run", "--suite", &suite, "--out", out.to_str().unwrap()],
+        64,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "bench: {}: File too large",
+            out.join("env.json").display()
+        )),
+        "{stderr}"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["bench.lock"], "no cut env.json, no cell run");
+
+    // Room for env.json (under 1 KiB), not for a result line (its histogram alone is more).
+    let out = dir.join("run2");
+    let output = bench_on_full_disk(
+        &["run", "--suite", &suite, "--out", out.to_str().unwrap()],
+        1536,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let results = out.join("results.jsonl");
+    assert!(
+        stderr.contains(&format!("bench: {}: File too large", results.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&results).unwrap(),
+        b"",
+        "the cut line is undone"
+    );
 }
 
 #[test]
@@ -229,8 +475,8 @@ fn resume_runs_only_the_missing_cells() {
             "--bin-dir",
             bin_dir().to_str().unwrap(),
         ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();

@@ -85,8 +85,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             print!("{}", compare::markdown(&rows, threshold / 100.0));
             let html = new.join("compare.html");
-            std::fs::write(&html, compare::html(&rows, threshold / 100.0))
-                .map_err(|e| format!("{}: {e}", html.display()))?;
+            reports::run::replace_file(&html, compare::html(&rows, threshold / 100.0).as_bytes())?;
             let regressed = rows.iter().any(|r| r.verdict == Verdict::Regression);
             Ok(if regressed {
                 ExitCode::from(1)

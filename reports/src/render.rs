@@ -191,7 +191,7 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
     failures_html(run, &mut html);
     env_html(run, &mut html);
     html.push_str("</body></html>\n");
-    std::fs::write(out, html).map_err(|e| format!("{}: {e}", out.display()))
+    crate::run::replace_file(out, html.as_bytes())
 }
 
 fn series_by_model(

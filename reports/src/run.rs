@@ -1,31 +1,139 @@
-//! A run directory as `bench` leaves it: `results.jsonl` (one line per cell) and `env.json`.
+//! A run directory as `bench` leaves it: `results.jsonl` (one line per cell, each checked on
+//! read) and `env.json`; and how files in it are written (whole or not at all).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+/// The newest version of the result line this crate understands (`"schema"` in each line).
+pub const SCHEMA: u64 = 1;
+
 pub struct Run {
     pub dir: PathBuf,
     pub env: Value,
+    /// Every line of `results.jsonl`, each checked by [`parse_line`].
     pub lines: Vec<Value>,
 }
 
+/// Why one line of `results.jsonl` cannot be used. A value, not an abort, so that a reader
+/// may decide what a damaged line costs: `Run::load` refuses the run and names the line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based, as an editor counts.
+    pub line: usize,
+    pub problem: String,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.problem)
+    }
+}
+
+/// Every non-blank line of a `results.jsonl`, with its number, parsed and checked. The outer
+/// error is the file's (it cannot be read); the inner ones are each line's.
+pub fn read_lines(path: &Path) -> Result<Vec<Result<Value, LineError>>, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            parse_line(l).map_err(|problem| LineError {
+                line: i + 1,
+                problem,
+            })
+        })
+        .collect())
+}
+
+/// One result line as `bench` writes it (DESIGN.md section 4): a JSON object of schema
+/// [`SCHEMA`] or older, with the fields every report reads, of the right types. An `ok` line
+/// also has its `load` and `server` objects.
+pub fn parse_line(text: &str) -> Result<Value, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        // serde counts lines within this one line: keep only the column.
+        let message = e.to_string();
+        let cause = message
+            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+            .unwrap_or(&message);
+        format!("not JSON ({cause} at column {})", e.column())
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(format!("{}, not a result object", kind(&value)));
+    };
+    match object.get("schema") {
+        None => return Err("no \"schema\": not a result line written by bench".into()),
+        Some(v) => match v.as_u64() {
+            Some(n) if n > SCHEMA => {
+                return Err(format!(
+                    "schema {n} is newer than this report understands ({SCHEMA})"
+                ))
+            }
+            Some(n) if n >= 1 => {}
+            _ => return Err(format!("schema {v} is not a version (1 to {SCHEMA})")),
+        },
+    }
+    let mut missing = Vec::new();
+    let mut wrong = Vec::new();
+    let mut check =
+        |field: &'static str, ok: fn(&Value) -> bool, what: &str| match object.get(field) {
+            None => missing.push(field),
+            Some(v) if !ok(v) => wrong.push(format!("{field} is {}, not {what}", kind(v))),
+            Some(_) => {}
+        };
+    for field in ["run", "cell", "model", "protocol", "scenario", "status"] {
+        check(field, Value::is_string, "a string");
+    }
+    check(
+        "trial",
+        |v| v.as_u64().is_some_and(|t| t >= 1),
+        "a trial number",
+    );
+    check("params", Value::is_object, "an object");
+    if object.get("status").and_then(Value::as_str) == Some("ok") {
+        check("load", Value::is_object, "an object (the status is ok)");
+        check("server", Value::is_object, "an object (the status is ok)");
+    }
+    if !missing.is_empty() {
+        wrong.insert(0, format!("lacks {}", missing.join(", ")));
+    }
+    if !wrong.is_empty() {
+        return Err(wrong.join("; "));
+    }
+    let status = object["status"].as_str().unwrap_or_default();
+    if !["ok", "failed", "unsupported"].contains(&status) {
+        return Err(format!(
+            "status \"{status}\" is none of ok, failed, unsupported"
+        ));
+    }
+    Ok(value)
+}
+
+/// What a JSON value is, for a message: `an array`, `"x"`, `7`.
+fn kind(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+        Value::String(s) if s.chars().count() <= 20 => format!("\"{s}\""),
+        Value::String(_) => "a long string".into(),
+        Value::Bool(_) | Value::Number(_) => v.to_string(),
+    }
+}
+
 impl Run {
+    /// A run directory; refused, naming the file and line, when a line of `results.jsonl` is
+    /// not a result line this crate understands.
     pub fn load(dir: &Path) -> Result<Run, String> {
         let path = dir.join("results.jsonl");
-        let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut lines = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let value: Value = serde_json::from_str(line)
-                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
-            lines.push(value);
-        }
+        let lines = read_lines(&path)?
+            .into_iter()
+            .collect::<Result<Vec<Value>, LineError>>()
+            .map_err(|e| format!("{} {e}", path.display()))?;
         let env = fs::read_to_string(dir.join("env.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -75,4 +183,26 @@ pub fn str_of(line: &Value, key: &str) -> String {
 /// A parameter of a cell (`connections`, `size`, `rate`, `idle`, ...).
 pub fn param(line: &Value, key: &str) -> Option<u64> {
     line["params"][key].as_u64()
+}
+
+/// Writes `path` whole or not at all: into a temporary file beside it, synced, then renamed
+/// over it. A full disk leaves the previous file (or none) instead of an empty or cut one,
+/// and the error names `path` in full.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = fs::File::create(&temp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let result = written.and_then(|()| fs::rename(&temp, path));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&temp);
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(())
 }

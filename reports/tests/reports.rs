@@ -1,7 +1,9 @@
 //! The report commands on small run directories committed under `tests/fixtures/`: `base`
 //! (a real smoke run, three trials), `slower20` (the same with every throughput 20% lower and
-//! trials as tight), `slower3wide` (3% lower, with trials spread wide).
+//! trials as tight), `slower3wide` (3% lower, with trials spread wide); and damaged copies of
+//! them: result lines of the wrong shape, a disk that fills while the report is written.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -226,5 +228,105 @@ fn exports_parse() {
     assert!(
         md.contains("| rank | model |") && md.contains("epoll-et"),
         "{md}"
+    );
+}
+
+#[test]
+fn result_lines_of_the_wrong_shape_are_refused_naming_the_line() {
+    let good: Vec<String> = std::fs::read_to_string(fixture("base").join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(String::from)
+        .collect();
+    let mut no_trial: serde_json::Value = serde_json::from_str(&good[0]).unwrap();
+    no_trial.as_object_mut().unwrap().remove("trial");
+    let mut bad_status: serde_json::Value = serde_json::from_str(&good[0]).unwrap();
+    bad_status["status"] = "fine".into();
+    let cases = [
+        ("[]".to_string(), "an array, not a result object"),
+        (
+            r#"{"x":1}"#.to_string(),
+            "no \"schema\": not a result line written by bench",
+        ),
+        (
+            r#"{"schema":99}"#.to_string(),
+            "schema 99 is newer than this report understands (1)",
+        ),
+        (
+            r#"{"schema":"1"}"#.to_string(),
+            "schema \"1\" is not a version",
+        ),
+        (no_trial.to_string(), "lacks trial"),
+        (
+            bad_status.to_string(),
+            "status \"fine\" is none of ok, failed, unsupported",
+        ),
+        (good[0][..40].to_string(), "not JSON"),
+    ];
+    for (line, expected) in cases {
+        let scratch = scratch("base");
+        let dir = scratch.path();
+        let results = dir.join("results.jsonl");
+        std::fs::write(&results, format!("{}\n{}\n{line}\n", good[0], good[1])).unwrap();
+        for command in [&["export", "--format", "csv"][..], &["render"][..]] {
+            let mut args = vec![command[0], dir.to_str().unwrap()];
+            args.extend(&command[1..]);
+            let out = report(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{line}: {stderr}");
+            assert!(out.stdout.is_empty(), "{line}: no rows of `?`");
+            let named = format!("{} line 3: {expected}", results.display());
+            assert!(stderr.contains(&named), "{line}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_the_previous_report_whole_and_names_the_file() {
+    let scratch = scratch("base");
+    let dir = scratch.path();
+    assert!(report(&["render", dir.to_str().unwrap()]).status.success());
+    let report_html = dir.join("report.html");
+    let before = std::fs::read(&report_html).unwrap();
+    assert!(before.len() > 8192, "a report larger than the limit below");
+    // The disk "fills" at 4 KiB: with RLIMIT_FSIZE, a write past it fails with EFBIG (once
+    // SIGXFSZ, which would kill the process, is ignored).
+    let mut command = Command::new(REPORT);
+    command.args(["render", dir.to_str().unwrap()]);
+    // SAFETY: signal and setrlimit only change the child's own state, before exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 4096,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: File too large", report_html.display())),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read(&report_html).unwrap() == before,
+        "the previous report.html is left whole"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["env.json", "report.html", "results.jsonl"],
+        "no leftovers"
     );
 }
