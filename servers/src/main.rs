@@ -42,9 +42,23 @@ struct Cli {
     /// io_uring models: a kernel thread polls the submission queue (IORING_SETUP_SQPOLL).
     #[arg(long)]
     sqpoll: bool,
-    /// io_uring models: completions run only when the loop asks (DEFER_TASKRUN + SINGLE_ISSUER).
-    #[arg(long)]
+    /// io_uring models: when the kernel runs completion work for the loop: defer (only when
+    /// it waits: DEFER_TASKRUN, 6.1), coop (at its next syscall, no interrupt: COOP_TASKRUN,
+    /// 5.19) or plain (interrupting it) [default: the best this kernel has; plain with
+    /// --sqpoll].
+    #[arg(long, value_enum, value_name = "MODE")]
+    taskrun: Option<servers::completion::TaskRun>,
+    /// io_uring models: the same as `--taskrun defer`.
+    #[arg(long, conflicts_with = "taskrun")]
     defer_taskrun: bool,
+    /// io_uring models: enter the ring by its descriptor instead of a registered index
+    /// (the default registers it: IORING_REGISTER_RING_FDS, 5.18).
+    #[arg(long)]
+    plain_ring_fd: bool,
+    /// io_uring models: each wait asks for N completions and returns with fewer after 50 us
+    /// (IORING_FEAT_MIN_TIMEOUT, 6.12) [default: 1].
+    #[arg(long, value_name = "N")]
+    batch: Option<u32>,
     /// Every model: close a connection after this long without progress (no request
     /// completed, no reply byte written): 30s, 500ms. Default: never, so a silent client
     /// holds its worker, thread or process (the blocking models' lesson; docs/MODELS.md).
@@ -125,6 +139,19 @@ fn main() -> ExitCode {
         eprintln!("unsupported: {reason}");
         return ExitCode::from(EXIT_UNSUPPORTED);
     }
+    if model.family == Family::Completion {
+        match config.ring.check() {
+            Ok(()) => eprintln!("{}: {}", model.name, config.ring.describe()),
+            Err((EXIT_USAGE, message)) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            Err((_, reason)) => {
+                eprintln!("unsupported: {reason}");
+                return ExitCode::from(EXIT_UNSUPPORTED);
+            }
+        }
+    }
     #[cfg(feature = "extra-work")]
     servers::protocol::set_extra_work(cli.extra_work);
     match serve(model, &config, cli.addr) {
@@ -187,6 +214,9 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
         (Knob::MaxConns, cli.max_conns),
         (Knob::Sqpoll, cli.sqpoll.then_some(1)),
         (Knob::DeferTaskrun, cli.defer_taskrun.then_some(1)),
+        (Knob::Taskrun, cli.taskrun.map(|_| 1)),
+        (Knob::PlainRingFd, cli.plain_ring_fd.then_some(1)),
+        (Knob::Batch, cli.batch.map(|n| n as usize)),
     ];
     for (knob, value) in given {
         if value.is_some() && !model.knobs.contains(&knob) {
@@ -207,7 +237,11 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
         max_conns: cli.max_conns.unwrap_or(models::DEFAULT_MAX_CONNS),
         ring: servers::completion::RingOptions {
             sqpoll: cli.sqpoll,
-            defer_taskrun: cli.defer_taskrun,
+            taskrun: cli.taskrun.or(cli
+                .defer_taskrun
+                .then_some(servers::completion::TaskRun::Defer)),
+            plain_ring_fd: cli.plain_ring_fd,
+            batch: cli.batch.unwrap_or(1),
         },
         idle_timeout: cli.idle_timeout,
     })

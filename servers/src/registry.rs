@@ -25,7 +25,7 @@ pub struct Config {
     pub workers: usize,
     /// `threads` and `fork`: the most live connections; more are closed at once.
     pub max_conns: usize,
-    /// io_uring models: `--sqpoll`, `--defer-taskrun`.
+    /// io_uring models: `--sqpoll`, `--taskrun`, `--plain-ring-fd`, `--batch`.
     pub ring: crate::completion::RingOptions,
     /// `--idle-timeout`: close a connection after this long without progress (no input
     /// consumed by the protocol, no reply byte written). `None`, the default, waits forever:
@@ -82,6 +82,9 @@ pub enum Knob {
     MaxConns,
     Sqpoll,
     DeferTaskrun,
+    Taskrun,
+    PlainRingFd,
+    Batch,
 }
 
 impl Knob {
@@ -92,6 +95,9 @@ impl Knob {
             Knob::MaxConns => "--max-conns",
             Knob::Sqpoll => "--sqpoll",
             Knob::DeferTaskrun => "--defer-taskrun",
+            Knob::Taskrun => "--taskrun",
+            Knob::PlainRingFd => "--plain-ring-fd",
+            Knob::Batch => "--batch",
         }
     }
 }
@@ -123,6 +129,16 @@ fn io_uring_here() -> Result<(), String> {
 fn multishot_here() -> Result<(), String> {
     crate::completion::support(true)
 }
+
+/// What the io_uring models take: loops, and how the ring is set up and driven.
+const RING_KNOBS: &[Knob] = &[
+    Knob::Threads,
+    Knob::Sqpoll,
+    Knob::Taskrun,
+    Knob::DeferTaskrun,
+    Knob::PlainRingFd,
+    Knob::Batch,
+];
 
 pub static MODELS: &[Model] = &[
     Model {
@@ -275,7 +291,7 @@ pub static MODELS: &[Model] = &[
         clients: Clients::EventLoop,
         fd_table: FdTable::Shared,
         max_fd: None,
-        knobs: &[Knob::Threads, Knob::Sqpoll, Knob::DeferTaskrun],
+        knobs: RING_KNOBS,
         summary: "io_uring: one-shot accept, recv and send, batched submissions",
         support: io_uring_here,
         run: uring::run,
@@ -286,7 +302,7 @@ pub static MODELS: &[Model] = &[
         clients: Clients::EventLoop,
         fd_table: FdTable::Shared,
         max_fd: None,
-        knobs: &[Knob::Threads, Knob::Sqpoll, Knob::DeferTaskrun],
+        knobs: RING_KNOBS,
         summary: "io_uring: multishot accept, multishot recv from a provided buffer ring",
         support: multishot_here,
         run: uring_multishot::run,

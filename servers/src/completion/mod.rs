@@ -19,11 +19,138 @@ pub use conn::{follow_up, Conn, Slots};
 /// keeps overflowing completions rather than dropping them (IORING_FEAT_NODROP, 5.5).
 pub const RING_ENTRIES: u32 = 4096;
 
-/// How the ring is set up (`--sqpoll`, `--defer-taskrun`).
-#[derive(Clone, Copy, Debug, Default)]
+/// When the kernel runs completion work ("task work": the recv that data arrival set off,
+/// the CQE it posts) for this ring's thread (`--taskrun`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskRun {
+    /// Only when the loop enters the kernel to wait (IORING_SETUP_DEFER_TASKRUN with
+    /// SINGLE_ISSUER, 6.1): batched, never interrupting the loop.
+    Defer,
+    /// At the next transition to the kernel, without an interrupt (COOP_TASKRUN with
+    /// TASKRUN_FLAG, 5.19).
+    Coop,
+    /// The kernel's default: the thread is interrupted to run it as soon as it is queued.
+    Plain,
+}
+
+impl TaskRun {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskRun::Defer => "defer",
+            TaskRun::Coop => "coop",
+            TaskRun::Plain => "plain",
+        }
+    }
+
+    /// The Linux version that has it.
+    fn needs(self) -> (u32, u32) {
+        match self {
+            TaskRun::Defer => (6, 1),
+            TaskRun::Coop => (5, 19),
+            TaskRun::Plain => (5, 1),
+        }
+    }
+}
+
+/// How many completions a wait asks for before returning (`--batch N`) gets this long.
+pub const BATCH_WAIT_US: u32 = 50;
+
+/// How the ring is set up and driven (`--sqpoll`, `--taskrun`, `--plain-ring-fd`, `--batch`).
+#[derive(Clone, Copy, Debug)]
 pub struct RingOptions {
     pub sqpoll: bool,
-    pub defer_taskrun: bool,
+    /// `None`: the best this kernel has (see [`RingOptions::taskrun`]).
+    pub taskrun: Option<TaskRun>,
+    /// Enter the ring by its descriptor, not by a registered index (IORING_REGISTER_RING_FDS,
+    /// 5.18, which spares the kernel a descriptor lookup on every `io_uring_enter`).
+    pub plain_ring_fd: bool,
+    /// Completions each wait asks for: more than one waits up to [`BATCH_WAIT_US`] for them
+    /// (IORING_FEAT_MIN_TIMEOUT, 6.12), then returns with what it has.
+    pub batch: u32,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions {
+            sqpoll: false,
+            taskrun: None,
+            plain_ring_fd: false,
+            batch: 1,
+        }
+    }
+}
+
+impl RingOptions {
+    /// The task-run mode in force: the one asked for, or the best this kernel has (with
+    /// SQPOLL the kernel thread runs it: plain).
+    pub fn taskrun(&self) -> TaskRun {
+        if let Some(mode) = self.taskrun {
+            return mode;
+        }
+        if self.sqpoll {
+            return TaskRun::Plain;
+        }
+        let here = kernel_version();
+        [TaskRun::Defer, TaskRun::Coop]
+            .into_iter()
+            .find(|mode| here >= mode.needs())
+            .unwrap_or(TaskRun::Plain)
+    }
+
+    /// A combination the kernel refuses (`Err((2, why))`, a usage error) or a feature this
+    /// kernel lacks (`Err((3, why))`, unsupported).
+    pub fn check(&self) -> Result<(), (u8, String)> {
+        if self.sqpoll && self.taskrun == Some(TaskRun::Defer) {
+            return Err((
+                2,
+                "--sqpoll and --taskrun defer exclude each other (the kernel refuses DEFER_TASKRUN with SQPOLL)".into(),
+            ));
+        }
+        let here = kernel_version();
+        let mode = self.taskrun();
+        if here < mode.needs() {
+            let (major, minor) = mode.needs();
+            return Err((
+                3,
+                format!(
+                    "--taskrun {} needs Linux {major}.{minor}, this is {}.{}",
+                    mode.name(),
+                    here.0,
+                    here.1
+                ),
+            ));
+        }
+        if self.batch > 1 && here < (6, 12) {
+            return Err((
+                3,
+                format!(
+                    "--batch needs a minimum wait time (IORING_FEAT_MIN_TIMEOUT, Linux 6.12), this is {}.{}",
+                    here.0, here.1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One line for the log: what the ring runs with.
+    pub fn describe(&self) -> String {
+        format!(
+            "taskrun {}{}, ring fd {}, wait for {} completion{}",
+            self.taskrun().name(),
+            if self.sqpoll { ", sqpoll" } else { "" },
+            if self.plain_ring_fd {
+                "plain"
+            } else {
+                "registered"
+            },
+            self.batch,
+            if self.batch > 1 {
+                format!("s or {BATCH_WAIT_US} us")
+            } else {
+                String::new()
+            }
+        )
+    }
 }
 
 pub fn ring(options: RingOptions) -> io::Result<IoUring> {
@@ -34,12 +161,61 @@ pub fn ring(options: RingOptions) -> io::Result<IoUring> {
         // it is one of its threads (iou-sqp-PID in /proc/PID/task since 5.12).
         builder.setup_sqpoll(1000);
     }
-    if options.defer_taskrun {
+    match options.taskrun() {
         // Completions are processed only when this thread asks (io_uring_enter with
         // GETEVENTS), not by interrupting it; requires a single issuing thread (6.1).
-        builder.setup_single_issuer().setup_defer_taskrun();
-    }
+        TaskRun::Defer => builder.setup_single_issuer().setup_defer_taskrun(),
+        // No interrupt either, but run at any transition into the kernel (5.19).
+        TaskRun::Coop => builder.setup_coop_taskrun().setup_taskrun_flag(),
+        TaskRun::Plain => &mut builder,
+    };
     builder.build(RING_ENTRIES)
+}
+
+/// What the loop does with its submitter before the first submission: register the ring's
+/// descriptor unless `--plain-ring-fd`.
+pub fn prepare(submitter: &mut Submitter, options: &RingOptions) -> io::Result<()> {
+    if !options.plain_ring_fd {
+        submitter.register_ring_fd()?;
+    }
+    Ok(())
+}
+
+/// How the loop waits: for one completion, or for `--batch` of them for at most
+/// [`BATCH_WAIT_US`] once the first is there.
+pub struct Waiter {
+    batch: usize,
+}
+
+impl Waiter {
+    pub fn new(options: &RingOptions) -> Waiter {
+        Waiter {
+            batch: options.batch.max(1) as usize,
+        }
+    }
+
+    /// Submits and waits. EINTR, EBUSY (completions must be reaped first) and ETIME are
+    /// not errors: the loop reaps and comes back.
+    pub fn submit_and_wait(&self, submitter: &Submitter) -> io::Result<()> {
+        let result = if self.batch > 1 {
+            let args = types::SubmitArgs::new().min_wait_usec(BATCH_WAIT_US);
+            submitter.submit_with_args(self.batch, &args)
+        } else {
+            submitter.submit_and_wait(1)
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::ETIME)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Whether this machine can run io_uring (and, for `multishot`, multishot recv with a
@@ -118,23 +294,6 @@ impl Backlog {
             self.0.pop_front();
         }
         sq.sync();
-    }
-}
-
-/// Submits and waits for at least one completion. EINTR and EBUSY (completions must be
-/// reaped first) are not errors: the loop reaps and comes back.
-pub fn submit_and_wait(submitter: &Submitter) -> io::Result<()> {
-    match submitter.submit_and_wait(1) {
-        Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINTR | libc::EBUSY | libc::ETIME)
-            ) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e),
     }
 }
 

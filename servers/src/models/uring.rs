@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use io_uring::{opcode, types};
 
 use super::{run_loops, Config};
-use crate::completion::{self, follow_up, Backlog, Conn, Op, Slots, StopSignal, Sweep};
+use crate::completion::{self, follow_up, Backlog, Conn, Op, Slots, StopSignal, Sweep, Waiter};
 use crate::listener::{is_exhaustion, BurstLog};
 
 const RECV_SIZE: usize = 16 * 1024;
@@ -30,7 +30,9 @@ pub fn run(listeners: Vec<TcpListener>, config: &Config) -> io::Result<()> {
 
 fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     let mut ring = completion::ring(config.ring)?;
-    let (submitter, mut sq, mut cq) = ring.split();
+    let (mut submitter, mut sq, mut cq) = ring.split();
+    completion::prepare(&mut submitter, &config.ring)?;
+    let waiter = Waiter::new(&config.ring);
     let listen_fd = types::Fd(listener.as_raw_fd());
     let accept = || {
         opcode::Accept::new(listen_fd, std::ptr::null_mut(), std::ptr::null_mut())
@@ -49,7 +51,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     backlog.push(&submitter, &mut sq, accept());
     loop {
         backlog.drain_into(&mut sq);
-        completion::submit_and_wait(&submitter)?;
+        waiter.submit_and_wait(&submitter)?;
         cq.sync();
         for cqe in &mut cq {
             let result = cqe.result();
