@@ -596,6 +596,9 @@ fn run(
     println!("results: {}", run.dir.join("results.jsonl").display());
     let report = run.dir.join("report.html");
     let data = reports::run::Run::load(&run.dir)?;
+    for warning in data.warnings() {
+        eprintln!("{warning}");
+    }
     reports::render::render(&data, &report)?;
     println!("report:  {}", report.display());
     Ok(lines

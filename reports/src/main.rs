@@ -16,6 +16,10 @@ use reports::{export, render};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Refuse a run with a damaged line in results.jsonl instead of skipping the line with a
+    /// warning.
+    #[arg(long, global = true)]
+    strict: bool,
 }
 
 #[derive(Subcommand)]
@@ -60,9 +64,20 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
+    let load = |dir: &PathBuf| -> Result<Run, String> {
+        let run = if cli.strict {
+            Run::load_strict(dir)?
+        } else {
+            Run::load(dir)?
+        };
+        for warning in run.warnings() {
+            eprintln!("{warning}");
+        }
+        Ok(run)
+    };
     match cli.command {
         Command::Render { run } => {
-            let data = Run::load(&run)?;
+            let data = load(&run)?;
             let out = run.join("report.html");
             render::render(&data, &out)?;
             println!("{}", out.display());
@@ -78,7 +93,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .iter()
                 .map(|m| Metric::parse(m).ok_or_else(|| format!("unknown metric '{m}' (throughput, latency_p99, cpu_per_request, pss_per_conn)")))
                 .collect::<Result<_, _>>()?;
-            let (base_run, new_run) = (Run::load(&base)?, Run::load(&new)?);
+            let (base_run, new_run) = (load(&base)?, load(&new)?);
             let rows = compare::compare(&base_run, &new_run, threshold / 100.0, &metrics);
             if rows.is_empty() {
                 return Err("the two runs share no cell".into());
@@ -94,7 +109,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             })
         }
         Command::Export { run, format } => {
-            let data = Run::load(&run)?;
+            let data = load(&run)?;
             match format {
                 Format::Csv => print!("{}", export::csv(&data)),
                 Format::Markdown => print!("{}", export::markdown(&data)),

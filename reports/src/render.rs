@@ -679,6 +679,18 @@ fn inline_code(s: &str) -> String {
 fn failures_html(run: &Run, html: &mut String) {
     let bad: Vec<&Value> = run.not_ok().collect();
     html.push_str("<h2 id=\"failures\">Failed and unsupported cells</h2>");
+    if !run.damaged.is_empty() {
+        let _ = write!(
+            html,
+            "<p class=\"warn\">{} damaged line{} of results.jsonl skipped (<code>bench run --resume</code> runs their cells again):</p><ul>",
+            run.damaged.len(),
+            if run.damaged.len() == 1 { "" } else { "s" }
+        );
+        for e in &run.damaged {
+            let _ = write!(html, "<li>{}</li>", escape(&e.to_string()));
+        }
+        html.push_str("</ul>");
+    }
     if bad.is_empty() {
         html.push_str("<p>None: every cell ran to the end and every server stopped cleanly.</p>");
         return;

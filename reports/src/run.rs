@@ -14,12 +14,15 @@ pub const SCHEMA: u64 = 1;
 pub struct Run {
     pub dir: PathBuf,
     pub env: Value,
-    /// Every line of `results.jsonl`, each checked by [`parse_line`].
+    /// Every usable line of `results.jsonl`, each checked by [`parse_line`].
     pub lines: Vec<Value>,
+    /// Lines that could not be used, skipped (see [`Run::load`]).
+    pub damaged: Vec<LineError>,
 }
 
 /// Why one line of `results.jsonl` cannot be used. A value, not an abort, so that a reader
-/// may decide what a damaged line costs: `Run::load` refuses the run and names the line.
+/// may decide what a damaged line costs: [`Run::load`] skips it and says so,
+/// [`Run::load_strict`] refuses the run and names the line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LineError {
     /// 1-based, as an editor counts.
@@ -126,23 +129,62 @@ fn kind(v: &Value) -> String {
 }
 
 impl Run {
-    /// A run directory; refused, naming the file and line, when a line of `results.jsonl` is
-    /// not a result line this crate understands.
+    /// A run directory, its damaged lines skipped: a last line cut short (what a crash or a
+    /// full disk in the middle of a write leaves) and any other line that is not a result
+    /// line this crate understands. [`Run::warnings`] says which; the report counts them.
     pub fn load(dir: &Path) -> Result<Run, String> {
+        Run::read(dir, false)
+    }
+
+    /// A run directory, refused (naming the file and line) when any line is damaged.
+    pub fn load_strict(dir: &Path) -> Result<Run, String> {
+        Run::read(dir, true)
+    }
+
+    fn read(dir: &Path, strict: bool) -> Result<Run, String> {
         let path = dir.join("results.jsonl");
-        let lines = read_lines(&path)?
-            .into_iter()
-            .collect::<Result<Vec<Value>, LineError>>()
-            .map_err(|e| format!("{} {e}", path.display()))?;
+        let mut lines = Vec::new();
+        let mut damaged = Vec::new();
+        for line in read_lines(&path)? {
+            match line {
+                Ok(value) => lines.push(value),
+                Err(e) if strict => return Err(format!("{} {e}", path.display())),
+                Err(e) => damaged.push(e),
+            }
+        }
         let env = fs::read_to_string(dir.join("env.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null);
+        let total = fs::read_to_string(&path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        // The last line cut short is the expected trace of an interrupted write.
+        for e in &mut damaged {
+            if e.line == total && e.problem.starts_with("not JSON") {
+                e.problem = format!("cut short (a write that never finished): {}", e.problem);
+            }
+        }
         Ok(Run {
             dir: dir.to_path_buf(),
             env,
             lines,
+            damaged,
         })
+    }
+
+    /// One warning per damaged line, naming the file: what a reader prints on stderr.
+    pub fn warnings(&self) -> Vec<String> {
+        let path = self.dir.join("results.jsonl");
+        self.damaged
+            .iter()
+            .map(|e| {
+                format!(
+                    "warning: {} {e}: skipped (--strict refuses the run instead)",
+                    path.display()
+                )
+            })
+            .collect()
     }
 
     pub fn ok(&self) -> impl Iterator<Item = &Value> {

@@ -232,7 +232,7 @@ fn exports_parse() {
 }
 
 #[test]
-fn result_lines_of_the_wrong_shape_are_refused_naming_the_line() {
+fn result_lines_of_the_wrong_shape_are_skipped_or_refused_naming_the_line() {
     let good: Vec<String> = std::fs::read_to_string(fixture("base").join("results.jsonl"))
         .unwrap()
         .lines()
@@ -268,18 +268,66 @@ fn result_lines_of_the_wrong_shape_are_refused_naming_the_line() {
         let scratch = scratch("base");
         let dir = scratch.path();
         let results = dir.join("results.jsonl");
-        std::fs::write(&results, format!("{}\n{}\n{line}\n", good[0], good[1])).unwrap();
+        // The damaged line in the middle: two good lines before it, one after.
+        std::fs::write(
+            &results,
+            format!("{}\n{}\n{line}\n{}\n", good[0], good[1], good[0]),
+        )
+        .unwrap();
+        let named = format!("{} line 3: {expected}", results.display());
         for command in [&["export", "--format", "csv"][..], &["render"][..]] {
+            // By default the line is skipped with a warning naming it ...
             let mut args = vec![command[0], dir.to_str().unwrap()];
             args.extend(&command[1..]);
             let out = report(&args);
             let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{line}: {stderr}");
+            assert!(
+                stderr.contains(&format!("warning: {named}")),
+                "{line}: {stderr}"
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(!stdout.contains(",?"), "{line}: no rows of `?`: {stdout}");
+            if command[0] == "export" {
+                assert_eq!(
+                    stdout.lines().count(),
+                    1 + 3,
+                    "a header and the 3 good lines"
+                );
+            } else {
+                let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+                assert!(html.contains("1 damaged line of results.jsonl skipped"));
+            }
+            // ... and --strict refuses the run, naming it.
+            args.push("--strict");
+            let out = report(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{line}: {stderr}");
-            assert!(out.stdout.is_empty(), "{line}: no rows of `?`");
-            let named = format!("{} line 3: {expected}", results.display());
+            assert!(out.stdout.is_empty(), "{line}: nothing printed");
             assert!(stderr.contains(&named), "{line}: {stderr}");
         }
     }
+}
+
+/// A crash or a full disk in the middle of a write leaves the last line cut short: the run
+/// is read without it, and the warning says what happened.
+#[test]
+fn a_last_line_cut_short_is_skipped_with_a_warning() {
+    let scratch = scratch("base");
+    let dir = scratch.path();
+    let results = dir.join("results.jsonl");
+    let text = std::fs::read_to_string(&results).unwrap();
+    let lines = text.lines().count();
+    let cut = &text[..text.len() - 30];
+    std::fs::write(&results, cut).unwrap();
+    let out = report(&["export", dir.to_str().unwrap(), "--format", "csv"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("line {lines}: cut short")),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), lines);
 }
 
 #[test]
