@@ -173,12 +173,19 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
     }
     html.push_str("</div>");
     html.push_str("<h2 id=\"models\">The models: what each does, and what this run measured</h2>");
+    let anatomy = std::fs::read_to_string(run.dir.join("anatomy.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
     for model in &models {
         let _ = write!(
             html,
-            "<section class=\"model\"><h3>{}</h3><p class=\"measured\">{}</p>{}</section>",
+            "<section class=\"model\"><h3>{}</h3><p class=\"measured\">{}</p>{}{}</section>",
             escape(model),
             escape(&measured_sentences(run, model)),
+            anatomy
+                .as_ref()
+                .map(|a| anatomy_html(a, model))
+                .unwrap_or_default(),
             model_doc_html(model)
         );
     }
@@ -583,6 +590,37 @@ pub fn measured_sentences(run: &Run, model: &str) -> String {
     } else {
         sentences.join(" ")
     }
+}
+
+/// The model's measured system calls per request, from `bench anatomy`'s `anatomy.json` in
+/// the run directory (empty when it has no entry for the model).
+fn anatomy_html(anatomy: &Value, model: &str) -> String {
+    let entry = &anatomy["models"][model];
+    let Some(calls) = entry["syscalls_per_request"].as_object() else {
+        return String::new();
+    };
+    let mut calls: Vec<(&String, f64)> = calls
+        .iter()
+        .filter_map(|(name, v)| Some((name, v.as_f64()?)))
+        .collect();
+    calls.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    let list: Vec<String> = calls
+        .iter()
+        .map(|(name, n)| format!("<code>{}</code> {n:.2}", escape(name)))
+        .collect();
+    let workload = &anatomy["workload"];
+    let switches = entry["context_switches_per_request"]
+        .as_f64()
+        .map(|c| format!("; {c:.2} context switches"))
+        .unwrap_or_default();
+    format!(
+        "<p class=\"anatomy\">System calls per request, measured: {} (total {:.2}{switches}; <code>bench anatomy</code> with {}, echo {} B over {} connections).</p>",
+        list.join(", "),
+        entry["total_syscalls_per_request"].as_f64().unwrap_or(0.0),
+        escape(anatomy["tool"].as_str().unwrap_or("?")),
+        workload["size"],
+        entry["connections"],
+    )
 }
 
 /// The section of docs/MODELS.md whose heading names `model`, as HTML.

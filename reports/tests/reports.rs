@@ -43,6 +43,10 @@ fn rendered_html_has_every_chart_with_every_model() {
         String::from_utf8_lossy(&out.stderr)
     );
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        !html.contains("System calls per request, measured"),
+        "no anatomy without anatomy.json"
+    );
     let models = ["threads", "epoll-et"];
     let figures: Vec<&str> = html
         .split("<figure>")
@@ -106,6 +110,38 @@ fn rendered_html_has_every_chart_with_every_model() {
     for external in ["src=\"http", "href=\"http", "<link", "@import", "url("] {
         assert!(!html.contains(external), "no network access: {external}");
     }
+}
+
+/// `bench anatomy`'s JSON in the run directory: each model's section quotes its calls.
+#[test]
+fn the_report_shows_the_measured_anatomy_beside_each_model() {
+    let scratch = scratch("base");
+    let dir = scratch.path();
+    let anatomy = serde_json::json!({
+        "schema": 1, "kind": "iomodels-anatomy", "tool": "perf stat (syscall tracepoints)",
+        "workload": {"size": 128, "connections": 50},
+        "models": {
+            "epoll-et": {"status": "ok", "connections": 50,
+                "syscalls_per_request": {"recvfrom": 1.0, "sendto": 1.0, "epoll_wait": 0.08},
+                "total_syscalls_per_request": 2.08, "context_switches_per_request": 0.04},
+        }
+    });
+    std::fs::write(dir.join("anatomy.json"), anatomy.to_string()).unwrap();
+    let out = report(&["render", dir.to_str().unwrap()]);
+    assert!(out.status.success());
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let section = html.split("<h3>epoll-et</h3>").nth(1).unwrap();
+    let section = section.split("</section>").next().unwrap();
+    assert!(
+        section.contains("<code>recvfrom</code> 1.00, <code>sendto</code> 1.00, <code>epoll_wait</code> 0.08 (total 2.08; 0.04 context switches"),
+        "{section}"
+    );
+    let threads = html.split("<h3>threads</h3>").nth(1).unwrap();
+    assert!(!threads
+        .split("</section>")
+        .next()
+        .unwrap()
+        .contains("System calls per request, measured"));
 }
 
 #[test]
