@@ -55,6 +55,10 @@ struct Cli {
     /// (the default registers it: IORING_REGISTER_RING_FDS, 5.18).
     #[arg(long)]
     plain_ring_fd: bool,
+    /// uring-multishot: accept into direct descriptors (a registered file table: no
+    /// descriptor lookup or reference per request; 5.19).
+    #[arg(long)]
+    fixed_files: bool,
     /// io_uring models: each wait asks for N completions and returns with fewer after 50 us
     /// (IORING_FEAT_MIN_TIMEOUT, 6.12) [default: 1].
     #[arg(long, value_name = "N")]
@@ -217,6 +221,7 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
         (Knob::Taskrun, cli.taskrun.map(|_| 1)),
         (Knob::PlainRingFd, cli.plain_ring_fd.then_some(1)),
         (Knob::Batch, cli.batch.map(|n| n as usize)),
+        (Knob::FixedFiles, cli.fixed_files.then_some(1)),
     ];
     for (knob, value) in given {
         if value.is_some() && !model.knobs.contains(&knob) {
@@ -242,6 +247,7 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
                 .then_some(servers::completion::TaskRun::Defer)),
             plain_ring_fd: cli.plain_ring_fd,
             batch: cli.batch.unwrap_or(1),
+            fixed_files: cli.fixed_files,
         },
         idle_timeout: cli.idle_timeout,
     })

@@ -85,6 +85,7 @@ pub enum Knob {
     Taskrun,
     PlainRingFd,
     Batch,
+    FixedFiles,
 }
 
 impl Knob {
@@ -98,6 +99,7 @@ impl Knob {
             Knob::Taskrun => "--taskrun",
             Knob::PlainRingFd => "--plain-ring-fd",
             Knob::Batch => "--batch",
+            Knob::FixedFiles => "--fixed-files",
         }
     }
 }
@@ -138,6 +140,17 @@ const RING_KNOBS: &[Knob] = &[
     Knob::DeferTaskrun,
     Knob::PlainRingFd,
     Knob::Batch,
+];
+
+/// `uring-multishot` also accepts into direct descriptors.
+const MULTISHOT_KNOBS: &[Knob] = &[
+    Knob::Threads,
+    Knob::Sqpoll,
+    Knob::Taskrun,
+    Knob::DeferTaskrun,
+    Knob::PlainRingFd,
+    Knob::Batch,
+    Knob::FixedFiles,
 ];
 
 pub static MODELS: &[Model] = &[
@@ -302,7 +315,7 @@ pub static MODELS: &[Model] = &[
         clients: Clients::EventLoop,
         fd_table: FdTable::Shared,
         max_fd: None,
-        knobs: RING_KNOBS,
+        knobs: MULTISHOT_KNOBS,
         summary: "io_uring: multishot accept, multishot recv from a provided buffer ring",
         support: multishot_here,
         run: uring_multishot::run,

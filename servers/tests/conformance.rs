@@ -292,12 +292,22 @@ fn exhaust(server: &mut Server, room: usize, clients: usize) -> Result<(), Strin
             clients
         };
         let expected = server.model.concurrency().unwrap_or(clients).min(fits);
-        ensure!(
-            served.len() == expected,
-            "{} clients served at first; expected {expected} (room for {fits}, concurrency {:?})",
-            served.len(),
-            server.model.concurrency()
-        );
+        if server.model.fd_table == "direct" {
+            // Direct descriptors come from the ring's table, sized when the loop started, not
+            // from what RLIMIT_NOFILE leaves now: some are served, the rest as others leave.
+            ensure!(
+                (1..=clients).contains(&served.len()),
+                "{} clients served at first",
+                served.len()
+            );
+        } else {
+            ensure!(
+                served.len() == expected,
+                "{} clients served at first; expected {expected} (room for {fits}, concurrency {:?})",
+                served.len(),
+                server.model.concurrency()
+            );
+        }
         // Clients are waiting and the server must be idle, not retrying accept in a loop;
         // except a busy-polling model, which spins by design (and must be seen to).
         let cpu_before = server.tree_cpu();
@@ -317,6 +327,7 @@ fn exhaust(server: &mut Server, room: usize, clients: usize) -> Result<(), Strin
         // Clients leave; the waiting ones must be served as descriptors free up.
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut total = served.len();
+        let mut dropped = 0;
         while !waiting.is_empty() {
             ensure!(
                 Instant::now() < deadline,
@@ -327,8 +338,22 @@ fn exhaust(server: &mut Server, room: usize, clients: usize) -> Result<(), Strin
             thread::sleep(Duration::from_millis(50));
             served = take_served(&mut waiting);
             total += served.len();
+            if server.model.fd_table == "direct" {
+                // The kernel closes a connection it accepted when the direct descriptor table
+                // is full (docs/MODELS.md, --fixed-files): closed, never left hanging.
+                dropped += take_closed(&mut waiting);
+            }
         }
-        ensure!(total == clients, "served {total} of {clients}");
+        if dropped > 0 {
+            eprintln!(
+                "{}: {dropped} clients closed at the full direct descriptor table",
+                server.model.label()
+            );
+        }
+        ensure!(
+            total + dropped == clients,
+            "served {total} of {clients} ({dropped} closed)"
+        );
         ensure!(server.is_alive(), "server died");
         Ok(())
     }
@@ -337,6 +362,23 @@ fn exhaust(server: &mut Server, room: usize, clients: usize) -> Result<(), Strin
 /// Removes from `waiting` the clients whose echo has arrived, checks it, and closes them, all
 /// of them only after looking at every client (closing one frees the server to serve the
 /// next, which must not be counted in the same look).
+/// Removes the waiting clients whose connection the server closed; returns how many.
+fn take_closed(waiting: &mut Vec<(usize, TcpStream)>) -> usize {
+    let before = waiting.len();
+    waiting.retain(|(_, stream)| {
+        let _ = stream.set_nonblocking(true);
+        let mut byte = [0u8; 1];
+        let open = match stream.peek(&mut byte) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        };
+        let _ = stream.set_nonblocking(false);
+        open
+    });
+    before - waiting.len()
+}
+
 fn take_served(waiting: &mut Vec<(usize, TcpStream)>) -> Vec<usize> {
     let served: Vec<usize> = waiting
         .iter_mut()
@@ -702,13 +744,15 @@ fn error_replies_end_in_a_clean_close() {
     }
 }
 
-/// `--idle-timeout`: silent clients and a slowloris (an HTTP head one header every 50 ms,
+/// `--idle-timeout`: silent clients and a slowloris (an HTTP head one header every 100 ms,
 /// never complete) are closed, and a client that keeps making progress is not; so even a
-/// pool of four workers serves a new client after silent ones took every worker.
+/// pool of four workers serves a new client after silent ones took every worker. The timeout
+/// is long beside the active client's pace (a request every 100 ms), so a test machine busy
+/// with other tests does not make the active client look idle.
 #[test]
 fn idle_timeout_closes_silent_and_slow_clients() {
-    const IDLE: Duration = Duration::from_millis(300);
-    for_each_model_with("http", &["--idle-timeout", "300ms"], |server| {
+    const IDLE: Duration = Duration::from_secs(1);
+    for_each_model_with("http", &["--idle-timeout", "1s"], |server| {
         let started = Instant::now();
         let silent: Vec<TcpStream> = (0..TEST_WORKERS)
             .map(|_| server.connect())
@@ -717,17 +761,21 @@ fn idle_timeout_closes_silent_and_slow_clients() {
         let mut slow = server.connect().map_err(|e| format!("connect: {e}"))?;
         slow.write_all(b"GET / HTTP/1.1\r\n")
             .map_err(|e| e.to_string())?;
-        // The active client: one request every 100 ms, each answered.
+        // The active client: one request every 100 ms, each answered, until the slowloris
+        // has been closed (or 10 s).
         let (mut active, mut reader) = http_client(server)?;
         let mut slow_closed = None;
-        for i in 0..20 {
+        let mut i = 0;
+        // `iterative` reaches the slowloris only after timing out the four silent clients.
+        while slow_closed.is_none() && started.elapsed() < Duration::from_secs(10) {
             active.write_all(GET).map_err(|e| e.to_string())?;
             expect_hello(&read_response(&mut reader)?)
-                .map_err(|e| format!("active request {i}: {e}"))?;
-            if slow_closed.is_none() && slow.write_all(b"X-Slow: 1\r\n").is_err() {
+                .map_err(|e| format!("active request {i} at {:?}: {e}", started.elapsed()))?;
+            if slow.write_all(b"X-Slow: 1\r\n").is_err() {
                 slow_closed = Some(started.elapsed());
             }
-            thread::sleep(Duration::from_millis(50));
+            thread::sleep(Duration::from_millis(100));
+            i += 1;
         }
         for (i, mut client) in silent.into_iter().enumerate() {
             client
@@ -764,6 +812,7 @@ fn ring_options_pass_the_core_cases() {
         "--defer-taskrun",
         "--plain-ring-fd",
         "--batch=8",
+        "--fixed-files",
     ] {
         let name = flag.split('=').next().unwrap();
         let takes = |m: &ModelInfo| m.options.iter().any(|o| o == name);

@@ -15,9 +15,38 @@ use super::{Backlog, Op};
 use crate::closing::{IdleClock, LINGER};
 use crate::protocol::{Protocol, Session, HIGH_WATER};
 
+/// How a connection's socket is named in submissions: an ordinary descriptor, or a direct
+/// descriptor (an index into the ring's registered file table, `--fixed-files`), which the
+/// kernel resolves without a lookup in the process's descriptor table and without taking a
+/// reference on every request. A direct descriptor has no ordinary one: it is shut down and
+/// closed by submissions, not by `shutdown(2)` and `close(2)`.
+pub enum ConnFd {
+    Owned(OwnedFd),
+    Fixed(u32),
+}
+
+/// [`ConnFd`] as a submission names it (what `io_uring`'s opcodes take as their file).
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    Fd(types::Fd),
+    Fixed(types::Fixed),
+}
+
+/// Builds an entry for either kind of [`Target`]: `on_target!(target, |t| opcode::Send::new(t,
+/// ..).build())`.
+#[macro_export]
+macro_rules! on_target {
+    ($target:expr, |$t:ident| $build:expr) => {
+        match $target {
+            $crate::completion::Target::Fd($t) => $build,
+            $crate::completion::Target::Fixed($t) => $build,
+        }
+    };
+}
+
 /// A connection of a completion model.
 pub struct Conn {
-    pub fd: OwnedFd,
+    pub fd: ConnFd,
     session: Session,
     /// Input the session has not consumed yet.
     input: Vec<u8>,
@@ -43,7 +72,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(fd: OwnedFd, protocol: Protocol, idle_timeout: Option<Duration>) -> Conn {
+    pub fn new(fd: ConnFd, protocol: Protocol, idle_timeout: Option<Duration>) -> Conn {
         Conn {
             fd,
             session: Session::new(protocol),
@@ -75,8 +104,9 @@ impl Conn {
             }
     }
 
-    /// The session ended and every reply is sent, but the client has not closed: shut the
-    /// write side and linger (crate::closing). Returns whether lingering began.
+    /// The session ended and every reply is sent, but the client has not closed: time to
+    /// shut the write side and linger (crate::closing). Marks it lingering; the caller shuts
+    /// the socket down (`follow_up`).
     fn start_linger(&mut self) -> bool {
         if !self.closing || self.eof || self.dead || self.linger_until.is_some() {
             return false;
@@ -84,17 +114,15 @@ impl Conn {
         if self.backlog() > 0 || self.send_armed {
             return false;
         }
-        // SAFETY: shutdown on a descriptor this connection owns.
-        if unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_WR) } < 0 {
-            self.dead = true;
-            return false;
-        }
         self.linger_until = Some(Instant::now() + LINGER);
         true
     }
 
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
+    pub fn target(&self) -> Target {
+        match &self.fd {
+            ConnFd::Owned(fd) => Target::Fd(types::Fd(fd.as_raw_fd())),
+            ConnFd::Fixed(index) => Target::Fixed(types::Fixed(*index)),
+        }
     }
 
     fn backlog(&self) -> usize {
@@ -234,19 +262,34 @@ pub fn follow_up(
     sq: &mut SubmissionQueue,
     backlog: &mut Backlog,
     multishot: bool,
-    recv: impl FnOnce(types::Fd) -> squeue::Entry,
+    recv: impl FnOnce(Target) -> squeue::Entry,
 ) {
     let Some(conn) = slots.slots.get_mut(slot).and_then(Option::as_mut) else {
         return;
     };
+    let fd = conn.target();
     if conn.start_linger() {
         slots.lingering += 1;
+        match &conn.fd {
+            ConnFd::Owned(owned) => {
+                // SAFETY: shutdown on a descriptor this connection owns.
+                if unsafe { libc::shutdown(owned.as_raw_fd(), libc::SHUT_WR) } < 0 {
+                    conn.fail();
+                }
+            }
+            ConnFd::Fixed(_) => {
+                // In order before anything submitted later for this connection; its result
+                // only matters when it fails, and then the recv that follows fails too.
+                let shutdown = on_target!(fd, |t| opcode::Shutdown::new(t, libc::SHUT_WR).build());
+                let shutdown = shutdown.flags(squeue::Flags::SKIP_SUCCESS);
+                backlog.push(submitter, sq, shutdown.user_data(Op::Quiet.encode()));
+            }
+        }
     }
-    let fd = types::Fd(conn.raw_fd());
     if let Some((ptr, len)) = conn.next_send() {
-        let send = opcode::Send::new(fd, ptr, len)
+        let send = on_target!(fd, |t| opcode::Send::new(t, ptr, len)
             .flags(libc::MSG_NOSIGNAL)
-            .build();
+            .build());
         backlog.push(submitter, sq, send.user_data(Op::Send(slot).encode()));
     }
     if conn.wants_recv() && !conn.recv_armed {
@@ -255,6 +298,12 @@ pub fn follow_up(
     }
     let finished = conn.finished();
     if finished && conn.idle_in_kernel() {
+        if let ConnFd::Fixed(_) = conn.fd {
+            // A direct descriptor is closed by a submission (an ordinary one by the drop).
+            let close = on_target!(fd, |t| opcode::Close::new(t).build());
+            let close = close.flags(squeue::Flags::SKIP_SUCCESS);
+            backlog.push(submitter, sq, close.user_data(Op::Quiet.encode()));
+        }
         slots.remove(slot);
     } else if conn.recv_armed
         && !conn.cancel_armed
@@ -351,7 +400,7 @@ mod tests {
     #[test]
     fn output_in_flight_is_never_touched() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut conn = Conn::new(OwnedFd::from(a), Protocol::Echo, None);
+        let mut conn = Conn::new(ConnFd::Owned(OwnedFd::from(a)), Protocol::Echo, None);
         conn.received(b"hello");
         let (ptr, len) = conn.next_send().unwrap();
         assert_eq!(len, 5);

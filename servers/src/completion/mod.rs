@@ -13,7 +13,7 @@ mod buf_ring;
 mod conn;
 
 pub use buf_ring::BufRing;
-pub use conn::{follow_up, Conn, Slots};
+pub use conn::{follow_up, Conn, ConnFd, Slots, Target};
 
 /// Submission queue entries per ring; the completion queue is twice that, and the kernel
 /// keeps overflowing completions rather than dropping them (IORING_FEAT_NODROP, 5.5).
@@ -67,6 +67,9 @@ pub struct RingOptions {
     /// Completions each wait asks for: more than one waits up to [`BATCH_WAIT_US`] for them
     /// (IORING_FEAT_MIN_TIMEOUT, 6.12), then returns with what it has.
     pub batch: u32,
+    /// Accept into direct descriptors (`--fixed-files`: a sparse registered file table,
+    /// multishot accept allocating from it; 5.19).
+    pub fixed_files: bool,
 }
 
 impl Default for RingOptions {
@@ -76,6 +79,7 @@ impl Default for RingOptions {
             taskrun: None,
             plain_ring_fd: false,
             batch: 1,
+            fixed_files: false,
         }
     }
 }
@@ -120,6 +124,15 @@ impl RingOptions {
                 ),
             ));
         }
+        if self.fixed_files && here < (5, 19) {
+            return Err((
+                3,
+                format!(
+                    "--fixed-files needs multishot accept into direct descriptors (Linux 5.19), this is {}.{}",
+                    here.0, here.1
+                ),
+            ));
+        }
         if self.batch > 1 && here < (6, 12) {
             return Err((
                 3,
@@ -135,9 +148,14 @@ impl RingOptions {
     /// One line for the log: what the ring runs with.
     pub fn describe(&self) -> String {
         format!(
-            "taskrun {}{}, ring fd {}, wait for {} completion{}",
+            "taskrun {}{}{}, ring fd {}, wait for {} completion{}",
             self.taskrun().name(),
             if self.sqpoll { ", sqpoll" } else { "" },
+            if self.fixed_files {
+                ", direct descriptors"
+            } else {
+                ""
+            },
             if self.plain_ring_fd {
                 "plain"
             } else {
@@ -173,10 +191,20 @@ pub fn ring(options: RingOptions) -> io::Result<IoUring> {
 }
 
 /// What the loop does with its submitter before the first submission: register the ring's
-/// descriptor unless `--plain-ring-fd`.
+/// descriptor unless `--plain-ring-fd`, and with `--fixed-files` a sparse file table as large
+/// as RLIMIT_NOFILE allows (the kernel's own bound for it).
 pub fn prepare(submitter: &mut Submitter, options: &RingOptions) -> io::Result<()> {
     if !options.plain_ring_fd {
         submitter.register_ring_fd()?;
+    }
+    if options.fixed_files {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into `limit`, a valid rlimit.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        submitter.register_files_sparse(limit.rlim_cur.min(1 << 20) as u32)?;
     }
     Ok(())
 }
@@ -185,12 +213,17 @@ pub fn prepare(submitter: &mut Submitter, options: &RingOptions) -> io::Result<(
 /// [`BATCH_WAIT_US`] once the first is there.
 pub struct Waiter {
     batch: usize,
+    /// With a minimum wait the kernel needs an overall timeout too, or an idle wait returns
+    /// at every minimum wait (it spun at 20% of a CPU with nothing to do): one second, after
+    /// which an idle loop simply waits again.
+    idle: types::Timespec,
 }
 
 impl Waiter {
     pub fn new(options: &RingOptions) -> Waiter {
         Waiter {
             batch: options.batch.max(1) as usize,
+            idle: types::Timespec::new().sec(1),
         }
     }
 
@@ -198,7 +231,9 @@ impl Waiter {
     /// not errors: the loop reaps and comes back.
     pub fn submit_and_wait(&self, submitter: &Submitter) -> io::Result<()> {
         let result = if self.batch > 1 {
-            let args = types::SubmitArgs::new().min_wait_usec(BATCH_WAIT_US);
+            let args = types::SubmitArgs::new()
+                .min_wait_usec(BATCH_WAIT_US)
+                .timespec(&self.idle);
             submitter.submit_with_args(self.batch, &args)
         } else {
             submitter.submit_and_wait(1)
@@ -328,6 +363,9 @@ pub enum Op {
     Stop,
     /// The timeout after which deadlines are checked ([`Sweep`]).
     Sweep,
+    /// A submission whose completion only comes when it fails (IOSQE_CQE_SKIP_SUCCESS: the
+    /// shutdown and close of a direct descriptor); nothing follows it.
+    Quiet,
 }
 
 impl Op {
@@ -340,6 +378,7 @@ impl Op {
             Op::Send(slot) => (slot as u64) << 3 | 4,
             Op::Stop => 5,
             Op::Sweep => 6,
+            Op::Quiet => 7,
         }
     }
 
@@ -351,8 +390,9 @@ impl Op {
             2 => Op::Cancel(slot),
             3 => Op::Recv(slot),
             4 => Op::Send(slot),
+            5 => Op::Stop,
             6 => Op::Sweep,
-            _ => Op::Stop,
+            _ => Op::Quiet,
         }
     }
 }
@@ -445,6 +485,7 @@ mod tests {
             Op::Send(7),
             Op::Recv(1 << 40),
             Op::Sweep,
+            Op::Quiet,
         ] {
             assert_eq!(Op::decode(op.encode()), op);
         }

@@ -19,8 +19,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use io_uring::{opcode, types};
 
 use super::{run_loops, Config};
-use crate::completion::{self, follow_up, Backlog, Conn, Op, Slots, StopSignal, Sweep, Waiter};
+use crate::completion::{
+    self, follow_up, Backlog, Conn, ConnFd, Op, Slots, StopSignal, Sweep, Waiter,
+};
 use crate::listener::{is_exhaustion, BurstLog};
+use crate::on_target;
 
 const RECV_SIZE: usize = 16 * 1024;
 
@@ -74,7 +77,10 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                             &mut sq,
                             &mut backlog,
                             false,
-                            |fd| opcode::Recv::new(fd, buffer, RECV_SIZE as u32).build(),
+                            |t| {
+                                on_target!(t, |fd| opcode::Recv::new(fd, buffer, RECV_SIZE as u32)
+                                    .build())
+                            },
                         );
                     }
                     continue;
@@ -85,7 +91,11 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     // SAFETY: a successful accept completion carries a new descriptor we own.
                     let fd = unsafe { OwnedFd::from_raw_fd(result) };
                     let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
-                    let slot = conns.insert(Conn::new(fd, config.protocol, config.idle_timeout));
+                    let slot = conns.insert(Conn::new(
+                        ConnFd::Owned(fd),
+                        config.protocol,
+                        config.idle_timeout,
+                    ));
                     if slot == buffers.len() {
                         buffers.push(vec![0u8; RECV_SIZE].into_boxed_slice());
                     }
@@ -111,6 +121,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     continue;
                 }
                 Op::Accept | Op::AcceptRetry => continue, // the listener was shut down
+                Op::Quiet => continue, // a direct descriptor's close (not used here)
                 Op::Recv(slot) => {
                     let Some(conn) = conns.get_mut(slot) else {
                         continue;
@@ -151,7 +162,10 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 &mut sq,
                 &mut backlog,
                 false,
-                |fd| opcode::Recv::new(fd, buffer, RECV_SIZE as u32).build(),
+                |t| {
+                    on_target!(t, |fd| opcode::Recv::new(fd, buffer, RECV_SIZE as u32)
+                        .build())
+                },
             );
         }
         sweep.arm_if_needed(&conns, &submitter, &mut sq, &mut backlog);

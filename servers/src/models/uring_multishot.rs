@@ -20,9 +20,10 @@ use io_uring::{cqueue, opcode, squeue, types};
 
 use super::{run_loops, Config};
 use crate::completion::{
-    self, follow_up, Backlog, BufRing, Conn, Op, Slots, StopSignal, Sweep, Waiter,
+    self, follow_up, Backlog, BufRing, Conn, ConnFd, Op, Slots, StopSignal, Sweep, Waiter,
 };
 use crate::listener::{is_exhaustion, BurstLog};
+use crate::on_target;
 
 const BUFFERS: u16 = 1024;
 const BUFFER_SIZE: usize = 4096;
@@ -39,14 +40,20 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     let waiter = Waiter::new(&config.ring);
     let mut buffers = BufRing::new(&submitter, BUFFERS, BUFFER_SIZE, GROUP)?;
     let listen_fd = types::Fd(listener.as_raw_fd());
+    let fixed = config.ring.fixed_files;
+    if fixed {
+        // A direct descriptor cannot be given to setsockopt(2): accepted sockets inherit
+        // TCP_NODELAY from the listener instead.
+        socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    }
     let accept = || {
         opcode::AcceptMulti::new(listen_fd)
+            .allocate_file_index(fixed)
             .build()
             .user_data(Op::Accept.encode())
     };
-    let recv = |fd| {
-        opcode::RecvMulti::new(fd, GROUP)
-            .build()
+    let recv = |t| {
+        on_target!(t, |fd| opcode::RecvMulti::new(fd, GROUP).build())
             .flags(squeue::Flags::BUFFER_SELECT)
     };
     let pause = types::Timespec::new().nsec(100_000_000);
@@ -54,6 +61,8 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     let mut conns = Slots::new(config.idle_timeout);
     let mut sweep = Sweep::new(config.idle_timeout);
     let mut exhaustion = BurstLog::default();
+    // The multishot accept was cancelled for an exhaustion pause.
+    let mut accept_paused = false;
     let stop = StopSignal::new()?;
     backlog.push(&submitter, &mut sq, stop.poll());
     backlog.push(&submitter, &mut sq, accept());
@@ -87,6 +96,9 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     continue;
                 }
                 Op::Accept => {
+                    let retry = opcode::Timeout::new(&pause)
+                        .build()
+                        .user_data(Op::AcceptRetry.encode());
                     if is_exhaustion(&io::Error::from_raw_os_error(-result)) {
                         exhaustion.hit(|| {
                             format!(
@@ -95,32 +107,46 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                             )
                         });
                         if !more {
-                            let retry = opcode::Timeout::new(&pause).build();
-                            backlog.push(
-                                &submitter,
-                                &mut sq,
-                                retry.user_data(Op::AcceptRetry.encode()),
-                            );
+                            backlog.push(&submitter, &mut sq, retry);
+                        } else if !accept_paused {
+                            // Out of direct descriptors, the multishot accept goes on and fails
+                            // again at once for every waiting client: stop it, and accept
+                            // again once the pause is over.
+                            accept_paused = true;
+                            let cancel = opcode::AsyncCancel::new(Op::Accept.encode()).build();
+                            backlog.push(&submitter, &mut sq, cancel.user_data(Op::Quiet.encode()));
                         }
                         continue;
                     }
                     if !more && !crate::signals::stopping() {
-                        backlog.push(&submitter, &mut sq, accept()); // the multishot ended: re-arm
+                        if accept_paused {
+                            backlog.push(&submitter, &mut sq, retry); // our cancel ended it
+                        } else {
+                            backlog.push(&submitter, &mut sq, accept()); // the multishot ended: re-arm
+                        }
                     }
                     if result < 0 {
                         continue;
                     }
                     exhaustion.clear();
-                    // SAFETY: a successful accept completion carries a new descriptor we own.
-                    let fd = unsafe { OwnedFd::from_raw_fd(result) };
-                    let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+                    let fd = if fixed {
+                        ConnFd::Fixed(result as u32) // an index into the registered files
+                    } else {
+                        // SAFETY: a successful accept completion carries a new descriptor we own.
+                        let fd = unsafe { OwnedFd::from_raw_fd(result) };
+                        let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+                        ConnFd::Owned(fd)
+                    };
                     conns.insert(Conn::new(fd, config.protocol, config.idle_timeout))
                 }
                 Op::AcceptRetry if !crate::signals::stopping() => {
+                    accept_paused = false;
                     backlog.push(&submitter, &mut sq, accept());
                     continue;
                 }
                 Op::AcceptRetry => continue,
+                // A direct descriptor's shutdown or close failed: the client is gone already.
+                Op::Quiet => continue,
                 Op::Recv(slot) => {
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                         if let (Some(conn), true) = (conns.get_mut(slot), result > 0) {
