@@ -344,7 +344,11 @@ fn wall_clock(
         .count();
     fs::write(
         dirs.1.join("compare.html"),
-        reports::compare::html(&rows, opts.wall_threshold),
+        reports::compare::html(
+            &rows,
+            opts.wall_threshold,
+            &reports::compare::tier_changes(&base, &new),
+        ),
     )
     .map_err(|e| e.to_string())?;
     for (dir, run) in [(&dirs.0, &base), (&dirs.1, &new)] {

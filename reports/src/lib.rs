@@ -9,6 +9,8 @@ pub mod charts;
 pub mod compare;
 pub mod export;
 pub mod metrics;
+pub mod noise;
 pub mod render;
 pub mod run;
 pub mod stats;
+pub mod tiers;

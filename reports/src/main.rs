@@ -83,9 +83,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if rows.is_empty() {
                 return Err("the two runs share no cell".into());
             }
+            let changes = compare::tier_changes(&base_run, &new_run);
             print!("{}", compare::markdown(&rows, threshold / 100.0));
+            print!("{}", compare::tiers_markdown(&changes));
             let html = new.join("compare.html");
-            std::fs::write(&html, compare::html(&rows, threshold / 100.0))
+            std::fs::write(&html, compare::html(&rows, threshold / 100.0, &changes))
                 .map_err(|e| format!("{}: {e}", html.display()))?;
             let regressed = rows.iter().any(|r| r.verdict == Verdict::Regression);
             Ok(if regressed {
