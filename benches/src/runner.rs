@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
+use crate::adaptive;
 use crate::cell::{self, Setup};
 use crate::suite::{Cell, Suite};
 
@@ -99,6 +100,12 @@ pub fn finished_cells(dir: &Path) -> io::Result<HashSet<String>> {
 
 /// Runs every cell not yet in `results.jsonl`; returns the lines of this run's cells.
 pub fn execute(run: &Run) -> io::Result<Vec<Value>> {
+    execute_with(run, false)
+}
+
+/// [`execute`], then the adaptive rounds of a suite with a precision target (see
+/// `adaptive`), then, with `rerun_noisy`, one more trial of each cell flagged noisy.
+pub fn execute_with(run: &Run, rerun_noisy: bool) -> io::Result<Vec<Value>> {
     let done = finished_cells(&run.dir)?;
     let todo: Vec<&Cell> = run
         .cells
@@ -120,13 +127,20 @@ pub fn execute(run: &Run) -> io::Result<Vec<Value>> {
     }
     let bar = progress(todo.len());
     let started = Instant::now();
-    for (i, cell) in todo.iter().enumerate() {
+    let mut total = todo.len();
+    // Cells run so far (read between calls of `run_cell`).
+    let count = std::cell::Cell::new(0usize);
+    let mut run_cell = |cell: &Cell, rerun_of: Option<u64>, total: usize| -> io::Result<()> {
+        count.set(count.get() + 1);
         let label = format!("{} (trial {})", cell.id(), cell.trial);
         match &bar {
             Some(bar) => bar.set_message(label),
-            None => eprintln!("[{}/{}] {label}", i + 1, todo.len()),
+            None => eprintln!("[{}/{total}] {label}", count.get()),
         }
-        let line = cell::run(cell, &run.setup);
+        let mut line = cell::run(cell, &run.setup);
+        if let Some(k) = rerun_of {
+            line["rerun_of"] = json!(k);
+        }
         if line["status"] != "ok" {
             let message = format!(
                 "  {}: {} ({})",
@@ -146,11 +160,75 @@ pub fn execute(run: &Run) -> io::Result<Vec<Value>> {
         if let Some(bar) = &bar {
             bar.inc(1);
         }
+        Ok(())
+    };
+    for cell in &todo {
+        run_cell(cell, None, total)?;
+    }
+    if run.suite.precision.is_some() {
+        let mut out_of_time = false;
+        for trial in run.suite.trials + 1..=run.suite.most_trials() {
+            let round =
+                adaptive::next_round(&run.suite, &run.cells, &read_results(&run.dir)?, trial);
+            if round.is_empty() {
+                break;
+            }
+            // A round is whole or not at all, so every model of a cell gets the same chances.
+            // Cells so far tell how long one takes here better than the suite's estimate.
+            let per_cell = if count.get() > 0 {
+                started.elapsed() / count.get() as u32
+            } else {
+                run.suite.cell_time()
+            };
+            let round_time = per_cell * round.len() as u32;
+            if run
+                .suite
+                .max_time
+                .is_some_and(|budget| started.elapsed() + round_time > budget)
+            {
+                out_of_time = true;
+                break;
+            }
+            total += round.len();
+            if let Some(bar) = &bar {
+                bar.inc_length(round.len() as u64);
+            }
+            for cell in &round {
+                run_cell(cell, None, total)?;
+            }
+        }
+        let outcomes = adaptive::outcomes(
+            &run.suite,
+            &run.cells,
+            &read_results(&run.dir)?,
+            out_of_time,
+        );
+        fs::write(
+            run.dir.join("precision.json"),
+            serde_json::to_string_pretty(&outcomes)? + "\n",
+        )?;
+    }
+    if rerun_noisy {
+        let reruns = adaptive::noisy_reruns(&run.cells, &read_results(&run.dir)?);
+        if !reruns.is_empty() {
+            let message = format!("rerunning {} noisy cells", reruns.len());
+            match &bar {
+                Some(bar) => bar.println(message),
+                None => eprintln!("{message}"),
+            }
+            total += reruns.len();
+            if let Some(bar) = &bar {
+                bar.inc_length(reruns.len() as u64);
+            }
+            for (cell, rerun_of) in &reruns {
+                run_cell(cell, Some(*rerun_of), total)?;
+            }
+        }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    eprintln!("{} cells in {:.0?}", todo.len(), started.elapsed());
+    eprintln!("{} cells in {:.0?}", count.get(), started.elapsed());
     read_results(&run.dir)
 }
 
