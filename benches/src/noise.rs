@@ -210,9 +210,13 @@ mod tests {
         let end = Sample::take(&cpus, me);
         let until = end.at;
         let noise = summarise(&[start, end], from, until, &cpus[..1], &cpus, Some(0.0));
-        // "loadgen" is this process here: about 300 ms of CPU over about 300 ms.
-        let loadgen = noise["loadgen_cpu"].as_f64().unwrap() * cpus.len() as f64;
-        assert!(loadgen > 0.5 && loadgen < 1.5, "{noise}");
+        // "loadgen" is this process here: at least the spinning thread's 300 ms of CPU over
+        // about 300 ms (other tests' threads may add to it), and no more than its CPUs hold.
+        let loadgen = noise["loadgen_cpu"].as_f64().unwrap();
+        assert!(
+            loadgen * cpus.len() as f64 > 0.5 && loadgen <= 1.05,
+            "{noise}"
+        );
         assert!(noise["window_s"].as_f64().unwrap() >= 0.3);
         assert!(
             noise["load_cpus"]["busy"].as_f64().unwrap() > 0.0,

@@ -58,9 +58,10 @@ fn group(out: &mut String, g: &Group, precision: Option<&Value>) -> usize {
         better(&g.headline),
         better(&g.efficiency)
     );
+    let w = g.lines.keys().map(|m| m.len()).max().unwrap_or(0).max(16);
     let _ = writeln!(
         out,
-        "  {:<4} {:<16} {:>15} {:>14}   {:<4} {:>13} {:>14}  notes",
+        "  {:<4} {:<w$} {:>15} {:>14}   {:<4} {:>13} {:>14}  notes",
         "tier", "model", "median", "ratio", "tier", "CPU us/req", "ratio"
     );
     // Models in headline order, then those with no headline value.
@@ -84,7 +85,7 @@ fn group(out: &mut String, g: &Group, precision: Option<&Value>) -> usize {
         noisy_count += lines.iter().filter(|l| noise::is_noisy(l)).count();
         let _ = writeln!(
             out,
-            "  {tier:<4} {model:<16} {median:>15} {ratio:>14}   {etier:<4} {emedian:>13} {eratio:>14}  {}",
+            "  {tier:<4} {model:<w$} {median:>15} {ratio:>14}   {etier:<4} {emedian:>13} {eratio:>14}  {}",
             notes.join("; ")
         );
     }

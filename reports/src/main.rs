@@ -34,6 +34,23 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "throughput,latency_p99")]
         metric: Vec<String>,
     },
+    /// Calibrate the tier rule on a run holding one model under two names (A/A) and,
+    /// optionally, a slowed variant (A/B): in how many groups they share a tier / separate.
+    Calibrate {
+        run: PathBuf,
+        /// Two names of the same server, e.g. epoll-et,epoll-et#2.
+        #[arg(long, value_delimiter = ',', num_args = 2, required = true)]
+        same: Vec<String>,
+        /// The plain server and its slowed variant, e.g. epoll-et,epoll-et+extra-work=3000.
+        #[arg(long, value_delimiter = ',', num_args = 2)]
+        slowed: Option<Vec<String>>,
+    },
+    /// Tier stability over several runs of one suite: per scenario, how many models land in
+    /// the same tier in every run.
+    Stability {
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+    },
     /// Print the run as CSV, Markdown, or BMF (bencher.dev's JSON).
     Export {
         run: PathBuf,
@@ -95,6 +112,23 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Calibrate { run, same, slowed } => {
+            let data = Run::load(&run)?;
+            let slowed = slowed.as_ref().map(|s| (s[0].as_str(), s[1].as_str()));
+            print!(
+                "{}",
+                reports::calibration::calibrate_text(&data, (&same[0], &same[1]), slowed)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stability { runs } => {
+            let runs: Vec<Run> = runs
+                .iter()
+                .map(|r| Run::load(r))
+                .collect::<Result<_, _>>()?;
+            print!("{}", reports::calibration::stability_text(&runs));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Export { run, format } => {
             let data = Run::load(&run)?;
