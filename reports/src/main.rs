@@ -39,10 +39,10 @@ enum Command {
     Calibrate {
         run: PathBuf,
         /// Two names of the same server, e.g. epoll-et,epoll-et#2.
-        #[arg(long, value_delimiter = ',', num_args = 2, required = true)]
+        #[arg(long, value_delimiter = ',', required = true)]
         same: Vec<String>,
         /// The plain server and its slowed variant, e.g. epoll-et,epoll-et+extra-work=3000.
-        #[arg(long, value_delimiter = ',', num_args = 2)]
+        #[arg(long, value_delimiter = ',')]
         slowed: Option<Vec<String>>,
     },
     /// Tier stability over several runs of one suite: per scenario, how many models land in
@@ -114,11 +114,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             })
         }
         Command::Calibrate { run, same, slowed } => {
+            let pair = |v: &Vec<String>, flag: &str| match v.as_slice() {
+                [a, b] => Ok((a.clone(), b.clone())),
+                _ => Err(format!("--{flag} takes two models: A,B")),
+            };
+            let same = pair(&same, "same")?;
+            let slowed = slowed.as_ref().map(|s| pair(s, "slowed")).transpose()?;
             let data = Run::load(&run)?;
-            let slowed = slowed.as_ref().map(|s| (s[0].as_str(), s[1].as_str()));
+            let slowed = slowed.as_ref().map(|s| (s.0.as_str(), s.1.as_str()));
             print!(
                 "{}",
-                reports::calibration::calibrate_text(&data, (&same[0], &same[1]), slowed)
+                reports::calibration::calibrate_text(&data, (&same.0, &same.1), slowed)
             );
             Ok(ExitCode::SUCCESS)
         }
