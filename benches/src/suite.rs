@@ -274,14 +274,7 @@ impl Suite {
     /// How many cells `cells` (the planned trials) lead to and how long, in words: a fixed
     /// count, or with a precision target the least and the most.
     pub fn plan(&self, cells: usize) -> String {
-        let time = |n: usize| {
-            let t = self.cell_time() * n as u32;
-            format!(
-                "{:.0?}",
-                self.max_time
-                    .map_or(t, |m| t.min(m.max(self.cell_time() * cells as u32)))
-            )
-        };
+        let time = |n: usize| format!("{:.0?}", self.cell_time() * n as u32);
         match self.precision {
             None => format!(
                 "{cells} cells ({} trials), about {}",
@@ -290,16 +283,16 @@ impl Suite {
             ),
             Some(p) => {
                 let most = cells / self.trials.max(1) * self.most_trials();
+                let upto = match self.max_time {
+                    Some(t) => format!("extra rounds only while they end within {t:.0?}"),
+                    None => format!("at most {}", time(most)),
+                };
                 format!(
-                    "{cells} to {most} cells ({} to {} trials until each median is known within ±{:.0}%{}), about {} to {}",
+                    "{cells} to {most} cells ({} to {} trials, until each median is known within ±{:.0}%), about {} planned, {upto}",
                     self.trials,
                     self.most_trials(),
                     p * 100.0,
-                    self.max_time
-                        .map(|t| format!(", extra rounds within {t:.0?}"))
-                        .unwrap_or_default(),
                     time(cells),
-                    time(most)
                 )
             }
         }
