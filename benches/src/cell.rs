@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::noise;
 use crate::process_tree::{self, Sample};
 use crate::suite::Cell;
 
@@ -55,12 +56,14 @@ pub fn run(cell: &Cell, setup: &Setup) -> Value {
         "load": null,
         "server": null,
         "loadgen": null,
+        "noise": null,
     });
     match measure(cell, setup) {
-        Ok((load, server, loadgen)) => {
+        Ok((load, server, loadgen, noise)) => {
             line["load"] = load;
             line["server"] = server;
             line["loadgen"] = loadgen;
+            line["noise"] = noise;
         }
         Err(Outcome::Unsupported(reason)) => {
             line["status"] = json!("unsupported");
@@ -210,11 +213,13 @@ fn signal_name(signal: i32) -> Option<&'static str> {
     })
 }
 
-fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome> {
+fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), Outcome> {
+    let (model, extra_args) = crate::suite::server_model(&cell.model).map_err(Outcome::Failed)?;
     let mut server = pinned(&setup.server, &setup.server_cpus)
+        .args(extra_args)
         .args([
             "--model",
-            &cell.model,
+            model,
             "--protocol",
             &cell.protocol,
             "--addr",
@@ -260,6 +265,14 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
         }
     });
     let mut samples: Vec<Sample> = vec![process_tree::sample(server_pid, false)];
+    let loadgen_pid = loadgen.id() as i32;
+    let cell_cpus: Vec<usize> = setup
+        .server_cpus
+        .iter()
+        .chain(&setup.load_cpus)
+        .copied()
+        .collect();
+    let mut noise_samples = vec![noise::Sample::take(&cell_cpus, loadgen_pid)];
     let deadline = started + setup.warmup + setup.duration + WATCHDOG_SLACK;
     let status = loop {
         if let Some(status) = loadgen
@@ -289,6 +302,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
         }
         thread::sleep(SAMPLE_EVERY);
         samples.push(process_tree::sample(server_pid, false));
+        noise_samples.push(noise::Sample::take(&cell_cpus, loadgen_pid));
     };
     drop(stop_full);
     samples.extend(full_sampler.join().unwrap_or_default());
@@ -325,7 +339,46 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value), Outcome>
         "cpu_user_s": load["loadgen"]["cpu_user_s"],
         "cpu_sys_s": load["loadgen"]["cpu_sys_s"],
     });
-    Ok((load, server_stats, loadgen_cpu))
+    let from = started + setup.warmup;
+    let until = from + setup.duration;
+    let server_cpu_s = |window_s: f64| {
+        server_stats["cpu_utilization"]
+            .as_f64()
+            .map(|u| u * window_s)
+    };
+    let noise = noise_of(&noise_samples, from, until, setup, server_cpu_s);
+    Ok((load, server_stats, loadgen_cpu, noise))
+}
+
+/// The `noise` object: the server's CPU over the noise window is its utilisation over its
+/// own window times the noise window's length (both are loadgen's measured window, sampled
+/// at the same moments).
+fn noise_of(
+    samples: &[noise::Sample],
+    from: Instant,
+    until: Instant,
+    setup: &Setup,
+    server_cpu_s: impl Fn(f64) -> Option<f64>,
+) -> Value {
+    let window = noise::summarise(
+        samples,
+        from,
+        until,
+        &setup.server_cpus,
+        &setup.load_cpus,
+        Some(0.0),
+    );
+    let Some(seconds) = window["window_s"].as_f64() else {
+        return Value::Null;
+    };
+    noise::summarise(
+        samples,
+        from,
+        until,
+        &setup.server_cpus,
+        &setup.load_cpus,
+        server_cpu_s(seconds),
+    )
 }
 
 fn wait_for_text(text: &Arc<Mutex<String>>) -> String {

@@ -344,7 +344,12 @@ fn wall_clock(
         .count();
     reports::run::replace_file(
         &dirs.1.join("compare.html"),
-        reports::compare::html(&rows, opts.wall_threshold).as_bytes(),
+        reports::compare::html(
+            &rows,
+            opts.wall_threshold,
+            &reports::compare::tier_changes(&base, &new),
+        )
+        .as_bytes(),
     )?;
     for (dir, run) in [(&dirs.0, &base), (&dirs.1, &new)] {
         reports::render::render(run, &dir.join("report.html"))?;

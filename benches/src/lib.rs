@@ -8,10 +8,12 @@
 //! counts instructions per request under callgrind, and `ci` compares a base ref with the
 //! current build (the gate, plus wall-clock cells run interleaved) for pull requests.
 
+pub mod adaptive;
 pub mod anatomy;
 pub mod cell;
 pub mod ci;
 pub mod gate;
+pub mod noise;
 pub mod process_tree;
 pub mod runner;
 pub mod suite;

@@ -55,6 +55,8 @@ enum Commands {
         /// Exit 0 even when cells failed (they are listed either way).
         #[arg(long)]
         allow_failures: bool,
+        #[command(flatten)]
+        adaptive: AdaptiveArgs,
     },
     /// The CI gate: each model's user-space instructions per request under callgrind
     /// (a fixed echo workload; needs valgrind). Writes a JSON pass and prints a table.
@@ -177,6 +179,51 @@ enum Commands {
     },
 }
 
+/// Adaptive trials and noise: override the suite's precision target and budget.
+#[derive(clap::Args, Debug)]
+struct AdaptiveArgs {
+    /// Trials continue until each cell's median is known within this (e.g. 5%); --trials is
+    /// then the least count.
+    #[arg(long)]
+    precision: Option<String>,
+    /// With a precision target: at most this many trials per cell.
+    #[arg(long)]
+    max_trials: Option<usize>,
+    /// With a precision target: no round of extra trials starts that would end past this
+    /// time from the run's start (e.g. 5m).
+    #[arg(long)]
+    max_time: Option<String>,
+    /// Run each cell flagged noisy (steal, other processes, loadgen saturated) once more at
+    /// the end; the new trial replaces the noisy one in every view.
+    #[arg(long)]
+    rerun_noisy: bool,
+}
+
+impl AdaptiveArgs {
+    fn apply(&self, suite: &mut suite::Suite) -> Result<(), String> {
+        if let Some(p) = &self.precision {
+            let number = p.trim().trim_end_matches('%');
+            let value: f64 = number
+                .parse()
+                .map_err(|_| format!("--precision {p}: write a percentage like 5%"))?;
+            if !(value > 0.0 && value < 100.0) {
+                return Err(format!("--precision {p}: between 0% and 100%"));
+            }
+            suite.precision = Some(value / 100.0);
+        }
+        if let Some(m) = self.max_trials {
+            suite.max_trials = Some(m);
+        }
+        if let Some(t) = &self.max_time {
+            suite.max_time = Some(suite::parse_duration(t)?);
+        }
+        if suite.precision.is_some() {
+            suite.max_trials = Some(suite.most_trials());
+        }
+        suite.check()
+    }
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Commands::List { bin_dir } => list(bin_dir),
@@ -283,6 +330,7 @@ fn main() -> ExitCode {
             load_cpus,
             bin_dir,
             allow_failures,
+            adaptive,
         } => {
             let result = run(
                 &suite,
@@ -294,6 +342,7 @@ fn main() -> ExitCode {
                 server_cpus,
                 load_cpus,
                 bin_dir,
+                adaptive,
             );
             return match result {
                 Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,
@@ -453,11 +502,9 @@ fn list(bin_dir: Option<PathBuf>) -> Result<(), String> {
         let cells = s.cells(&names, None, None)?;
         let scenarios: Vec<&str> = s.scenarios.iter().map(|g| g.scenario.as_str()).collect();
         println!(
-            "  {name:<6} {} cells ({} trials; {}), about {:.0?}\n         {}",
-            cells.len(),
-            s.trials,
+            "  {name:<6} {}; {}\n         {}",
+            s.plan(cells.len()),
             scenarios.join(", "),
-            runner::estimate(cells.len(), s.cell_time()),
             s.description
         );
     }
@@ -503,13 +550,18 @@ fn run(
     server_cpus: Vec<usize>,
     load_cpus: Option<Vec<usize>>,
     bin_dir: Option<PathBuf>,
+    adaptive: AdaptiveArgs,
 ) -> Result<Vec<serde_json::Value>, String> {
     let (server, loadgen) = binaries(bin_dir)?;
     let suite_path = suite::locate(suite_name)?;
     let mut suite = suite::load(&suite_path)?;
     if let Some(t) = trials {
         suite.trials = t.max(1);
+        if suite.max_trials.is_some_and(|m| m < suite.trials) {
+            suite.max_trials = Some(suite.trials);
+        }
     }
+    adaptive.apply(&mut suite)?;
     let available: Vec<String> = gate::models(&server)?.into_iter().map(|m| m.name).collect();
     let cells = suite.cells(
         &available,
@@ -569,9 +621,8 @@ fn run(
         ));
     }
     eprintln!(
-        "suite {suite_name}: {} cells, about {:.0?}; server on CPUs {server_cpus:?}, loadgen on {load_cpus:?}\nresults: {}",
-        cells.len(),
-        runner::estimate(cells.len(), suite.cell_time()),
+        "suite {suite_name}: {}; server on CPUs {server_cpus:?}, loadgen on {load_cpus:?}\nresults: {}",
+        suite.plan(cells.len()),
         dir.display()
     );
     let run = Run {
@@ -591,8 +642,12 @@ fn run(
         cells,
     };
     runner::write_env(&run)?;
-    let lines = runner::execute(&run)?;
-    println!("{}", summary::render(&lines));
+    let lines = runner::execute_with(&run, adaptive.rerun_noisy)?;
+    let precision: Option<serde_json::Value> =
+        std::fs::read_to_string(run.dir.join("precision.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    println!("{}", summary::render(&lines, precision.as_ref()));
     println!("results: {}", run.dir.join("results.jsonl").display());
     let report = run.dir.join("report.html");
     let data = reports::run::Run::load(&run.dir)?;

@@ -122,7 +122,7 @@ pub fn sample(root: i32, full: bool) -> Sample {
 
 /// A process's CPU time so far, all its threads (ended ones too), in nanoseconds; `None` if
 /// it has exited.
-fn cpu_clock_ns(pid: i32) -> Option<u64> {
+pub(crate) fn cpu_clock_ns(pid: i32) -> Option<u64> {
     let mut clock: libc::clockid_t = 0;
     let mut now = libc::timespec {
         tv_sec: 0,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
+use crate::adaptive;
 use crate::cell::{self, Setup};
 use crate::suite::{Cell, Suite};
 
@@ -164,6 +165,12 @@ pub fn finished_cells(dir: &Path) -> io::Result<HashSet<String>> {
 /// Runs every cell not yet in `results.jsonl`; returns every line the file then holds.
 /// Errors name the file.
 pub fn execute(run: &Run) -> Result<Vec<Value>, String> {
+    execute_with(run, false)
+}
+
+/// [`execute`], then the adaptive rounds of a suite with a precision target (see
+/// `adaptive`), then, with `rerun_noisy`, one more trial of each cell flagged noisy.
+pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> {
     let path = run.dir.join("results.jsonl");
     let named = |e: io::Error| format!("{}: {e}", path.display());
     let done = finished_cells(&run.dir).map_err(named)?;
@@ -190,13 +197,20 @@ pub fn execute(run: &Run) -> Result<Vec<Value>, String> {
     }
     let bar = progress(todo.len());
     let started = Instant::now();
-    for (i, cell) in todo.iter().enumerate() {
+    let mut total = todo.len();
+    // Cells run so far (read between calls of `run_cell`).
+    let count = std::cell::Cell::new(0usize);
+    let mut run_cell = |cell: &Cell, rerun_of: Option<u64>, total: usize| -> Result<(), String> {
+        count.set(count.get() + 1);
         let label = format!("{} (trial {})", cell.id(), cell.trial);
         match &bar {
             Some(bar) => bar.set_message(label),
-            None => eprintln!("[{}/{}] {label}", i + 1, todo.len()),
+            None => eprintln!("[{}/{total}] {label}", count.get()),
         }
-        let line = cell::run(cell, &run.setup);
+        let mut line = cell::run(cell, &run.setup);
+        if let Some(k) = rerun_of {
+            line["rerun_of"] = json!(k);
+        }
         if line["status"] != "ok" {
             let message = format!(
                 "  {}: {} ({})",
@@ -222,11 +236,71 @@ pub fn execute(run: &Run) -> Result<Vec<Value>, String> {
         if let Some(bar) = &bar {
             bar.inc(1);
         }
+        Ok(())
+    };
+    for cell in &todo {
+        run_cell(cell, None, total)?;
+    }
+    if run.suite.precision.is_some() {
+        let mut out_of_time = false;
+        for trial in run.suite.trials + 1..=run.suite.most_trials() {
+            let so_far = read_results(&run.dir).map_err(named)?;
+            let round = adaptive::next_round(&run.suite, &run.cells, &so_far, trial);
+            if round.is_empty() {
+                break;
+            }
+            // A round is whole or not at all, so every model of a cell gets the same chances.
+            // Cells so far tell how long one takes here better than the suite's estimate.
+            let per_cell = if count.get() > 0 {
+                started.elapsed() / count.get() as u32
+            } else {
+                run.suite.cell_time()
+            };
+            let round_time = per_cell * round.len() as u32;
+            if run
+                .suite
+                .max_time
+                .is_some_and(|budget| started.elapsed() + round_time > budget)
+            {
+                out_of_time = true;
+                break;
+            }
+            total += round.len();
+            if let Some(bar) = &bar {
+                bar.inc_length(round.len() as u64);
+            }
+            for cell in &round {
+                run_cell(cell, None, total)?;
+            }
+        }
+        let so_far = read_results(&run.dir).map_err(named)?;
+        let outcomes = adaptive::outcomes(&run.suite, &run.cells, &so_far, out_of_time);
+        let precision = run.dir.join("precision.json");
+        let text = serde_json::to_string_pretty(&outcomes).expect("outcomes serialise") + "\n";
+        reports::run::replace_file(&precision, text.as_bytes())?;
+    }
+    if rerun_noisy {
+        let so_far = read_results(&run.dir).map_err(named)?;
+        let reruns = adaptive::noisy_reruns(&run.cells, &so_far);
+        if !reruns.is_empty() {
+            let message = format!("rerunning {} noisy cells", reruns.len());
+            match &bar {
+                Some(bar) => bar.println(message),
+                None => eprintln!("{message}"),
+            }
+            total += reruns.len();
+            if let Some(bar) = &bar {
+                bar.inc_length(reruns.len() as u64);
+            }
+            for (cell, rerun_of) in &reruns {
+                run_cell(cell, Some(*rerun_of), total)?;
+            }
+        }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    eprintln!("{} cells in {:.0?}", todo.len(), started.elapsed());
+    eprintln!("{} cells in {:.0?}", count.get(), started.elapsed());
     read_results(&run.dir).map_err(named)
 }
 

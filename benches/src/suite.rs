@@ -6,6 +6,9 @@
 //! warmup = "300ms"
 //! duration = "1s"
 //! models = "all"                 # or ["epoll-et", "poll"]
+//! precision = "5%"             # optional: adaptive trials (see below)
+//! max_trials = 8
+//! max_time = "5m"
 //! [[scenario]]
 //! scenario = "echo"              # a loadgen scenario
 //! connections = [50, 500]        # every list is one axis of the grid
@@ -14,6 +17,12 @@
 //! A cell is one (model, scenario, parameters, trial). Cells are ordered trial by trial, and
 //! within a trial model by model for each parameter set (A B C A B C), so drift of a shared
 //! machine spreads over every model evenly.
+//!
+//! With `precision`, `trials` is the least count: after it, rounds of one more trial (still
+//! interleaved over models) run for the cells whose median's 95% interval is wider than
+//! ±`precision`, until every cell meets it, a cell has `max_trials`, or another round would
+//! end past `max_time` (counted from the start of the run). `precision.json` in the run
+//! directory says per cell which happened.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +48,15 @@ pub struct Suite {
     /// Raise RLIMIT_NOFILE to the hard limit and check it suffices (c10k).
     #[serde(default)]
     pub raise_nofile: bool,
+    /// Adaptive trials: the precision target for the median of each cell (0.05 = ± 5%).
+    #[serde(default, deserialize_with = "percent_text::deserialize")]
+    pub precision: Option<f64>,
+    /// Adaptive trials: at most this many trials per cell (default: 3 x `trials`).
+    #[serde(default)]
+    pub max_trials: Option<usize>,
+    /// Adaptive trials: no round starts that would end past this time from the run's start.
+    #[serde(default, deserialize_with = "duration_text::deserialize_option")]
+    pub max_time: Option<Duration>,
     #[serde(rename = "scenario")]
     pub scenarios: Vec<ScenarioGrid>,
 }
@@ -108,6 +126,36 @@ impl Cell {
     }
 }
 
+/// The server model behind a model name, and the extra server arguments it stands for.
+///
+/// Test aids for calibrating the tiers: `epoll-et#2` is an alias (the same server under a
+/// second name, its own series: A/A), and `epoll-et+extra-work=5000` a slowed variant
+/// (`server --extra-work 5000`, which only a server built with the feature `extra-work`
+/// takes: A/B). They combine (`epoll-et#2+extra-work=5000`).
+pub fn server_model(name: &str) -> Result<(&str, Vec<String>), String> {
+    let (base, rest) = name
+        .find(['#', '+'])
+        .map(|i| name.split_at(i))
+        .unwrap_or((name, ""));
+    let mut args = Vec::new();
+    for part in rest.split('+').skip(1) {
+        match part.split_once('=') {
+            Some(("extra-work", rounds)) if rounds.parse::<u32>().is_ok() => {
+                args.push(format!("--extra-work={rounds}"))
+            }
+            _ => {
+                return Err(format!(
+                    "model '{name}': after '+' only extra-work=ROUNDS is known"
+                ))
+            }
+        }
+    }
+    if base.is_empty() {
+        return Err(format!("model '{name}' names no model"));
+    }
+    Ok((base, args))
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(2)
 }
@@ -145,6 +193,9 @@ pub fn load(path: &Path) -> Result<Suite, String> {
         grid.protocol()
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    suite
+        .check()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(suite)
 }
 
@@ -161,6 +212,25 @@ const SCENARIOS: [(&str, &str); 6] = [
 ];
 
 impl Suite {
+    /// Adaptive keys make sense together.
+    pub fn check(&self) -> Result<(), String> {
+        if self.precision.is_none() && (self.max_trials.is_some() || self.max_time.is_some()) {
+            return Err("max_trials and max_time need a precision target".into());
+        }
+        if self.max_trials.is_some_and(|m| m < self.trials) {
+            return Err("max_trials is below trials".into());
+        }
+        Ok(())
+    }
+
+    /// The most trials a cell may get: `trials` without a precision target.
+    pub fn most_trials(&self) -> usize {
+        match self.precision {
+            None => self.trials,
+            Some(_) => self.max_trials.unwrap_or(self.trials * 3).max(self.trials),
+        }
+    }
+
     /// Every cell, in run order. `available` is every model the server lists.
     pub fn cells(
         &self,
@@ -175,13 +245,18 @@ impl Suite {
             Models::List(list) => list.clone(),
         };
         for m in suite_models.iter().chain(only_models.unwrap_or_default()) {
-            if !available.contains(m) {
+            let (base, _) = server_model(m)?;
+            if !available.iter().any(|a| a == base) {
                 return Err(format!(
                     "unknown model '{m}'; the server lists: {}",
                     available.join(", ")
                 ));
             }
         }
+        // Models named on the command line replace the suite's list: `--models
+        // epoll-et,poll` runs poll even where the suite names other models, and aliases such
+        // as `epoll-et#2` are series of their own.
+        let suite_models = only_models.map(<[String]>::to_vec).unwrap_or(suite_models);
         let mut groups: Vec<(ScenarioGrid, BTreeMap<String, u64>)> = Vec::new();
         for grid in &self.scenarios {
             if only_scenarios.is_some_and(|s| !s.contains(&grid.scenario)) {
@@ -195,10 +270,8 @@ impl Suite {
         for trial in 1..=self.trials {
             for (grid, params) in &groups {
                 for model in &suite_models {
-                    if only_models.is_some_and(|m| !m.contains(model)) {
-                        continue;
-                    }
-                    if grid.models.as_ref().is_some_and(|m| !m.contains(model)) {
+                    let base = server_model(model)?.0.to_string();
+                    if grid.models.as_ref().is_some_and(|m| !m.contains(&base)) {
                         continue;
                     }
                     cells.push(Cell {
@@ -212,6 +285,33 @@ impl Suite {
             }
         }
         Ok(cells)
+    }
+
+    /// How many cells `cells` (the planned trials) lead to and how long, in words: a fixed
+    /// count, or with a precision target the least and the most.
+    pub fn plan(&self, cells: usize) -> String {
+        let time = |n: usize| format!("{:.0?}", self.cell_time() * n as u32);
+        match self.precision {
+            None => format!(
+                "{cells} cells ({} trials), about {}",
+                self.trials,
+                time(cells)
+            ),
+            Some(p) => {
+                let most = cells / self.trials.max(1) * self.most_trials();
+                let upto = match self.max_time {
+                    Some(t) => format!("extra rounds only while they end within {t:.0?}"),
+                    None => format!("at most {}", time(most)),
+                };
+                format!(
+                    "{cells} to {most} cells ({} to {} trials, until each median is known within ±{:.0}%), about {} planned, {upto}",
+                    self.trials,
+                    self.most_trials(),
+                    p * 100.0,
+                    time(cells),
+                )
+            }
+        }
     }
 
     /// Rough wall time of one cell: warmup, measured time, and starting/stopping.
@@ -282,6 +382,12 @@ mod duration_text {
         parse(&text).map_err(serde::de::Error::custom)
     }
 
+    pub fn deserialize_option<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        deserialize(d).map(Some)
+    }
+
     pub fn parse(text: &str) -> Result<Duration, String> {
         let split = text
             .find(|c: char| c.is_ascii_alphabetic())
@@ -302,6 +408,39 @@ mod duration_text {
 }
 
 pub use duration_text::parse as parse_duration;
+
+/// Percentages written as "5%" (or a fraction, 0.05).
+mod percent_text {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Text(String),
+        Number(f64),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        let value =
+            match Text::deserialize(d)? {
+                Text::Number(x) => x,
+                Text::Text(t) => {
+                    let number = t.trim().strip_suffix('%').ok_or_else(|| {
+                        serde::de::Error::custom(format!("'{t}': write a percentage like \"5%\""))
+                    })?;
+                    number.trim().parse::<f64>().map_err(|_| {
+                        serde::de::Error::custom(format!("'{t}' is not a percentage"))
+                    })? / 100.0
+                }
+            };
+        if !(value > 0.0 && value < 1.0) {
+            return Err(serde::de::Error::custom(
+                "precision must be between 0% and 100%",
+            ));
+        }
+        Ok(Some(value))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -367,6 +506,30 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_keys() {
+        let parse = |extra: &str| -> Result<Suite, String> {
+            let text = format!(
+                "description = \"t\"\ntrials = 3\nwarmup = \"0s\"\nduration = \"1s\"\n{extra}\n[[scenario]]\nscenario = \"echo\"\n"
+            );
+            let suite: Suite = toml::from_str(&text).map_err(|e| e.to_string())?;
+            suite.check()?;
+            Ok(suite)
+        };
+        let s = parse("precision = \"5%\"\nmax_trials = 8\nmax_time = \"5m\"").unwrap();
+        assert_eq!(s.precision, Some(0.05));
+        assert_eq!(
+            (s.most_trials(), s.max_time),
+            (8, Some(Duration::from_secs(300)))
+        );
+        assert_eq!(parse("precision = 0.1").unwrap().most_trials(), 9);
+        assert_eq!(parse("").unwrap().most_trials(), 3);
+        assert!(parse("precision = \"5\"").is_err());
+        assert!(parse("precision = \"150%\"").is_err());
+        assert!(parse("max_trials = 5").is_err(), "without a target");
+        assert!(parse("precision = \"5%\"\nmax_trials = 2").is_err());
+    }
+
+    #[test]
     fn grid_is_a_cartesian_product_and_trials_interleave() {
         let suite: Suite = toml::from_str(
             r#"
@@ -398,5 +561,17 @@ mod tests {
             suite.cells(&["a".into()], None, None).is_err(),
             "unknown model b"
         );
+        // Aliases and slowed variants run where their base model runs, as series of their own.
+        let only: Vec<String> = ["a", "a#2", "a+extra-work=100"].map(String::from).to_vec();
+        let cells = suite
+            .cells(&["a".into(), "b".into()], Some(&only), None)
+            .unwrap();
+        assert_eq!(cells.len(), 3 * 6 * 2);
+        assert_eq!(cells[1].id(), "echo/a#2/c=1,size=128");
+        assert_eq!(
+            server_model("a#2+extra-work=100").unwrap(),
+            ("a", vec!["--extra-work=100".to_string()])
+        );
+        assert!(server_model("a+sleep=1").is_err());
     }
 }

@@ -1,157 +1,99 @@
-//! The terminal summary at the end of a run: per scenario and parameter set, models ranked
-//! by their median over trials, with the spread of the trials.
+//! The terminal summary at the end of a run: per scenario and parameter set, the models in
+//! tiers (`reports::tiers`, the same tiers the report, the Markdown export and `report
+//! compare` show) on the headline metric and on server CPU per request, each with its
+//! interval and ratio to the best, a plain-words line per axis, and the cells flagged noisy.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
-/// The figure a scenario is ranked by, its unit, and whether higher is better. The open loop
-/// is ranked by corrected p99 latency: its throughput is the target rate for every model
-/// that keeps up.
-pub fn headline(scenario: &str, load: &Value) -> Option<(f64, &'static str, bool)> {
-    let f = |k: &str| load[k].as_f64();
-    match scenario {
-        "churn" => f("connects_per_s").map(|v| (v, "conn/s", true)),
-        "bulk" => Some(((f("upload_bps")? + f("download_bps")?) / 1e6, "MB/s", true)),
-        "rate" => load["latency_us"]["p99"]
-            .as_f64()
-            .map(|v| (v, "p99 us", false)),
-        _ => f("throughput_rps").map(|v| (v, "req/s", true)),
-    }
-}
+use reports::noise;
+use reports::tiers::{self, median_pm, ratio_pm, Entry, Group, Tiers};
 
-pub fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-/// What one model did in one (scenario, parameters) group, over its trials.
-#[derive(Default)]
-struct Trials {
-    values: Vec<f64>,
-    errors: u64,
-    starved: u64,
-    /// Statuses of the trials that did not run ok (failed, unsupported).
-    not_ok: Vec<String>,
-}
-
-impl Trials {
-    fn median(&self) -> f64 {
-        median(&mut self.values.clone())
-    }
-}
-
-pub fn render(lines: &[Value]) -> String {
-    let mut groups: BTreeMap<(String, String), BTreeMap<String, Trials>> = BTreeMap::new();
-    let mut units: BTreeMap<String, (&'static str, bool)> = BTreeMap::new();
-    for line in lines {
-        let scenario = line["scenario"].as_str().unwrap_or("?").to_string();
-        let params = line["cell"]
-            .as_str()
-            .and_then(|c| c.rsplit('/').next())
-            .unwrap_or("")
-            .to_string();
-        let model = line["model"].as_str().unwrap_or("?").to_string();
-        let trials = groups
-            .entry((scenario.clone(), params))
-            .or_default()
-            .entry(model)
-            .or_default();
-        if line["status"] == "ok" {
-            if let Some((value, unit, higher_better)) = headline(&scenario, &line["load"]) {
-                trials.values.push(value);
-                units.insert(scenario, (unit, higher_better));
-            }
-            trials.starved = trials
-                .starved
-                .max(line["load"]["starved_connections"].as_u64().unwrap_or(0));
-            let errors = &line["load"]["errors"];
-            trials.errors += ["connect", "reset", "timeout", "mismatch", "protocol"]
-                .iter()
-                .map(|k| errors[k].as_u64().unwrap_or(0))
-                .sum::<u64>();
-        } else {
-            trials
-                .not_ok
-                .push(line["status"].as_str().unwrap_or("?").to_string());
-        }
-    }
+/// The summary of `lines`; `precision` is the run's `precision.json` when it has one.
+pub fn render(lines: &[Value], precision: Option<&Value>) -> String {
+    let groups = tiers::judge(lines);
     let mut out = String::new();
-    for ((scenario, params), models) in &groups {
-        let (unit, higher_better) = units.get(scenario).copied().unwrap_or(("", true));
-        let _ = writeln!(out, "\n{scenario} {params}");
+    let mut noisy_total = 0;
+    for g in &groups {
+        noisy_total += group(&mut out, g, precision);
+    }
+    let _ = writeln!(out, "\n{}", tiers::RULE);
+    if noisy_total > 0 {
         let _ = writeln!(
             out,
-            "  {:<4} {:<16} {:>14} {:>18} {:>8}  notes",
-            "rank",
-            "model",
-            format!("median {unit}"),
-            "spread (min-max)",
-            "errors"
+            "{noisy_total} trial(s) flagged noisy (marked ⚠): the server's CPU may not have set their figures; `bench run --rerun-noisy` runs such cells again."
         );
-        let mut ranked: Vec<(&String, &Trials)> = models.iter().collect();
-        ranked.sort_by(|a, b| {
-            let (ma, mb) = (a.1.median(), b.1.median());
-            let order = if higher_better {
-                mb.partial_cmp(&ma)
-            } else {
-                ma.partial_cmp(&mb)
-            };
-            order
-                .unwrap_or_else(|| ma.is_nan().cmp(&mb.is_nan()))
-                .then(a.0.cmp(b.0))
-        });
-        for (rank, (model, trials)) in ranked.into_iter().enumerate() {
-            let mut notes = trials.not_ok.join(", ");
-            if trials.starved > 0 {
-                notes.push_str(&format!("{} connections never served", trials.starved));
-            }
-            let med = trials.median();
-            if med.is_nan() {
-                let _ = writeln!(
-                    out,
-                    "  {:<4} {model:<16} {:>14} {:>18} {:>8}  {notes}",
-                    "-", "-", "-", "-"
-                );
-                continue;
-            }
-            let lo = trials.values.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = trials
-                .values
-                .iter()
-                .copied()
-                .fold(f64::NEG_INFINITY, f64::max);
-            let spread = format!("{} - {}", compact(lo), compact(hi));
-            let _ = writeln!(
-                out,
-                "  {:<4} {model:<16} {:>14} {spread:>18} {:>8}  {notes}",
-                rank + 1,
-                compact(med),
-                trials.errors
-            );
-        }
     }
     out
 }
 
-/// 143301 -> "143.3k"; 2136.3 -> "2136.3".
-fn compact(x: f64) -> String {
-    if x >= 100_000.0 {
-        format!("{:.1}k", x / 1000.0)
-    } else if x >= 10_000.0 {
-        format!("{:.2}k", x / 1000.0)
-    } else {
-        format!("{x:.1}")
+fn cell_text(e: Option<&Entry>, t: &Tiers) -> (String, String, String) {
+    match e {
+        Some(e) => (
+            e.tier.to_string(),
+            median_pm(e),
+            ratio_pm(e, std::ptr::eq(e, &t.entries[0])),
+        ),
+        None => ("-".into(), "-".into(), "-".into()),
     }
+}
+
+/// Prints one group; returns how many of its trials were flagged noisy.
+fn group(out: &mut String, g: &Group, precision: Option<&Value>) -> usize {
+    let better = |t: &Tiers| {
+        if t.higher_is_better {
+            "higher is better"
+        } else {
+            "lower is better"
+        }
+    };
+    let _ = writeln!(
+        out,
+        "\n{} {}: {} {} ({}); server CPU per request ({})",
+        g.scenario,
+        g.params,
+        g.metric.name(),
+        g.unit,
+        better(&g.headline),
+        better(&g.efficiency)
+    );
+    let w = g.lines.keys().map(|m| m.len()).max().unwrap_or(0).max(16);
+    let _ = writeln!(
+        out,
+        "  {:<4} {:<w$} {:>15} {:>14}   {:<4} {:>13} {:>14}  notes",
+        "tier", "model", "median", "ratio", "tier", "CPU us/req", "ratio"
+    );
+    // Models in headline order, then those with no headline value.
+    let mut order: Vec<&str> = g
+        .headline
+        .entries
+        .iter()
+        .map(|e| e.model.as_str())
+        .collect();
+    for model in g.lines.keys() {
+        if !order.contains(&model.as_str()) {
+            order.push(model);
+        }
+    }
+    let mut noisy_count = 0;
+    for model in order {
+        let lines = &g.lines[model];
+        let (tier, median, ratio) = cell_text(g.headline.of(model), &g.headline);
+        let (etier, emedian, eratio) = cell_text(g.efficiency.of(model), &g.efficiency);
+        let notes = reports::render::notes(lines, precision);
+        noisy_count += lines.iter().filter(|l| noise::is_noisy(l)).count();
+        let _ = writeln!(
+            out,
+            "  {tier:<4} {model:<w$} {median:>15} {ratio:>14}   {etier:<4} {emedian:>13} {eratio:>14}  {}",
+            notes.join("; ")
+        );
+    }
+    let _ = writeln!(out, "  {}: {}", g.metric.name(), g.headline.words());
+    if g.efficiency.entries.len() > 1 {
+        let _ = writeln!(out, "  CPU per request: {}", g.efficiency.words());
+    }
+    noisy_count
 }
 
 #[cfg(test)]
@@ -160,27 +102,39 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn ranks_by_median_and_shows_failures() {
-        let line = |model: &str, rps: f64, status: &str| {
+    fn tiers_ratios_words_and_failures() {
+        let line = |model: &str, trial: u64, rps: f64, cpu: f64, status: &str| {
             json!({"scenario": "echo", "cell": format!("echo/{model}/c=50"), "model": model, "status": status,
-                   "load": {"throughput_rps": rps, "errors": {"connect": 0, "reset": 1, "timeout": 0, "mismatch": 0, "protocol": 0}}})
+                   "trial": trial,
+                   "load": {"throughput_rps": rps, "errors": {"connect": 0, "reset": 1, "timeout": 0, "mismatch": 0, "protocol": 0}},
+                   "server": {"cpu_us_per_request": cpu}})
         };
-        let lines = vec![
-            line("poll", 100.0, "ok"),
-            line("poll", 300.0, "ok"),
-            line("poll", 200.0, "ok"),
-            line("epoll-et", 500.0, "ok"),
-            line("uring", 0.0, "unsupported"),
+        let mut lines = vec![
+            line("poll", 1, 98.0, 10.0, "ok"),
+            line("poll", 2, 100.0, 10.1, "ok"),
+            line("poll", 3, 96.0, 9.9, "ok"),
+            line("epoll-et", 1, 160.0, 6.0, "ok"),
+            line("epoll-et", 2, 165.0, 6.1, "ok"),
+            line("epoll-et", 3, 158.0, 6.0, "ok"),
+            line("uring", 1, 0.0, 0.0, "unsupported"),
         ];
-        let text = render(&lines);
-        let epoll = text.find("epoll-et").unwrap();
+        lines[1]["noise"] = json!({"server_cpus": {"steal": 0.3}, "load_cpus": {}});
+        let text = render(&lines, None);
+        let epoll = text.find("epoll-et ").unwrap();
         let poll = text.find("poll ").unwrap();
         assert!(epoll < poll, "{text}");
+        assert!(text.contains("160 ± "), "median with its interval: {text}");
+        assert!(text.contains("0.61 ± "), "ratio with its interval: {text}");
         assert!(
-            text.contains("200.0") && text.contains("100.0 - 300.0"),
+            text.contains("throughput: epoll-et first; poll last (0.61x)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("CPU per request: epoll-et first; poll last (1.67x)"),
             "{text}"
         );
         assert!(text.contains("unsupported"), "{text}");
-        assert_eq!(median(&mut [3.0, 1.0, 2.0, 10.0]), 2.5);
+        assert!(text.contains("⚠ 1 of 3 trials noisy: steal 30%"), "{text}");
+        assert!(text.contains("Tiers: models share a tier"), "{text}");
     }
 }

@@ -84,13 +84,13 @@ fn smoke_suite_lines_are_complete_and_plausible() {
         String::from_utf8_lossy(&output.stderr)
     );
     let lines = lines(&out);
-    assert_eq!(lines.len(), 4, "2 models x 2 scenarios x 1 trial");
+    assert_eq!(lines.len(), 12, "2 models x 2 scenarios x 3 trials");
     for line in &lines {
         assert_eq!(line["schema"], 1);
         assert_eq!(line["status"], "ok", "{line}");
         for field in [
             "run", "cell", "trial", "model", "protocol", "scenario", "params", "reason", "load",
-            "server", "loadgen",
+            "server", "loadgen", "noise",
         ] {
             assert!(line.get(field).is_some(), "{field} missing in {line}");
         }
@@ -108,6 +108,13 @@ fn smoke_suite_lines_are_complete_and_plausible() {
         assert_eq!(server["peak_processes"], 1);
         assert_eq!(server["clean_exit"], true);
         assert!(line["loadgen"]["cpu_sys_s"].as_f64().unwrap() > 0.0);
+        let noise = &line["noise"];
+        for side in ["server_cpus", "load_cpus"] {
+            let busy = noise[side]["busy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&busy), "{noise}");
+            assert!(noise[side]["steal"].as_f64().is_some(), "{noise}");
+        }
+        assert!(noise["loadgen_cpu"].as_f64().unwrap() > 0.0, "{noise}");
     }
     let env: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
@@ -128,8 +135,12 @@ fn smoke_suite_lines_are_complete_and_plausible() {
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("rank") && stdout.contains("epoll-et"),
+        stdout.contains("tier") && stdout.contains("epoll-et"),
         "summary table: {stdout}"
+    );
+    assert!(
+        stdout.contains("Tiers: models share a tier") && stdout.contains("throughput: "),
+        "the rule and the tiers in words: {stdout}"
     );
 }
 

@@ -8,6 +8,7 @@ use crate::metrics::Metric;
 use crate::render::{escape, fmt_num};
 use crate::run::Run;
 use crate::stats::{change_ci, median};
+use crate::tiers;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -125,7 +126,7 @@ pub fn markdown(rows: &[Row], threshold: f64) -> String {
     s
 }
 
-pub fn html(rows: &[Row], threshold: f64) -> String {
+pub fn html(rows: &[Row], threshold: f64, changes: &[TierChange]) -> String {
     let mut s = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>iomodels compare</title><style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px}.REGRESSION{background:#fdd;font-weight:bold}.improvement{background:#dfd}</style></head><body>");
     let _ = write!(s, "<h1>iomodels compare</h1><p>Threshold {:.1}%; a regression is worse than the threshold with a 95% interval that excludes zero.</p><table><tr><th>cell</th><th>metric</th><th>base</th><th>new</th><th>change</th><th>95% CI</th><th>verdict</th></tr>", threshold * 100.0);
     for r in rows {
@@ -138,6 +139,106 @@ pub fn html(rows: &[Row], threshold: f64) -> String {
             .replace(' ', "-");
         let _ = write!(s, "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{} {}</td><td>{} {}</td><td>{:+.1}%</td><td>[{:+.1}%, {:+.1}%]</td><td>{}</td></tr>", escape(&r.cell), r.metric.name(), fmt_num(r.base), r.unit, fmt_num(r.new), r.unit, r.change * 100.0, r.ci.0 * 100.0, r.ci.1 * 100.0, r.verdict.text());
     }
-    s.push_str("</table></body></html>\n");
+    s.push_str("</table>");
+    s.push_str(&tiers_html(changes));
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// Tiers of both runs, per scenario and parameters (the same tiers the report shows): each
+/// run's tiers in words, and the models whose tier changed.
+pub struct TierChange {
+    pub group: String,
+    pub axis: &'static str,
+    pub base: String,
+    pub new: String,
+    pub moved: Vec<String>,
+}
+
+pub fn tier_changes(base: &Run, new: &Run) -> Vec<TierChange> {
+    let base_groups = tiers::judge(&base.lines);
+    let mut out = Vec::new();
+    for g in tiers::judge(&new.lines) {
+        let Some(b) = base_groups
+            .iter()
+            .find(|b| b.scenario == g.scenario && b.params == g.params)
+        else {
+            continue;
+        };
+        let axes: [(&'static str, &tiers::Tiers, &tiers::Tiers); 2] = [
+            (g.metric.name(), &b.headline, &g.headline),
+            ("cpu_per_request", &b.efficiency, &g.efficiency),
+        ];
+        for (axis, bt, nt) in axes {
+            if nt.entries.is_empty() && bt.entries.is_empty() {
+                continue;
+            }
+            let moved = nt
+                .entries
+                .iter()
+                .filter_map(|e| {
+                    let before = bt.of(&e.model)?;
+                    (before.tier != e.tier).then(|| {
+                        format!(
+                            "{}: tier {} of {} -> {} of {}",
+                            e.model,
+                            before.tier,
+                            bt.count(),
+                            e.tier,
+                            nt.count()
+                        )
+                    })
+                })
+                .collect();
+            out.push(TierChange {
+                group: format!("{} {}", g.scenario, g.params),
+                axis,
+                base: bt.words(),
+                new: nt.words(),
+                moved,
+            });
+        }
+    }
+    out
+}
+
+pub fn tiers_markdown(changes: &[TierChange]) -> String {
+    let mut s = format!("\n### Tiers, base and new\n\n{}\n\n| cell | axis | base | new | moved |\n|---|---|---|---|---|\n", tiers::RULE);
+    for c in changes {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            c.group,
+            c.axis,
+            c.base,
+            c.new,
+            if c.moved.is_empty() {
+                "none".to_string()
+            } else {
+                c.moved.join("; ")
+            }
+        );
+    }
+    s
+}
+
+pub fn tiers_html(changes: &[TierChange]) -> String {
+    let mut s = format!("<h2>Tiers, base and new</h2><p>{}</p><table><tr><th>cell</th><th>axis</th><th>base</th><th>new</th><th>moved</th></tr>", escape(tiers::RULE));
+    for c in changes {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.group),
+            c.axis,
+            escape(&c.base),
+            escape(&c.new),
+            escape(&if c.moved.is_empty() {
+                "none".to_string()
+            } else {
+                c.moved.join("; ")
+            })
+        );
+    }
+    s.push_str("</table>");
     s
 }

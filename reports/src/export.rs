@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use crate::metrics::{headline, Metric};
-use crate::render::{fmt_num, rankings};
+use crate::metrics::Metric;
 use crate::run::{str_of, Run};
 use crate::stats::{median, median_ci};
+use crate::tiers;
 
 pub const CSV_COLUMNS: [&str; 16] = [
     "run",
@@ -68,35 +68,33 @@ pub fn csv(run: &Run) -> String {
     s
 }
 
+/// The tier tables of `report.html` as Markdown: per scenario and parameters, the headline
+/// metric's tiers and CPU per request's, each with the tiers in words.
 pub fn markdown(run: &Run) -> String {
-    let mut s = String::new();
-    for ((scenario, params), (metric, ranked)) in rankings(run, headline) {
+    let mut s = format!("{}\n", tiers::RULE);
+    for g in tiers::judge(&run.lines) {
         let _ = writeln!(
             s,
-            "\n### {scenario} {params} ({}, {})\n",
-            metric.name(),
-            if metric.higher_is_better() {
+            "\n### {} {}\n\n**{}** ({}, {}): {}.\n",
+            g.scenario,
+            g.params,
+            g.metric.name(),
+            g.unit,
+            if g.metric.higher_is_better() {
                 "higher is better"
             } else {
                 "lower is better"
-            }
+            },
+            g.headline.words()
         );
-        let _ = writeln!(
-            s,
-            "| rank | model | median | 95% CI | CV | trials |\n|---:|---|---:|---|---:|---:|"
-        );
-        for (i, r) in ranked.iter().enumerate() {
+        s.push_str(&tiers::markdown_table(&g.headline, g.unit));
+        if !g.efficiency.entries.is_empty() {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} – {} | {:.1}% | {} |",
-                i + 1,
-                r.model,
-                fmt_num(r.median),
-                fmt_num(r.ci.0),
-                fmt_num(r.ci.1),
-                r.cv * 100.0,
-                r.values.len()
+                "\n**server CPU per request** (us CPU/req, lower is better): {}.\n",
+                g.efficiency.words()
             );
+            s.push_str(&tiers::markdown_table(&g.efficiency, "us CPU/req"));
         }
     }
     s

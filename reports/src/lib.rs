@@ -5,10 +5,13 @@
 //! coefficients of variation; `metrics` says what each scenario is judged by; `charts` draws
 //! SVG with plotters; `render`, `compare` and `export` are the three commands.
 
+pub mod calibration;
 pub mod charts;
 pub mod compare;
 pub mod export;
 pub mod metrics;
+pub mod noise;
 pub mod render;
 pub mod run;
 pub mod stats;
+pub mod tiers;

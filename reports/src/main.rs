@@ -38,6 +38,23 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "throughput,latency_p99")]
         metric: Vec<String>,
     },
+    /// Calibrate the tier rule on a run holding one model under two names (A/A) and,
+    /// optionally, a slowed variant (A/B): in how many groups they share a tier / separate.
+    Calibrate {
+        run: PathBuf,
+        /// Two names of the same server, e.g. epoll-et,epoll-et#2.
+        #[arg(long, value_delimiter = ',', required = true)]
+        same: Vec<String>,
+        /// The plain server and its slowed variant, e.g. epoll-et,epoll-et+extra-work=3000.
+        #[arg(long, value_delimiter = ',')]
+        slowed: Option<Vec<String>>,
+    },
+    /// Tier stability over several runs of one suite: per scenario, how many models land in
+    /// the same tier in every run.
+    Stability {
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+    },
     /// Print the run as CSV, Markdown, or BMF (bencher.dev's JSON).
     Export {
         run: PathBuf,
@@ -98,15 +115,43 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if rows.is_empty() {
                 return Err("the two runs share no cell".into());
             }
+            let changes = compare::tier_changes(&base_run, &new_run);
             print!("{}", compare::markdown(&rows, threshold / 100.0));
+            print!("{}", compare::tiers_markdown(&changes));
             let html = new.join("compare.html");
-            reports::run::replace_file(&html, compare::html(&rows, threshold / 100.0).as_bytes())?;
+            reports::run::replace_file(
+                &html,
+                compare::html(&rows, threshold / 100.0, &changes).as_bytes(),
+            )?;
             let regressed = rows.iter().any(|r| r.verdict == Verdict::Regression);
             Ok(if regressed {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Calibrate { run, same, slowed } => {
+            let pair = |v: &Vec<String>, flag: &str| match v.as_slice() {
+                [a, b] => Ok((a.clone(), b.clone())),
+                _ => Err(format!("--{flag} takes two models: A,B")),
+            };
+            let same = pair(&same, "same")?;
+            let slowed = slowed.as_ref().map(|s| pair(s, "slowed")).transpose()?;
+            let data = Run::load(&run)?;
+            let slowed = slowed.as_ref().map(|s| (s.0.as_str(), s.1.as_str()));
+            print!(
+                "{}",
+                reports::calibration::calibrate_text(&data, (&same.0, &same.1), slowed)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stability { runs } => {
+            let runs: Vec<Run> = runs
+                .iter()
+                .map(|r| Run::load(r))
+                .collect::<Result<_, _>>()?;
+            print!("{}", reports::calibration::stability_text(&runs));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Export { run, format } => {
             let data = load(&run)?;

@@ -7,89 +7,20 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::charts::{self, Axes, Bar, Series};
-use crate::metrics::{headline, Metric};
+use crate::metrics::Metric;
+use crate::noise;
 use crate::run::{param, str_of, Run};
-use crate::stats::{cv, median, median_ci};
+use crate::stats::{median, median_ci};
+use crate::tiers::{self, Group, Tiers};
 
 /// The models' descriptions: docs/MODELS.md is the one source of truth, embedded.
 const MODELS_MD: &str = include_str!("../../docs/MODELS.md");
-
-/// A ranking is flagged unreliable when trials vary more than this (coefficient of variation).
-const UNRELIABLE_CV: f64 = 0.10;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-/// One model in one group of cells (same scenario and parameters): its trials' values.
-pub struct Ranked {
-    pub model: String,
-    pub values: Vec<f64>,
-    pub median: f64,
-    pub ci: (f64, f64),
-    pub cv: f64,
-    pub errors: u64,
-    pub starved: u64,
-}
-
-/// Groups ok lines by (scenario, parameters) and ranks models by `metric` within each.
-pub fn rankings(
-    run: &Run,
-    metric_for: impl Fn(&str) -> Metric,
-) -> BTreeMap<(String, String), (Metric, Vec<Ranked>)> {
-    let mut groups: BTreeMap<(String, String), BTreeMap<String, Vec<&Value>>> = BTreeMap::new();
-    for line in run.ok() {
-        let cell = str_of(line, "cell");
-        let params = cell.rsplit('/').next().unwrap_or("").to_string();
-        groups
-            .entry((str_of(line, "scenario"), params))
-            .or_default()
-            .entry(str_of(line, "model"))
-            .or_default()
-            .push(line);
-    }
-    groups
-        .into_iter()
-        .map(|((scenario, params), models)| {
-            let metric = metric_for(&scenario);
-            let mut ranked: Vec<Ranked> = models
-                .into_iter()
-                .map(|(model, lines)| {
-                    let values: Vec<f64> = lines
-                        .iter()
-                        .filter_map(|l| metric.of(l).map(|v| v.0))
-                        .collect();
-                    let errors = lines.iter().map(|l| error_total(l)).sum();
-                    let starved = lines
-                        .iter()
-                        .filter_map(|l| l["load"]["starved_connections"].as_u64())
-                        .max()
-                        .unwrap_or(0);
-                    Ranked {
-                        median: median(&values),
-                        ci: median_ci(&values),
-                        cv: cv(&values),
-                        model,
-                        values,
-                        errors,
-                        starved,
-                    }
-                })
-                .collect();
-            ranked.sort_by(|a, b| {
-                let order = if metric.higher_is_better() {
-                    b.median.total_cmp(&a.median)
-                } else {
-                    a.median.total_cmp(&b.median)
-                };
-                order.then(a.model.cmp(&b.model))
-            });
-            ((scenario, params), (metric, ranked))
-        })
-        .collect()
 }
 
 pub fn error_total(line: &Value) -> u64 {
@@ -131,42 +62,8 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
     let _ = write!(html, "<h1>iomodels: how the server I/O models compare on this machine</h1><p class=\"sub\">Run <code>{}</code> · {} cells · {} models · {} · kernel {}</p>",
         escape(&id), run.lines.len(), models.len(), escape(run.env["cpu_model"].as_str().unwrap_or("unknown CPU")), escape(run.env["kernel"].as_str().unwrap_or("?")));
     html.push_str(INTRO);
-    html.push_str("<h2 id=\"summary\">Summary per scenario</h2><p>Models ranked by the median over trials, with the 95% confidence interval of the median (bootstrap over trials) and the coefficient of variation. <span class=\"warn\">⚠</span> marks a rank that the data does not support: the interval overlaps the next model's, or the trials vary by more than 10%.</p>");
-    for ((scenario, params), (metric, ranked)) in rankings(run, headline) {
-        let unit = run
-            .ok()
-            .find(|l| str_of(l, "scenario") == scenario)
-            .and_then(|l| metric.of(l))
-            .map(|v| v.1)
-            .unwrap_or("");
-        let better = if metric.higher_is_better() {
-            "higher is better"
-        } else {
-            "lower is better"
-        };
-        let _ = write!(html, "<h3>{} <code>{}</code></h3><table><tr><th>rank</th><th>model</th><th>median {} ({better})</th><th>95% CI</th><th>CV</th><th>trials</th><th>errors</th><th>notes</th></tr>", escape(&scenario), escape(&params), escape(unit));
-        for (i, r) in ranked.iter().enumerate() {
-            let next = ranked.get(i + 1);
-            let overlaps = next.is_some_and(|n| n.ci.0 <= r.ci.1 && r.ci.0 <= n.ci.1);
-            let unreliable = overlaps || r.cv > UNRELIABLE_CV;
-            let mut notes = Vec::new();
-            if overlaps {
-                notes.push(format!(
-                    "interval overlaps {}",
-                    next.map(|n| n.model.as_str()).unwrap_or("")
-                ));
-            }
-            if r.cv > UNRELIABLE_CV {
-                notes.push(format!("trials vary {:.0}%", r.cv * 100.0));
-            }
-            if r.starved > 0 {
-                notes.push(format!("{} connections never served", r.starved));
-            }
-            let _ = write!(html, "<tr><td>{}{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{} – {}</td><td class=\"n\">{:.1}%</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-                i + 1, if unreliable { " <span class=\"warn\">⚠</span>" } else { "" }, escape(&r.model), fmt_num(r.median), fmt_num(r.ci.0), fmt_num(r.ci.1), r.cv * 100.0, r.values.len(), r.errors, escape(&notes.join("; ")));
-        }
-        html.push_str("</table>");
-    }
+    let groups = tiers::judge(&run.lines);
+    summary_html(run, &groups, &mut html);
     html.push_str("<h2 id=\"charts\">Charts</h2><div class=\"grid\">");
     for svg in all_charts(run, &models)? {
         let _ = write!(html, "<figure>{svg}</figure>");
@@ -181,7 +78,7 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
             html,
             "<section class=\"model\"><h3>{}</h3><p class=\"measured\">{}</p>{}{}</section>",
             escape(model),
-            escape(&measured_sentences(run, model)),
+            escape(&measured_sentences_in(run, &groups, model)),
             anatomy
                 .as_ref()
                 .map(|a| anatomy_html(a, model))
@@ -199,6 +96,145 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
     env_html(run, &mut html);
     html.push_str("</body></html>\n");
     crate::run::replace_file(out, html.as_bytes())
+}
+
+/// The run's `precision.json` (adaptive trials), if it has one.
+pub fn precision_of(run: &Run) -> Option<Value> {
+    std::fs::read_to_string(run.dir.join("precision.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+/// Notes on one model in one group: failures, errors, starved connections, trials flagged
+/// noisy (with the reason), a precision target missed.
+pub fn notes(lines: &[&Value], precision: Option<&Value>) -> Vec<String> {
+    let mut notes = Vec::new();
+    let not_ok: Vec<String> = lines
+        .iter()
+        .filter(|l| l["status"] != "ok")
+        .map(|l| str_of(l, "status"))
+        .collect();
+    if !not_ok.is_empty() {
+        notes.push(not_ok.join(", "));
+    }
+    let errors: u64 = lines.iter().map(|l| error_total(l)).sum();
+    if errors > 0 {
+        notes.push(format!("{errors} errors"));
+    }
+    let starved = lines
+        .iter()
+        .filter_map(|l| l["load"]["starved_connections"].as_u64())
+        .max()
+        .unwrap_or(0);
+    if starved > 0 {
+        notes.push(format!("{starved} connections never served"));
+    }
+    let flagged: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| noise::flags(l))
+        .filter(|f| !f.is_empty())
+        .collect();
+    if let Some(first) = flagged.first() {
+        notes.push(format!(
+            "⚠ {} of {} trials noisy: {}",
+            flagged.len(),
+            lines.len(),
+            first.join("; ")
+        ));
+    }
+    if let (Some(p), Some(cell)) = (precision, lines.first().and_then(|l| l["cell"].as_str())) {
+        let c = &p["cells"][cell];
+        if let Some(outcome) = c["outcome"]
+            .as_str()
+            .filter(|o| *o == "max_trials" || *o == "max_time")
+        {
+            notes.push(format!(
+                "± {} after {} trials, short of the {:.0}% target ({})",
+                c["precision"]
+                    .as_f64()
+                    .map(|x| format!("{:.0}%", x * 100.0))
+                    .unwrap_or_else(|| "?".into()),
+                c["trials"],
+                p["target"].as_f64().unwrap_or(0.0) * 100.0,
+                outcome.replace('_', " ")
+            ));
+        }
+    }
+    notes
+}
+
+fn better(t: &Tiers) -> &'static str {
+    if t.higher_is_better {
+        "higher is better"
+    } else {
+        "lower is better"
+    }
+}
+
+/// The summary: per scenario and parameters, the models in tiers on the headline metric and
+/// on CPU per request, and the tiers in words.
+fn summary_html(run: &Run, groups: &[Group], html: &mut String) {
+    let precision = precision_of(run);
+    let _ = write!(html, "<h2 id=\"summary\">Summary per scenario: tiers</h2><p>Models in <b>tiers</b>, not ranks: each table is ordered by the median over trials, and models the data cannot tell apart share a tier (shaded alike). {} Throughput (or p99 latency for the open loop) and server CPU per request each have their own tiers; CPU per request is usually the steadier of the two. <span class=\"warn\">⚠</span> marks trials flagged noisy: something other than the server's CPU may have set their figures (steal, other processes on the cell's CPUs, or loadgen saturated).</p>", escape(tiers::RULE));
+    if let Some(p) = &precision {
+        let cells = p["cells"].as_object();
+        let met = cells.map_or(0, |c| c.values().filter(|v| v["outcome"] == "met").count());
+        let _ = write!(html, "<p>Adaptive trials: target ±{:.0}% for each median, {} to {} trials; {met} of {} cells met it (the others are noted).</p>",
+            p["target"].as_f64().unwrap_or(0.0) * 100.0, p["min_trials"], p["max_trials"], cells.map_or(0, |c| c.len()));
+    }
+    for g in groups {
+        let unit = g.unit;
+        let _ = write!(html, "<h3>{} <code>{}</code></h3><table><tr><th>tier</th><th>model</th><th>median {} ({})</th><th>95% CI</th><th>ratio to best</th><th>CV</th><th>trials</th><th>CPU tier</th><th>µs CPU/req ({})</th><th>CPU ratio</th><th>notes</th></tr>",
+            escape(&g.scenario), escape(&g.params), escape(unit), better(&g.headline), better(&g.efficiency));
+        let mut order: Vec<&str> = g
+            .headline
+            .entries
+            .iter()
+            .map(|e| e.model.as_str())
+            .collect();
+        for model in g.lines.keys() {
+            if !order.contains(&model.as_str()) {
+                order.push(model);
+            }
+        }
+        for model in order {
+            let h = g.headline.of(model);
+            let e = g.efficiency.of(model);
+            let first = |t: &Tiers, x: &tiers::Entry| std::ptr::eq(x, &t.entries[0]);
+            let class = h
+                .map(|h| format!(" class=\"t{}\"", (h.tier - 1) % 2))
+                .unwrap_or_default();
+            let _ = write!(
+                html,
+                "<tr{class}><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                h.map(|h| h.tier.to_string()).unwrap_or_else(|| "-".into()),
+                escape(model),
+                h.map(tiers::median_pm).unwrap_or_else(|| "-".into()),
+                h.map(|h| format!("{} – {}", fmt_num(h.ci.0), fmt_num(h.ci.1))).unwrap_or_default(),
+                h.map(|x| tiers::ratio_pm(x, first(&g.headline, x))).unwrap_or_default(),
+                h.map(|h| format!("{:.1}%", h.cv * 100.0)).unwrap_or_default(),
+                g.lines[model].iter().filter(|l| l["status"] == "ok").count(),
+                e.map(|e| e.tier.to_string()).unwrap_or_else(|| "-".into()),
+                e.map(tiers::median_pm).unwrap_or_else(|| "-".into()),
+                e.map(|x| tiers::ratio_pm(x, first(&g.efficiency, x))).unwrap_or_default(),
+                escape(&notes(&g.lines[model], precision.as_ref()).join("; "))
+            );
+        }
+        let _ = write!(
+            html,
+            "</table><p class=\"words\"><b>{}:</b> {}.",
+            g.metric.name(),
+            escape(&g.headline.words())
+        );
+        if g.efficiency.entries.len() > 1 {
+            let _ = write!(
+                html,
+                " <b>CPU per request:</b> {}.",
+                escape(&g.efficiency.words())
+            );
+        }
+        html.push_str("</p>");
+    }
 }
 
 fn series_by_model(
@@ -514,6 +550,12 @@ pub fn decode(text: &str) -> Result<hdrhistogram::Histogram<u64>, String> {
 
 /// One or two sentences about a model, generated from this run's data.
 pub fn measured_sentences(run: &Run, model: &str) -> String {
+    measured_sentences_in(run, &tiers::judge(&run.lines), model)
+}
+
+/// [`measured_sentences`] with the run's tiers already judged: the median over trials (not
+/// the best trial) and the tier, for each echo cell.
+pub fn measured_sentences_in(run: &Run, groups: &[Group], model: &str) -> String {
     let mine: Vec<&Value> = run
         .lines
         .iter()
@@ -526,31 +568,47 @@ pub fn measured_sentences(run: &Run, model: &str) -> String {
             line["reason"].as_str().unwrap_or("unsupported")
         );
     }
-    let best = mine
-        .iter()
-        .filter(|l| l["status"] == "ok" && str_of(l, "scenario") == "echo")
-        .filter_map(|l| Some((l["load"]["throughput_rps"].as_f64()?, l)))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    if let Some((rps, line)) = best {
-        sentences.push(format!(
-            "Best echo throughput {} req/s (at {}).",
-            fmt_num(rps),
-            str_of(line, "cell").rsplit('/').next().unwrap_or("")
-        ));
+    let mut echo_medians = Vec::new();
+    for g in groups.iter().filter(|g| g.scenario == "echo") {
+        if let Some(e) = g.headline.of(model) {
+            echo_medians.push(e.median);
+            sentences.push(format!(
+                "Echo at {}: median {} {} over {} trials, tier {} of {}{}.",
+                g.params,
+                fmt_num(e.median),
+                g.unit,
+                e.values.len(),
+                e.tier,
+                g.headline.count(),
+                if e.ratio < 1.0 {
+                    format!(" ({:.2}x the best)", e.ratio)
+                } else {
+                    String::new()
+                }
+            ));
+        }
     }
-    let idle: Vec<&&Value> = mine
+    let best = echo_medians.iter().copied().fold(f64::NAN, f64::max);
+    let idle = groups
         .iter()
-        .filter(|l| l["status"] == "ok" && str_of(l, "scenario") == "idle")
-        .collect();
-    if let (Some(line), Some((rps, _))) = (
-        idle.iter().max_by_key(|l| param(l, "idle").unwrap_or(0)),
-        best,
-    ) {
-        let ratio = line["load"]["throughput_rps"].as_f64().unwrap_or(0.0) / rps.max(1.0);
+        .filter(|g| g.scenario == "idle")
+        .filter_map(|g| Some((g, g.headline.of(model)?)))
+        .max_by_key(|(g, _)| {
+            g.lines
+                .values()
+                .flatten()
+                .find_map(|l| param(l, "idle"))
+                .unwrap_or(0)
+        });
+    if let (Some((g, e)), true) = (idle, best.is_finite() && best > 0.0) {
         sentences.push(format!(
-            "With {} idle connections open it kept {:.0}% of that.",
-            param(line, "idle").unwrap_or(0),
-            ratio * 100.0
+            "With {} idle connections open its median kept {:.0}% of its best echo median.",
+            g.lines
+                .values()
+                .flatten()
+                .find_map(|l| param(l, "idle"))
+                .unwrap_or(0),
+            e.median / best * 100.0
         ));
     }
     let (resets, connects): (u64, u64) = mine
@@ -771,6 +829,6 @@ fn env_html(run: &Run, html: &mut String) {
     html.push_str("</p>");
 }
 
-const INTRO: &str = "<p class=\"intro\">Each <b>model</b> is one small server (blocking with a thread or process per connection, pools, busy polling, select, poll, epoll, signal-driven I/O, io_uring, and library references) speaking the same protocols. Each <b>cell</b> ran the server pinned to one CPU and the load generator pinned to another, several trials interleaved across models. Throughput counts verified replies only; latency is from HdrHistogram, corrected for coordinated omission in the open-loop scenario. Compare models within this run: two cores on a shared machine are noisy, so read the confidence intervals before the ranks.</p><p class=\"toc\"><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#models\">Models</a> · <a href=\"#silent\">Silent clients</a> · <a href=\"#failures\">Failures</a> · <a href=\"#env\">Environment</a></p>";
+const INTRO: &str = "<p class=\"intro\">Each <b>model</b> is one small server (blocking with a thread or process per connection, pools, busy polling, select, poll, epoll, signal-driven I/O, io_uring, and library references) speaking the same protocols. Each <b>cell</b> ran the server pinned to one CPU and the load generator pinned to another, several trials interleaved across models. Throughput counts verified replies only; latency is from HdrHistogram, corrected for coordinated omission in the open-loop scenario. Compare models within this run: two cores on a shared machine are noisy, so read the tiers (which differences the data supports) before the order.</p><p class=\"toc\"><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#models\">Models</a> · <a href=\"#silent\">Silent clients</a> · <a href=\"#failures\">Failures</a> · <a href=\"#env\">Environment</a></p>";
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:12px}figure{margin:0;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}";
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:12px}figure{margin:0;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}";

@@ -99,8 +99,12 @@ fn rendered_html_has_every_chart_with_every_model() {
         "the slowloris lesson, with MODELS.md's measured table: {silent}"
     );
     assert!(
-        html.contains("Best echo throughput"),
-        "sentences measured from the data"
+        html.contains("Echo at c=10,size=128: median") && html.contains(", tier "),
+        "sentences measured from the data: the median and its tier"
+    );
+    assert!(
+        html.contains("Summary per scenario: tiers") && html.contains("Tiers: models share a tier"),
+        "tiers and their rule"
     );
     assert!(
         html.contains("results.jsonl") && html.contains("kernel"),
@@ -155,13 +159,25 @@ fn identical_runs_compare_as_no_change() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let table = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (table, tiers) = text
+        .split_once("### Tiers, base and new")
+        .expect("a tiers section");
     let rows: Vec<&str> = table
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| cell"))
         .collect();
     assert!(rows.len() >= 4, "{table}");
     assert!(rows.iter().all(|r| r.ends_with("| no change |")), "{table}");
+    let tier_rows: Vec<&str> = tiers
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| cell"))
+        .collect();
+    assert!(tier_rows.len() >= 4, "{tiers}");
+    assert!(
+        tier_rows.iter().all(|r| r.ends_with("| none |")),
+        "no model moved: {tiers}"
+    );
     assert!(b.join("compare.html").exists());
 }
 
@@ -262,7 +278,7 @@ fn exports_parse() {
     let out = report(&["export", dir.to_str().unwrap(), "--format", "markdown"]);
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(
-        md.contains("| rank | model |") && md.contains("epoll-et"),
+        md.contains("| tier | model |") && md.contains("epoll-et"),
         "{md}"
     );
 }
@@ -413,4 +429,37 @@ fn a_full_disk_leaves_the_previous_report_whole_and_names_the_file() {
         ["env.json", "report.html", "results.jsonl"],
         "no leftovers"
     );
+}
+
+/// The report, the Markdown export and `report compare` show the same tiers: each group's
+/// tiers in words appear in all three.
+#[test]
+fn every_view_shows_the_same_tiers() {
+    let scratch = scratch("slower3wide");
+    let dir = scratch.path();
+    assert!(report(&["render", dir.to_str().unwrap()]).status.success());
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let md = String::from_utf8(
+        report(&["export", dir.to_str().unwrap(), "--format", "markdown"]).stdout,
+    )
+    .unwrap();
+    let compare = String::from_utf8(
+        report(&[
+            "compare",
+            fixture("base").to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let data = reports::run::Run::load(dir).unwrap();
+    let groups = reports::tiers::judge(&data.lines);
+    assert!(groups.len() >= 2);
+    for g in &groups {
+        let words = g.headline.words();
+        assert!(md.contains(&words), "export: {words}\n{md}");
+        assert!(compare.contains(&words), "compare: {words}\n{compare}");
+        let escaped = reports::render::escape(&words);
+        assert!(html.contains(&escaped), "report: {escaped}");
+    }
 }

@@ -1,0 +1,217 @@
+//! Adaptive trials and reruns: which cells get another trial after the suite's planned ones.
+//!
+//! With a precision target, rounds of one more trial run (interleaved over models, in the
+//! suite's order) for every cell whose median's 95% interval is still wider than the target,
+//! until each cell meets it or the budget (`max_trials`, `max_time`) is spent;
+//! `precision.json` records per cell which. With `--rerun-noisy`, every cell flagged by
+//! `reports::noise` runs once more at the end as a new trial that names the one it replaces
+//! (`rerun_of`); views leave the replaced line out.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use reports::metrics::headline;
+use reports::tiers::precision;
+
+use crate::suite::{Cell, Suite};
+
+/// Every line of one cell id.
+fn by_cell(lines: &[Value]) -> BTreeMap<&str, Vec<&Value>> {
+    let mut cells: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for line in lines {
+        if let Some(cell) = line["cell"].as_str() {
+            cells.entry(cell).or_default().push(line);
+        }
+    }
+    cells
+}
+
+/// The headline values (throughput, or p99 for the open loop) of a cell's ok lines.
+fn values(lines: &[&Value]) -> Vec<f64> {
+    lines
+        .iter()
+        .filter(|l| l["status"] == "ok")
+        .filter_map(|l| headline(l["scenario"].as_str()?).of(l).map(|v| v.0))
+        .collect()
+}
+
+/// Where a cell stands against the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Met,
+    /// Still short, with budget left.
+    Short,
+    MaxTrials,
+    /// The model does not run here, so more trials would not help.
+    Unsupported,
+}
+
+fn state(lines: Option<&Vec<&Value>>, target: f64, max_trials: usize) -> State {
+    let Some(lines) = lines else {
+        return State::Short;
+    };
+    if lines.iter().any(|l| l["status"] == "unsupported") {
+        return State::Unsupported;
+    }
+    if precision(&values(lines)) <= target {
+        State::Met
+    } else if lines.len() >= max_trials {
+        State::MaxTrials
+    } else {
+        State::Short
+    }
+}
+
+/// The cells of trial `trial` (one per distinct cell of `planned`, in run order) that are
+/// still short of the suite's target after `lines`.
+pub fn next_round(suite: &Suite, planned: &[Cell], lines: &[Value], trial: usize) -> Vec<Cell> {
+    let Some(target) = suite.precision else {
+        return Vec::new();
+    };
+    let cells = by_cell(lines);
+    planned
+        .iter()
+        .filter(|c| c.trial == 1)
+        .filter(|c| {
+            let id = c.id();
+            let have = cells.get(id.as_str());
+            have.map_or(0, |l| l.len()) < trial
+                && state(have, target, suite.most_trials()) == State::Short
+        })
+        .map(|c| Cell { trial, ..c.clone() })
+        .collect()
+}
+
+/// `precision.json`: the target, the budget, and per cell its trials, the precision reached
+/// and the outcome (`met`, `max_trials`, `max_time`, `unsupported`).
+pub fn outcomes(suite: &Suite, planned: &[Cell], lines: &[Value], out_of_time: bool) -> Value {
+    let target = suite.precision.unwrap_or(0.0);
+    let cells = by_cell(lines);
+    let mut per_cell = serde_json::Map::new();
+    for cell in planned.iter().filter(|c| c.trial == 1) {
+        let id = cell.id();
+        let have = cells.get(id.as_str());
+        let reached = have.map(|l| precision(&values(l))).unwrap_or(f64::INFINITY);
+        let outcome = match state(have, target, suite.most_trials()) {
+            State::Met => "met",
+            State::MaxTrials => "max_trials",
+            State::Unsupported => "unsupported",
+            State::Short if out_of_time => "max_time",
+            State::Short => "max_trials",
+        };
+        per_cell.insert(
+            id,
+            json!({
+                "trials": have.map_or(0, |l| l.len()),
+                "precision": reached.is_finite().then_some((reached * 1e4).round() / 1e4),
+                "outcome": outcome,
+            }),
+        );
+    }
+    json!({
+        "target": suite.precision,
+        "min_trials": suite.trials,
+        "max_trials": suite.most_trials(),
+        "max_time_s": suite.max_time.map(|t| t.as_secs_f64()),
+        "cells": per_cell,
+    })
+}
+
+/// One more trial for each flagged cell of `lines` not yet rerun: (cell, trial it replaces).
+pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
+    let cells = by_cell(lines);
+    let mut reruns = Vec::new();
+    for cell in planned.iter().filter(|c| c.trial == 1) {
+        let id = cell.id();
+        let Some(lines) = cells.get(id.as_str()) else {
+            continue;
+        };
+        let next = lines
+            .iter()
+            .filter_map(|l| l["trial"].as_u64())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let mut trial = next;
+        for line in lines.iter().filter(|l| l["status"] == "ok") {
+            let Some(k) = line["trial"].as_u64() else {
+                continue;
+            };
+            let rerun = lines.iter().any(|l| l["rerun_of"].as_u64() == Some(k));
+            if !rerun && line["rerun_of"].is_null() && reports::noise::is_noisy(line) {
+                reruns.push((
+                    Cell {
+                        trial: trial as usize,
+                        ..cell.clone()
+                    },
+                    k,
+                ));
+                trial += 1;
+            }
+        }
+    }
+    reruns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suite(extra: &str) -> Suite {
+        toml::from_str(&format!(
+            "description = \"t\"\ntrials = 3\nwarmup = \"0s\"\nduration = \"1s\"\nmodels = [\"a\", \"b\"]\n{extra}\n[[scenario]]\nscenario = \"echo\"\nconnections = [50]\n"
+        ))
+        .unwrap()
+    }
+
+    fn line(model: &str, trial: usize, rps: f64) -> Value {
+        json!({"cell": format!("echo/{model}/c=50"), "trial": trial, "model": model,
+               "scenario": "echo", "status": "ok", "load": {"throughput_rps": rps}})
+    }
+
+    #[test]
+    fn rounds_continue_only_for_cells_short_of_the_target() {
+        let s = suite("precision = \"5%\"\nmax_trials = 4");
+        let planned = s.cells(&["a".into(), "b".into()], None, None).unwrap();
+        // a is tight (±1%), b spread (±20%).
+        let mut lines = vec![
+            line("a", 1, 100.0),
+            line("b", 1, 80.0),
+            line("a", 2, 101.0),
+            line("b", 2, 100.0),
+            line("a", 3, 99.0),
+            line("b", 3, 120.0),
+        ];
+        let round = next_round(&s, &planned, &lines, 4);
+        assert_eq!(round.len(), 1);
+        assert_eq!((round[0].model.as_str(), round[0].trial), ("b", 4));
+        lines.push(line("b", 4, 121.0));
+        assert!(next_round(&s, &planned, &lines, 5).is_empty(), "max_trials");
+        let out = outcomes(&s, &planned, &lines, false);
+        assert_eq!(out["cells"]["echo/a/c=50"]["outcome"], "met");
+        assert_eq!(out["cells"]["echo/b/c=50"]["outcome"], "max_trials");
+        assert_eq!(out["cells"]["echo/b/c=50"]["trials"], 4);
+        // Without a target, nothing more runs.
+        assert!(next_round(&suite(""), &planned, &lines[..4], 4).is_empty());
+    }
+
+    #[test]
+    fn noisy_cells_are_rerun_once() {
+        let s = suite("");
+        let planned = s.cells(&["a".into(), "b".into()], None, None).unwrap();
+        let mut noisy = line("a", 2, 50.0);
+        noisy["noise"] = json!({"server_cpus": {"steal": 0.2}, "load_cpus": {}});
+        let mut lines = vec![line("a", 1, 100.0), noisy, line("b", 1, 90.0)];
+        let reruns = noisy_reruns(&planned, &lines);
+        assert_eq!(reruns.len(), 1);
+        assert_eq!(
+            (reruns[0].0.model.as_str(), reruns[0].0.trial, reruns[0].1),
+            ("a", 3, 2)
+        );
+        let mut rerun = line("a", 3, 99.0);
+        rerun["rerun_of"] = json!(2);
+        lines.push(rerun);
+        assert!(noisy_reruns(&planned, &lines).is_empty());
+    }
+}

@@ -1,0 +1,210 @@
+//! Does the tier rule say what it should? Two measurements over finished runs, both through
+//! `tiers::judge` like every view:
+//!
+//! - **A/A and A/B calibration** (`report calibrate RUN --same A,A#2 --slowed A+extra-work=N`):
+//!   in how many groups the same server under two names shares a tier (goal: at least 95%),
+//!   and in how many a server slowed by a known amount is in a worse tier than the plain one
+//!   (goal: at least 80% for a 10-20% slowdown).
+//! - **Stability** (`report stability RUN RUN RUN...`): per group, how many models land in
+//!   the same tier in every run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::run::Run;
+use crate::tiers::{self, Tiers};
+
+/// Counts over the groups where both models have a result.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub hits: usize,
+    pub groups: usize,
+}
+
+impl Rate {
+    pub fn share(self) -> f64 {
+        if self.groups == 0 {
+            f64::NAN
+        } else {
+            self.hits as f64 / self.groups as f64
+        }
+    }
+
+    fn text(self) -> String {
+        format!(
+            "{}/{} groups ({:.0}%)",
+            self.hits,
+            self.groups,
+            self.share() * 100.0
+        )
+    }
+}
+
+/// Which tiers of a group an axis means.
+#[derive(Clone, Copy, Debug)]
+pub enum Axis {
+    Headline,
+    Efficiency,
+}
+
+fn axis<'a>(g: &'a tiers::Group, axis: Axis) -> &'a Tiers {
+    match axis {
+        Axis::Headline => &g.headline,
+        Axis::Efficiency => &g.efficiency,
+    }
+}
+
+/// A/A: groups where `a` and `b` share a tier.
+pub fn same_tier(run: &Run, a: &str, b: &str, which: Axis) -> Rate {
+    let mut rate = Rate::default();
+    for g in tiers::judge(&run.lines) {
+        let t = axis(&g, which);
+        if let (Some(x), Some(y)) = (t.of(a), t.of(b)) {
+            rate.groups += 1;
+            rate.hits += usize::from(x.tier == y.tier);
+        }
+    }
+    rate
+}
+
+/// A/B: groups where `slowed` is in a worse tier than `plain`.
+pub fn separated(run: &Run, plain: &str, slowed: &str, which: Axis) -> Rate {
+    let mut rate = Rate::default();
+    for g in tiers::judge(&run.lines) {
+        let t = axis(&g, which);
+        if let (Some(x), Some(y)) = (t.of(plain), t.of(slowed)) {
+            rate.groups += 1;
+            rate.hits += usize::from(y.tier > x.tier);
+        }
+    }
+    rate
+}
+
+pub fn calibrate_text(run: &Run, same: (&str, &str), slowed: Option<(&str, &str)>) -> String {
+    let mut s = String::new();
+    for (name, which) in [
+        ("headline", Axis::Headline),
+        ("CPU per request", Axis::Efficiency),
+    ] {
+        let _ = writeln!(
+            s,
+            "A/A {name}: {} and {} share a tier in {}",
+            same.0,
+            same.1,
+            same_tier(run, same.0, same.1, which).text()
+        );
+        if let Some((plain, slow)) = slowed {
+            let _ = writeln!(
+                s,
+                "A/B {name}: {slow} is in a worse tier than {plain} in {}",
+                separated(run, plain, slow, which).text()
+            );
+        }
+    }
+    s
+}
+
+/// Stability over several runs of the same suite: per group, the models present in every
+/// run and how many of them got the same tier each time.
+pub fn stability(runs: &[Run]) -> Vec<(String, usize, usize)> {
+    let mut tiers_of: BTreeMap<String, Vec<BTreeMap<String, usize>>> = BTreeMap::new();
+    for run in runs {
+        for g in tiers::judge(&run.lines) {
+            let map = g
+                .headline
+                .entries
+                .iter()
+                .map(|e| (e.model.clone(), e.tier))
+                .collect();
+            tiers_of
+                .entry(format!("{} {}", g.scenario, g.params))
+                .or_default()
+                .push(map);
+        }
+    }
+    tiers_of
+        .into_iter()
+        .filter(|(_, maps)| maps.len() == runs.len())
+        .map(|(group, maps)| {
+            let everywhere: Vec<&String> = maps[0]
+                .keys()
+                .filter(|m| maps.iter().all(|t| t.contains_key(*m)))
+                .collect();
+            let stable = everywhere
+                .iter()
+                .filter(|m| maps.iter().all(|t| t[**m] == maps[0][**m]))
+                .count();
+            (group, stable, everywhere.len())
+        })
+        .collect()
+}
+
+pub fn stability_text(runs: &[Run]) -> String {
+    let mut s = format!(
+        "Models in the same tier in all {} runs, per scenario:\n",
+        runs.len()
+    );
+    for (group, stable, total) in stability(runs) {
+        let _ = writeln!(s, "  {group:<28} {stable:>3} of {total}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn run(lines: Vec<Value>) -> Run {
+        Run {
+            dir: std::path::PathBuf::new(),
+            env: Value::Null,
+            lines,
+            damaged: Vec::new(),
+        }
+    }
+
+    fn line(model: &str, params: &str, trial: u64, rps: f64) -> Value {
+        json!({"scenario": "echo", "cell": format!("echo/{model}/{params}"), "model": model,
+               "trial": trial, "status": "ok", "load": {"throughput_rps": rps},
+               "server": {"cpu_us_per_request": 1e6 / rps}})
+    }
+
+    fn calibration_run(slow_factor: f64) -> Run {
+        let mut lines = Vec::new();
+        for params in ["c=50", "c=500"] {
+            for (trial, wobble) in [(1, 1.0), (2, 1.02), (3, 0.98)] {
+                lines.push(line("a", params, trial, 100.0 * wobble));
+                lines.push(line("a#2", params, trial, 100.0 / wobble));
+                lines.push(line("a+slow", params, trial, 100.0 * wobble * slow_factor));
+            }
+        }
+        run(lines)
+    }
+
+    #[test]
+    fn rates_over_groups() {
+        let r = calibration_run(0.5);
+        let aa = same_tier(&r, "a", "a#2", Axis::Headline);
+        assert_eq!(aa, Rate { hits: 2, groups: 2 });
+        let ab = separated(&r, "a", "a+slow", Axis::Efficiency);
+        assert_eq!(ab, Rate { hits: 2, groups: 2 });
+        let r = calibration_run(0.99);
+        assert_eq!(separated(&r, "a", "a+slow", Axis::Headline).hits, 0);
+        let text = calibrate_text(&r, ("a", "a#2"), Some(("a", "a+slow")));
+        assert!(text.contains("share a tier in 2/2 groups (100%)"), "{text}");
+    }
+
+    #[test]
+    fn stability_counts_models_in_the_same_tier_every_time() {
+        let (x, y) = (calibration_run(0.5), calibration_run(0.99));
+        let s = stability(&[x, y]);
+        assert_eq!(s.len(), 2);
+        // a and a#2 stay in tier 1; a+slow moves from tier 2 to tier 1.
+        assert!(
+            s.iter()
+                .all(|(_, stable, total)| (*stable, *total) == (2, 3)),
+            "{s:?}"
+        );
+    }
+}

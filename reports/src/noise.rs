@@ -1,0 +1,99 @@
+//! Whether a cell measured the server: the judgement of a result line's `noise` object
+//! (written by `bench`, see docs/ARCHITECTURE.md). A cell is flagged, with its reasons, when
+//! something other than the server's CPU may have set its figures: the hypervisor took time
+//! (steal), other processes ran on the cell's CPUs, or loadgen was the bottleneck.
+//!
+//! The terminal summary, the report and `bench run --rerun-noisy` all ask this module.
+
+use serde_json::Value;
+
+/// Steal above this share of the cell's CPUs flags it.
+pub const STEAL: f64 = 0.05;
+/// CPU time of other processes above this share of the server's or the load's CPUs.
+pub const FOREIGN: f64 = 0.10;
+/// loadgen at or above this share of its CPUs ...
+pub const LOADGEN_SATURATED: f64 = 0.95;
+/// ... while the server's CPUs were busy less than this: the server was waiting for load.
+pub const SERVER_IDLE: f64 = 0.80;
+
+/// Why a cell may not have measured its server; empty when it is clean or unknown (no
+/// `noise` object: runs from before it existed, failed cells).
+pub fn flags(line: &Value) -> Vec<String> {
+    let noise = &line["noise"];
+    let mut reasons = Vec::new();
+    if !noise.is_object() {
+        return reasons;
+    }
+    for (side, name) in [("server_cpus", "server"), ("load_cpus", "load")] {
+        let steal = noise[side]["steal"].as_f64().unwrap_or(0.0);
+        if steal > STEAL {
+            reasons.push(format!("steal {:.0}% on the {name} CPUs", steal * 100.0));
+        }
+        let foreign = noise[side]["foreign"].as_f64().unwrap_or(0.0);
+        if foreign > FOREIGN {
+            reasons.push(format!(
+                "other processes used {:.0}% of the {name} CPUs",
+                foreign * 100.0
+            ));
+        }
+    }
+    let loadgen = noise["loadgen_cpu"].as_f64().unwrap_or(0.0);
+    let server_busy = noise["server_cpus"]["busy"].as_f64().unwrap_or(1.0);
+    // loadgen spins while replies are outstanding, so its CPU reads full whenever it is
+    // busy: it was the bottleneck only if the server's CPUs had time to spare. The open loop
+    // paces itself (its CPU always reads full), so there it counts only if it fell behind.
+    let open_loop = line["scenario"] == "rate";
+    let loadgen_limited = if open_loop {
+        line["load"]["behind_schedule"].as_bool() == Some(true)
+    } else {
+        loadgen >= LOADGEN_SATURATED
+    };
+    if loadgen_limited && server_busy < SERVER_IDLE {
+        reasons.push(format!(
+            "loadgen saturated ({:.0}% of its CPUs) while the server's CPUs were {:.0}% busy",
+            loadgen * 100.0,
+            server_busy * 100.0
+        ));
+    }
+    reasons
+}
+
+pub fn is_noisy(line: &Value) -> bool {
+    !flags(line).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn line(scenario: &str, noise: Value) -> Value {
+        json!({"scenario": scenario, "status": "ok", "load": {"behind_schedule": false}, "noise": noise})
+    }
+
+    #[test]
+    fn clean_cells_and_old_lines_are_not_flagged() {
+        let clean = json!({"server_cpus": {"busy": 1.0, "steal": 0.0, "foreign": 0.01},
+                           "load_cpus": {"busy": 1.0, "steal": 0.0, "foreign": 0.02},
+                           "loadgen_cpu": 0.99});
+        assert!(flags(&line("echo", clean)).is_empty());
+        assert!(flags(&json!({"scenario": "echo", "status": "ok"})).is_empty());
+    }
+
+    #[test]
+    fn each_reason_is_named() {
+        let noisy = json!({"server_cpus": {"busy": 0.5, "steal": 0.08, "foreign": 0.3},
+                           "load_cpus": {"busy": 1.0, "steal": 0.0, "foreign": 0.0},
+                           "loadgen_cpu": 0.99});
+        let reasons = flags(&line("echo", noisy.clone()));
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("steal 8%"));
+        assert!(reasons[1].contains("other processes used 30% of the server CPUs"));
+        assert!(reasons[2].contains("loadgen saturated"));
+        // The open loop: a busy loadgen is its pacing, unless it fell behind.
+        let mut open = line("rate", noisy);
+        assert_eq!(flags(&open).len(), 2);
+        open["load"]["behind_schedule"] = json!(true);
+        assert_eq!(flags(&open).len(), 3);
+    }
+}

@@ -1,0 +1,581 @@
+//! Tiers, not ranks: which models of one scenario cell can be told apart, and by how much.
+//!
+//! Every view of a run (the terminal summary of `bench run`, `report.html`, `report export
+//! --format markdown`, `report compare`) calls this module, so they all show the same tiers.
+//!
+//! The rule. Models are ordered by their median over trials, best first (direction-aware:
+//! higher throughput, lower latency and CPU per request are better). The best model leads
+//! tier 1. Each next model is compared with the leader of the current tier by the 95%
+//! bootstrap interval of the ratio of their medians (both sides resampled, percentile
+//! method). It starts a new tier, which it leads, only when that whole interval lies beyond
+//! the noise floor ([`NOISE_FLOOR`], 3%) on the worse side, and both have at least
+//! [`MIN_TRIALS`] trials; otherwise it shares the leader's tier ("tie": the data cannot tell
+//! them apart, not proof that they are equal).
+//!
+//! Why this and not a rank test: a cell is a whole server under load on a shared machine, so
+//! trials are few (3 to 10) and expensive. With 3 trials each, a Mann-Whitney U test cannot
+//! reach p < 0.05 whatever the data (its smallest two-sided p is 0.1), so it would call
+//! everything a tie. The bootstrap ratio interval works at any count and gives the figure a
+//! reader wants (0.73x, ± how much); with 3 trials it reduces to "the trials' ranges do not
+//! overlap, by more than the noise floor", a rule a reader can check by eye. The noise floor
+//! is criterion's idea ("change within noise threshold"): differences smaller than the
+//! run-to-run drift of a whole server are not verdicts even when the trials happen to be
+//! tight. The leader rule (not "adjacent models differ") keeps a chain of small steps from
+//! spreading one tier over a 30% range.
+//!
+//! Resampling is seeded, so a report renders the same twice; groups are judged in parallel
+//! with rayon (a full run has hundreds of groups, each with dozens of bootstrap intervals).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::metrics::{headline, Metric};
+use crate::stats::{change_ci, cv, median, median_ci};
+
+/// Differences of medians smaller than this are never a separation.
+pub const NOISE_FLOOR: f64 = 0.03;
+/// Fewer trials than this on either side never claim a separation.
+pub const MIN_TRIALS: usize = 3;
+
+/// The rule, in words, for every view to print once.
+pub const RULE: &str = "Tiers: models share a tier when the 95% bootstrap interval of the ratio of their median to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). Ratios are to the best median, ± half their interval.";
+
+/// One model in one group: its trials and where it stands.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub model: String,
+    pub values: Vec<f64>,
+    pub median: f64,
+    /// 95% bootstrap interval of the median.
+    pub ci: (f64, f64),
+    /// Half the median's interval relative to the median (0.04 = ± 4%); infinite below two
+    /// trials.
+    pub precision: f64,
+    pub cv: f64,
+    /// 1 is the best tier.
+    pub tier: usize,
+    /// Median over the best model's median, with its 95% bootstrap interval.
+    pub ratio: f64,
+    pub ratio_ci: (f64, f64),
+}
+
+impl Entry {
+    /// The ratio's "± x" (half its interval).
+    pub fn ratio_pm(&self) -> f64 {
+        (self.ratio_ci.1 - self.ratio_ci.0) / 2.0
+    }
+}
+
+/// The models of one group in tiers, best first.
+#[derive(Clone, Debug)]
+pub struct Tiers {
+    pub higher_is_better: bool,
+    pub entries: Vec<Entry>,
+}
+
+/// Half the 95% interval of the median relative to the median: what adaptive trials drive
+/// below the suite's precision target. Infinite below two values.
+pub fn precision(values: &[f64]) -> f64 {
+    if values.len() < 2 {
+        return f64::INFINITY;
+    }
+    let m = median(values);
+    let (lo, hi) = median_ci(values);
+    if m == 0.0 {
+        return if hi == lo { 0.0 } else { f64::INFINITY };
+    }
+    (m - lo).max(hi - m) / m.abs()
+}
+
+/// Whether `worse` (ordered after `leader`) can be told apart from it, and the ratio of
+/// their medians with its interval.
+fn separated(leader: &[f64], worse: &[f64], higher_is_better: bool) -> bool {
+    if leader.len() < MIN_TRIALS || worse.len() < MIN_TRIALS || median(leader) == 0.0 {
+        return false;
+    }
+    let (_, lo, hi) = change_ci(leader, worse);
+    if higher_is_better {
+        1.0 + hi < 1.0 - NOISE_FLOOR
+    } else {
+        1.0 + lo > 1.0 + NOISE_FLOOR
+    }
+}
+
+/// Puts models (name, trial values) into tiers. Models without a finite value are left out.
+pub fn tiers(models: Vec<(String, Vec<f64>)>, higher_is_better: bool) -> Tiers {
+    let mut entries: Vec<Entry> = models
+        .into_iter()
+        .map(|(model, values)| {
+            let values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+            (model, values)
+        })
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(model, values)| Entry {
+            median: median(&values),
+            ci: median_ci(&values),
+            precision: precision(&values),
+            cv: cv(&values),
+            tier: 1,
+            ratio: 1.0,
+            ratio_ci: (1.0, 1.0),
+            model,
+            values,
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        let order = if higher_is_better {
+            b.median.total_cmp(&a.median)
+        } else {
+            a.median.total_cmp(&b.median)
+        };
+        order.then(a.model.cmp(&b.model))
+    });
+    if let Some(best) = entries.first().map(|e| e.values.clone()) {
+        let mut leader = 0;
+        let mut tier = 1;
+        for i in 0..entries.len() {
+            if i > 0
+                && separated(
+                    &entries[leader].values,
+                    &entries[i].values,
+                    higher_is_better,
+                )
+            {
+                tier += 1;
+                leader = i;
+            }
+            let e = &mut entries[i];
+            e.tier = tier;
+            if median(&best) != 0.0 {
+                let (change, lo, hi) = change_ci(&best, &e.values);
+                e.ratio = 1.0 + change;
+                e.ratio_ci = (1.0 + lo, 1.0 + hi);
+            } else {
+                e.ratio = f64::NAN;
+                e.ratio_ci = (f64::NAN, f64::NAN);
+            }
+        }
+    }
+    Tiers {
+        higher_is_better,
+        entries,
+    }
+}
+
+impl Tiers {
+    pub fn count(&self) -> usize {
+        self.entries.last().map(|e| e.tier).unwrap_or(0)
+    }
+
+    pub fn of(&self, model: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.model == model)
+    }
+
+    /// The tiers in plain words: "epoll-lt, epoll-et, poll tie for first; uring 0.73x;
+    /// fork last (0.20x)".
+    pub fn words(&self) -> String {
+        let n = self.entries.len();
+        if n == 0 {
+            return "no model has a result".into();
+        }
+        if n == 1 {
+            return format!("only {} has a result", self.entries[0].model);
+        }
+        let tiers = self.count();
+        if tiers == 1 {
+            let fewest = self
+                .entries
+                .iter()
+                .map(|e| e.values.len())
+                .min()
+                .unwrap_or(0);
+            let why = if fewest < MIN_TRIALS {
+                format!("fewer than {MIN_TRIALS} trials cannot separate")
+            } else {
+                "cannot be told apart".to_string()
+            };
+            return format!("all {n} tie ({why}: {})", self.names(1).join(", "));
+        }
+        let mut parts = Vec::new();
+        for t in 1..=tiers {
+            let names = self.names(t);
+            let members: Vec<&Entry> = self.entries.iter().filter(|e| e.tier == t).collect();
+            let (lo, hi) = members
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |a, e| {
+                    (a.0.min(e.ratio), a.1.max(e.ratio))
+                });
+            let ratio = if (hi - lo).abs() < 0.005 {
+                format!("{lo:.2}x")
+            } else {
+                format!("{lo:.2}-{hi:.2}x")
+            };
+            let list = names.join(", ");
+            parts.push(match (t, names.len()) {
+                (1, 1) => format!("{list} first"),
+                (1, _) => format!("{list} tie for first"),
+                (t, 1) if t == tiers => format!("{list} last ({ratio})"),
+                (t, _) if t == tiers => format!("{list} tie for last ({ratio})"),
+                (_, 1) => format!("{list} {ratio}"),
+                _ => format!("{list} tie at {ratio}"),
+            });
+        }
+        parts.join("; ")
+    }
+
+    fn names(&self, tier: usize) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|e| e.tier == tier)
+            .map(|e| e.model.as_str())
+            .collect()
+    }
+}
+
+/// Everything a view shows for one (scenario, parameters) group.
+pub struct Group<'a> {
+    pub scenario: String,
+    pub params: String,
+    /// Every line of the group (ok or not), by model in the order first seen.
+    pub lines: BTreeMap<String, Vec<&'a Value>>,
+    /// The scenario's headline metric (throughput, or p99 for the open loop) and its tiers.
+    pub metric: Metric,
+    pub unit: &'static str,
+    pub headline: Tiers,
+    /// The steadier second axis: server CPU per request, tiers of its own.
+    pub efficiency: Tiers,
+}
+
+/// A group's parameters as the cell id writes them (`c=50,size=128`).
+pub fn params_of(line: &Value) -> String {
+    line["cell"]
+        .as_str()
+        .and_then(|c| c.rsplit('/').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Lines that a rerun replaced (`--rerun-noisy`): the same cell with a line whose
+/// `rerun_of` names their trial.
+pub fn superseded(lines: &[&Value]) -> Vec<bool> {
+    let reruns: Vec<(String, u64)> = lines
+        .iter()
+        .filter_map(|l| Some((l["cell"].as_str()?.to_string(), l["rerun_of"].as_u64()?)))
+        .collect();
+    lines
+        .iter()
+        .map(|l| {
+            let (cell, trial) = (l["cell"].as_str().unwrap_or(""), l["trial"].as_u64());
+            reruns.iter().any(|(c, t)| c == cell && Some(*t) == trial)
+        })
+        .collect()
+}
+
+/// Groups every line by (scenario, parameters) and judges each group on its headline metric
+/// and on CPU per request, in parallel. Lines a rerun replaced are left out.
+pub fn judge<'a>(lines: impl IntoIterator<Item = &'a Value>) -> Vec<Group<'a>> {
+    let all: Vec<&Value> = lines.into_iter().collect();
+    let replaced = superseded(&all);
+    type ByModel<'a> = BTreeMap<String, Vec<&'a Value>>;
+    let mut groups: BTreeMap<(String, String), ByModel> = BTreeMap::new();
+    for (line, _) in all.iter().zip(&replaced).filter(|(_, r)| !**r) {
+        groups
+            .entry((
+                line["scenario"].as_str().unwrap_or("?").to_string(),
+                params_of(line),
+            ))
+            .or_default()
+            .entry(line["model"].as_str().unwrap_or("?").to_string())
+            .or_default()
+            .push(line);
+    }
+    let groups: Vec<((String, String), ByModel)> = groups.into_iter().collect();
+    groups
+        .into_par_iter()
+        .map(|((scenario, params), lines)| {
+            let metric = headline(&scenario);
+            let values = |m: Metric| -> Vec<(String, Vec<f64>)> {
+                lines
+                    .iter()
+                    .map(|(model, ls)| {
+                        let v = ls
+                            .iter()
+                            .filter(|l| l["status"] == "ok")
+                            .filter_map(|l| m.of(l).map(|x| x.0))
+                            .collect();
+                        (model.clone(), v)
+                    })
+                    .collect()
+            };
+            let unit = lines
+                .values()
+                .flatten()
+                .filter(|l| l["status"] == "ok")
+                .find_map(|l| metric.of(l).map(|v| v.1))
+                .unwrap_or("");
+            Group {
+                headline: tiers(values(metric), metric.higher_is_better()),
+                efficiency: tiers(
+                    values(Metric::CpuPerRequest),
+                    Metric::CpuPerRequest.higher_is_better(),
+                ),
+                scenario,
+                params,
+                lines,
+                metric,
+                unit,
+            }
+        })
+        .collect()
+}
+
+/// "161.2k ± 4%": a median and its interval's half width in percent.
+pub fn median_pm(e: &Entry) -> String {
+    if e.precision.is_finite() {
+        format!("{} ± {:.0}%", compact(e.median), e.precision * 100.0)
+    } else {
+        format!("{} (1 trial)", compact(e.median))
+    }
+}
+
+/// "0.73 ± 0.06x" (hyperfine's form), "1.00" for the best, or the interval itself
+/// ("0.84x [0.31, 3.03]") when it is too lopsided for a ±.
+pub fn ratio_pm(e: &Entry, best: bool) -> String {
+    if best {
+        "1.00".into()
+    } else if e.ratio.is_nan() {
+        "-".into()
+    } else if e.ratio_pm() == 0.0 {
+        format!("{:.2}x", e.ratio)
+    } else if e.ratio_pm() <= 0.2 * e.ratio {
+        format!("{:.2} ± {:.2}x", e.ratio, e.ratio_pm())
+    } else {
+        format!("{:.2}x [{:.2}, {:.2}]", e.ratio, e.ratio_ci.0, e.ratio_ci.1)
+    }
+}
+
+/// 143301 -> "143.3k"; 2136.3 -> "2136"; 6.04 -> "6.04".
+pub fn compact(x: f64) -> String {
+    if !x.is_finite() {
+        "-".into()
+    } else if x.abs() >= 100_000.0 {
+        format!("{:.1}k", x / 1000.0)
+    } else if x.abs() >= 10_000.0 {
+        format!("{:.2}k", x / 1000.0)
+    } else if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// A Markdown table of one axis's tiers (the export and `report compare` use it).
+pub fn markdown_table(t: &Tiers, unit: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| tier | model | median {unit} | 95% CI | ratio to best | CV | trials |\n|---:|---|---:|---|---:|---:|---:|"
+    );
+    for (i, e) in t.entries.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} – {} | {} | {:.1}% | {} |",
+            e.tier,
+            e.model,
+            median_pm(e),
+            compact(e.ci.0),
+            compact(e.ci.1),
+            ratio_pm(e, i == 0),
+            e.cv * 100.0,
+            e.values.len()
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic "noise": n values around `center`, spread ±`spread` (relative), in a
+    /// scrambled order.
+    fn trials(center: f64, spread: f64, n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = crate::stats::Rng::new(seed);
+        (0..n)
+            .map(|_| {
+                let u = rng.below(10_001) as f64 / 10_000.0; // 0..=1
+                center * (1.0 + spread * (2.0 * u - 1.0))
+            })
+            .collect()
+    }
+
+    fn tier_of(t: &Tiers, model: &str) -> usize {
+        t.of(model).unwrap().tier
+    }
+
+    #[test]
+    fn identical_distributions_tie() {
+        // The same distribution under two names, many seeds: never separated.
+        for seed in 1..200 {
+            let a = trials(100_000.0, 0.05, 5, seed);
+            let b = trials(100_000.0, 0.05, 5, seed * 7919 + 13);
+            let t = tiers(vec![("a".into(), a), ("b".into(), b)], true);
+            assert_eq!(t.count(), 1, "seed {seed}: {t:?}");
+        }
+    }
+
+    #[test]
+    fn twenty_percent_with_five_percent_noise_separates() {
+        for seed in 1..100 {
+            let fast = trials(100_000.0, 0.05, 3, seed);
+            let slow = trials(80_000.0, 0.05, 3, seed + 1000);
+            let t = tiers(vec![("slow".into(), slow), ("fast".into(), fast)], true);
+            assert_eq!(t.entries[0].model, "fast");
+            assert_eq!((tier_of(&t, "fast"), tier_of(&t, "slow")), (1, 2), "{t:?}");
+            let slow = t.of("slow").unwrap();
+            assert!(slow.ratio < 0.9 && slow.ratio > 0.7, "{slow:?}");
+            assert!(slow.ratio_ci.0 <= slow.ratio && slow.ratio <= slow.ratio_ci.1);
+        }
+    }
+
+    #[test]
+    fn a_single_trial_never_separates() {
+        let t = tiers(
+            vec![("a".into(), vec![100.0]), ("b".into(), vec![10.0])],
+            true,
+        );
+        assert_eq!(t.count(), 1);
+        assert!(t.words().contains("fewer than 3 trials"), "{}", t.words());
+        // Nor does one trial against many.
+        let t = tiers(
+            vec![
+                ("a".into(), vec![100.0, 101.0, 99.0]),
+                ("b".into(), vec![10.0]),
+            ],
+            true,
+        );
+        assert_eq!(t.count(), 1);
+    }
+
+    #[test]
+    fn direction_aware() {
+        // Latency and CPU per request: lower is better.
+        let low = vec![6.0, 6.1, 5.9, 6.05];
+        let high = vec![9.0, 9.2, 8.9, 9.1];
+        let t = tiers(
+            vec![("high".into(), high.clone()), ("low".into(), low.clone())],
+            false,
+        );
+        assert_eq!(t.entries[0].model, "low");
+        assert_eq!(tier_of(&t, "high"), 2);
+        assert!(t.of("high").unwrap().ratio > 1.4);
+        let t = tiers(vec![("high".into(), high), ("low".into(), low)], true);
+        assert_eq!(t.entries[0].model, "high");
+        assert_eq!(tier_of(&t, "low"), 2);
+    }
+
+    #[test]
+    fn within_the_noise_floor_is_a_tie_even_with_tight_trials() {
+        let a = vec![100.0, 100.1, 99.9];
+        let b = vec![98.0, 98.1, 97.9]; // 2% lower, trials 0.1% apart
+        let t = tiers(vec![("a".into(), a), ("b".into(), b)], true);
+        assert_eq!(t.count(), 1, "{t:?}");
+    }
+
+    #[test]
+    fn tiers_follow_the_leader_and_words_say_it() {
+        let t = tiers(
+            vec![
+                ("epoll-lt".into(), vec![160.0, 162.0, 158.0]),
+                ("epoll-et".into(), vec![161.0, 163.0, 159.0]),
+                ("poll".into(), vec![157.0, 160.0, 159.0]),
+                ("uring".into(), vec![118.0, 117.0, 119.0]),
+                ("fork".into(), vec![30.0, 31.0, 29.0]),
+            ],
+            true,
+        );
+        assert_eq!(t.count(), 3, "{t:?}");
+        let words = t.words();
+        assert!(
+            words.starts_with("epoll-et, epoll-lt, poll tie for first; uring 0.73x; fork last"),
+            "{words}"
+        );
+        // A chain of small steps does not make one tier of a wide range.
+        let chain: Vec<(String, Vec<f64>)> = (0..8)
+            .map(|i| {
+                let c = 100.0 * 0.96f64.powi(i);
+                (format!("m{i}"), vec![c * 0.99, c, c * 1.01])
+            })
+            .collect();
+        let t = tiers(chain, true);
+        let first = t.entries.iter().filter(|e| e.tier == 1).count();
+        assert!(first < 8 && t.count() > 1, "{t:?}");
+        for e in &t.entries {
+            let leader = t.entries.iter().find(|l| l.tier == e.tier).unwrap();
+            assert!(e.median / leader.median > 0.9, "within a tier: {t:?}");
+        }
+    }
+
+    #[test]
+    fn deterministic_and_missing_values_left_out() {
+        let input = || {
+            vec![
+                ("a".to_string(), vec![1.0, 2.0, 3.0, 4.0]),
+                ("b".to_string(), vec![2.0, 3.0, 5.0, 4.5]),
+                ("c".to_string(), vec![f64::NAN]),
+            ]
+        };
+        let (x, y) = (tiers(input(), true), tiers(input(), true));
+        assert_eq!(x.entries.len(), 2);
+        for (p, q) in x.entries.iter().zip(&y.entries) {
+            assert_eq!((p.ratio_ci, p.ci, p.tier), (q.ratio_ci, q.ci, q.tier));
+        }
+    }
+
+    #[test]
+    fn precision_narrows_with_trials() {
+        assert!(precision(&[1.0]).is_infinite());
+        // The same spread (90..110), three trials against fifteen.
+        let few = precision(&[90.0, 100.0, 110.0]);
+        let many: Vec<f64> = (0..15).map(|i| 90.0 + 20.0 * i as f64 / 14.0).collect();
+        let many = precision(&many);
+        assert!((few - 0.1).abs() < 1e-9, "{few}");
+        assert!(many < few, "{many} < {few}");
+        assert!(precision(&[100.0, 100.0, 100.0]) == 0.0);
+    }
+
+    #[test]
+    fn judge_groups_by_scenario_and_params_and_drops_superseded_lines() {
+        use serde_json::json;
+        let line = |model: &str, trial: u64, rps: f64, cpu: f64| {
+            json!({"scenario": "echo", "cell": format!("echo/{model}/c=50"), "model": model,
+                   "trial": trial, "status": "ok",
+                   "load": {"throughput_rps": rps}, "server": {"cpu_us_per_request": cpu}})
+        };
+        let mut lines = vec![
+            line("a", 1, 100.0, 6.0),
+            line("a", 2, 101.0, 6.1),
+            line("a", 3, 99.0, 6.0),
+            line("b", 1, 10.0, 60.0),
+            line("b", 2, 70.0, 9.0),
+            line("b", 3, 69.0, 9.1),
+        ];
+        let mut rerun = line("b", 4, 71.0, 9.0);
+        rerun["rerun_of"] = json!(1);
+        lines.push(rerun);
+        let groups = judge(&lines);
+        assert_eq!(groups.len(), 1);
+        let g = &groups[0];
+        assert_eq!((g.scenario.as_str(), g.params.as_str()), ("echo", "c=50"));
+        let b = g.headline.of("b").unwrap();
+        assert_eq!(b.values.len(), 3, "the noisy trial 1 was replaced");
+        assert_eq!(b.tier, 2);
+        assert_eq!(g.efficiency.entries[0].model, "a");
+        assert_eq!(g.efficiency.of("b").unwrap().tier, 2);
+    }
+}
