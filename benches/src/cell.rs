@@ -275,6 +275,12 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), O
     let mut noise_samples = vec![noise::Sample::take(&cell_cpus, loadgen_pid)];
     let deadline = started + setup.warmup + setup.duration + WATCHDOG_SLACK;
     let status = loop {
+        if crate::runner::interrupted().is_some() {
+            // bench run was interrupted: stop loadgen here, the server with the guard.
+            let _ = loadgen.kill();
+            let _ = loadgen.wait();
+            return Err(Outcome::Failed("interrupted".into()));
+        }
         if let Some(status) = loadgen
             .try_wait()
             .map_err(|e| Outcome::Failed(e.to_string()))?

@@ -14,6 +14,7 @@ pub mod cell;
 pub mod ci;
 pub mod gate;
 pub mod noise;
+pub mod plan;
 pub mod process_tree;
 pub mod runner;
 pub mod suite;

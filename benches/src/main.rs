@@ -9,7 +9,7 @@ use benches::cell::Setup;
 use benches::runner::{self, Run};
 use benches::suite::{self, BUILT_IN};
 use benches::summary;
-use benches::{anatomy, ci, gate};
+use benches::{anatomy, ci, gate, plan};
 
 /// Run iomodels benchmark suites: each cell starts a pinned server, drives it with a pinned
 /// loadgen, samples the server's processes, and appends one JSON line to results.jsonl.
@@ -25,9 +25,9 @@ enum Commands {
     /// Run a suite (default: quick). Exit 1 when a cell failed (unless --allow-failures),
     /// 2 when the run could not be made (a bad suite, a directory in use, a write error).
     Run {
-        /// smoke, quick, full, c10k, or a path to a suite TOML file.
-        #[arg(long, default_value = "quick")]
-        suite: String,
+        /// smoke, quick, full, c10k, or a path to a suite TOML file [default: quick].
+        #[arg(long)]
+        suite: Option<String>,
         /// Only these models (comma-separated).
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
@@ -40,12 +40,17 @@ enum Commands {
         /// The run directory [default: results/<time>, with results/latest pointing at it].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Finish an interrupted run (--out, or results/latest) without redoing its cells.
+        /// Finish an interrupted run (--out, or results/latest): the cells of its plan
+        /// (plan.json: suite, filters, trials, CPUs) not yet in results.jsonl.
         #[arg(long)]
         resume: bool,
-        /// CPUs the server is pinned to.
-        #[arg(long, value_delimiter = ',', default_value = "0")]
-        server_cpus: Vec<usize>,
+        /// With --resume: finish the run even though `server` or `loadgen` was rebuilt since
+        /// it started (its results then mix two builds).
+        #[arg(long, requires = "resume")]
+        allow_rebuilt: bool,
+        /// CPUs the server is pinned to [default: 0].
+        #[arg(long, value_delimiter = ',')]
+        server_cpus: Option<Vec<usize>>,
         /// CPUs loadgen is pinned to [default: every other CPU].
         #[arg(long, value_delimiter = ',')]
         load_cpus: Option<Vec<usize>>,
@@ -180,7 +185,7 @@ enum Commands {
 }
 
 /// Adaptive trials and noise: override the suite's precision target and budget.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 struct AdaptiveArgs {
     /// Trials continue until each cell's median is known within this (e.g. 5%); --trials is
     /// then the least count.
@@ -326,24 +331,26 @@ fn main() -> ExitCode {
             trials,
             out,
             resume,
+            allow_rebuilt,
             server_cpus,
             load_cpus,
             bin_dir,
             allow_failures,
             adaptive,
         } => {
-            let result = run(
-                &suite,
+            let given = Given {
+                suite,
                 models,
                 scenarios,
                 trials,
-                out,
-                resume,
                 server_cpus,
                 load_cpus,
-                bin_dir,
                 adaptive,
-            );
+            };
+            let result = run(given, out, resume, allow_rebuilt, bin_dir);
+            if let (Some(signal), Ok(_)) = (runner::interrupted(), &result) {
+                return ExitCode::from(128 + signal as u8); // 130 for SIGINT, 143 for SIGTERM
+            }
             return match result {
                 Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,
                 Ok(failed) => {
@@ -539,54 +546,91 @@ fn failures(failed: &[serde_json::Value]) -> String {
 }
 
 /// Runs a suite; returns the lines of the run's failed cells.
-#[allow(clippy::too_many_arguments)]
-fn run(
-    suite_name: &str,
-    only_models: Option<Vec<String>>,
-    only_scenarios: Option<Vec<String>>,
+/// What the command line says about the cells of a run (`--resume` takes them from the
+/// run's plan instead).
+struct Given {
+    suite: Option<String>,
+    models: Option<Vec<String>>,
+    scenarios: Option<Vec<String>>,
     trials: Option<usize>,
+    server_cpus: Option<Vec<usize>>,
+    load_cpus: Option<Vec<usize>>,
+    adaptive: AdaptiveArgs,
+}
+
+impl Given {
+    /// The options given that differ from `plan`, by name: what `--resume` must not be
+    /// told (the same value again is fine).
+    fn differing(&self, plan: &plan::Request) -> Vec<&'static str> {
+        let a = &self.adaptive;
+        fn differs<T: PartialEq>(given: &Option<T>, planned: &T) -> bool {
+            given.as_ref().is_some_and(|g| g != planned)
+        }
+        fn differs_opt<T: PartialEq>(given: &Option<T>, planned: &Option<T>) -> bool {
+            given.is_some() && given != planned
+        }
+        [
+            ("--suite", differs(&self.suite, &plan.suite)),
+            ("--models", differs_opt(&self.models, &plan.models)),
+            ("--scenarios", differs_opt(&self.scenarios, &plan.scenarios)),
+            ("--trials", differs_opt(&self.trials, &plan.trials)),
+            (
+                "--server-cpus",
+                differs(&self.server_cpus, &plan.server_cpus),
+            ),
+            ("--load-cpus", differs(&self.load_cpus, &plan.load_cpus)),
+            ("--precision", differs_opt(&a.precision, &plan.precision)),
+            ("--max-trials", differs_opt(&a.max_trials, &plan.max_trials)),
+            ("--max-time", differs_opt(&a.max_time, &plan.max_time)),
+            ("--rerun-noisy", a.rerun_noisy && !plan.rerun_noisy),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect()
+    }
+
+    /// The request this command line makes, defaults filled in.
+    fn request(&self) -> plan::Request {
+        let server_cpus = self.server_cpus.clone().unwrap_or_else(|| vec![0]);
+        let load_cpus = self
+            .load_cpus
+            .clone()
+            .unwrap_or_else(|| other_cpus(&server_cpus));
+        plan::Request {
+            suite: self.suite.clone().unwrap_or_else(|| "quick".into()),
+            models: self.models.clone(),
+            scenarios: self.scenarios.clone(),
+            trials: self.trials,
+            precision: self.adaptive.precision.clone(),
+            max_trials: self.adaptive.max_trials,
+            max_time: self.adaptive.max_time.clone(),
+            rerun_noisy: self.adaptive.rerun_noisy,
+            server_cpus,
+            load_cpus,
+        }
+    }
+}
+
+fn run(
+    given: Given,
     out: Option<PathBuf>,
     resume: bool,
-    server_cpus: Vec<usize>,
-    load_cpus: Option<Vec<usize>>,
+    allow_rebuilt: bool,
     bin_dir: Option<PathBuf>,
-    adaptive: AdaptiveArgs,
 ) -> Result<Vec<serde_json::Value>, String> {
     let (server, loadgen) = binaries(bin_dir)?;
-    let suite_path = suite::locate(suite_name)?;
-    let mut suite = suite::load(&suite_path)?;
-    if let Some(t) = trials {
-        suite.trials = t.max(1);
-        if suite.max_trials.is_some_and(|m| m < suite.trials) {
-            suite.max_trials = Some(suite.trials);
-        }
-    }
-    adaptive.apply(&mut suite)?;
-    let available: Vec<String> = gate::models(&server)?.into_iter().map(|m| m.name).collect();
-    let cells = suite.cells(
-        &available,
-        only_models.as_deref(),
-        only_scenarios.as_deref(),
-    )?;
-    if cells.is_empty() {
-        return Err("no cells to run (check --models and --scenarios)".into());
-    }
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let load_cpus = load_cpus.unwrap_or_else(|| {
-        let others: Vec<usize> = (0..cpus).filter(|c| !server_cpus.contains(c)).collect();
-        if others.is_empty() {
-            server_cpus.clone()
-        } else {
-            others
-        }
-    });
-    if suite.raise_nofile {
-        let needed = cells.iter().map(|c| c.connections()).max().unwrap_or(0) + 1024;
-        let limit = runner::raise_nofile(needed)?;
-        eprintln!("RLIMIT_NOFILE raised to {limit} for this run and its servers and loadgens");
-    }
+    let builds = (plan::Binary::of(&server)?, plan::Binary::of(&loadgen)?);
+    // A fresh run reads its suite before making a directory, so a bad suite leaves none.
+    let fresh = if resume {
+        None
+    } else {
+        let request = given.request();
+        let path = suite::locate(&request.suite)?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        suite::parse(&text, &path)?;
+        Some((request, path, text))
+    };
     let root = runner::results_root();
     let (dir, run_id) = match (out, resume) {
         (Some(dir), _) => {
@@ -620,6 +664,85 @@ fn run(
             dir.display()
         ));
     }
+    let (request, suite_path, suite_text) = match (fresh, plan::Plan::read(&dir)?) {
+        (Some(fresh), _) => fresh,
+        (None, Some(plan)) => {
+            let named = given.differing(&plan.request);
+            if !named.is_empty() {
+                return Err(format!(
+                    "--resume finishes {} as it was planned (suite {}, {} cells: {}): drop {}",
+                    dir.display(),
+                    plan.request.suite,
+                    plan.cells,
+                    dir.join(plan::FILE).display(),
+                    named.join(", ")
+                ));
+            }
+            if let Some(why) = plan.rebuilt(&builds.0, &builds.1) {
+                if !allow_rebuilt {
+                    return Err(format!(
+                        "{why}: the run's results would mix two builds; rebuild what it started with, or pass --resume --allow-rebuilt"
+                    ));
+                }
+                eprintln!("warning: {why}; finishing anyway (--allow-rebuilt)");
+            }
+            (plan.request, plan.suite_path, plan.suite_text)
+        }
+        (None, None) => {
+            eprintln!(
+                "warning: {} has no {} (a run from before plans): resuming with this command line's suite and filters",
+                dir.display(),
+                plan::FILE
+            );
+            let request = given.request();
+            let path = suite::locate(&request.suite)?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            (request, path, text)
+        }
+    };
+    let mut suite = suite::parse(&suite_text, &suite_path)?;
+    if let Some(t) = request.trials {
+        suite.trials = t.max(1);
+        if suite.max_trials.is_some_and(|m| m < suite.trials) {
+            suite.max_trials = Some(suite.trials);
+        }
+    }
+    let adaptive = AdaptiveArgs {
+        precision: request.precision.clone(),
+        max_trials: request.max_trials,
+        max_time: request.max_time.clone(),
+        rerun_noisy: request.rerun_noisy,
+    };
+    adaptive.apply(&mut suite)?;
+    let available: Vec<String> = gate::models(&server)?.into_iter().map(|m| m.name).collect();
+    let cells = suite.cells(
+        &available,
+        request.models.as_deref(),
+        request.scenarios.as_deref(),
+    )?;
+    if cells.is_empty() {
+        return Err("no cells to run (check --models and --scenarios)".into());
+    }
+    let (server_cpus, load_cpus) = (request.server_cpus.clone(), request.load_cpus.clone());
+    if suite.raise_nofile {
+        let needed = cells.iter().map(|c| c.connections()).max().unwrap_or(0) + 1024;
+        let limit = runner::raise_nofile(needed)?;
+        eprintln!("RLIMIT_NOFILE raised to {limit} for this run and its servers and loadgens");
+    }
+    if !dir.join(plan::FILE).exists() {
+        plan::Plan {
+            schema: 1,
+            request: request.clone(),
+            suite_path: suite_path.clone(),
+            suite_text,
+            server: builds.0,
+            loadgen: builds.1,
+            cells: cells.len(),
+        }
+        .write(&dir)?;
+    }
+    let suite_name = request.suite.clone();
     eprintln!(
         "suite {suite_name}: {}; server on CPUs {server_cpus:?}, loadgen on {load_cpus:?}\nresults: {}",
         suite.plan(cells.len()),
@@ -642,12 +765,22 @@ fn run(
         cells,
     };
     runner::write_env(&run)?;
+    runner::catch_interrupts();
     let lines = runner::execute_with(&run, adaptive.rerun_noisy)?;
     let precision: Option<serde_json::Value> =
         std::fs::read_to_string(run.dir.join("precision.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
     println!("{}", summary::render(&lines, precision.as_ref()));
+    if runner::interrupted().is_some() {
+        eprintln!(
+            "interrupted: {} of {} cells saved in {}; `bench run --resume --out {}` finishes it",
+            lines.len(),
+            run.cells.len(),
+            run.dir.display(),
+            run.dir.display()
+        );
+    }
     println!("results: {}", run.dir.join("results.jsonl").display());
     let report = run.dir.join("report.html");
     let data = reports::run::Run::load(&run.dir)?;

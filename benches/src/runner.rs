@@ -30,6 +30,45 @@ pub struct Run {
     pub setup: Setup,
 }
 
+/// The signal (SIGINT, SIGTERM) that interrupted the run, 0 while none has.
+static INTERRUPT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_interrupt(signal: libc::c_int) {
+    use std::sync::atomic::Ordering;
+    if INTERRUPT.swap(signal, Ordering::SeqCst) != 0 {
+        // The second one: stop now, the way the signal stops a process. Children get
+        // SIGTERM from the kernel (PR_SET_PDEATHSIG).
+        // SAFETY: signal(2) and raise(3) are async-signal-safe.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+}
+
+/// From now on SIGINT and SIGTERM interrupt the run instead of killing bench: the cell under
+/// way is stopped (its server and loadgen with it) and not recorded, every finished cell is
+/// kept, and `bench run` says how to finish. A second signal kills at once.
+pub fn catch_interrupts() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and calls async-signal-safe functions.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The signal that interrupted the run, if one did.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPT.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -208,6 +247,9 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             None => eprintln!("[{}/{total}] {label}", count.get()),
         }
         let mut line = cell::run(cell, &run.setup);
+        if interrupted().is_some() {
+            return Ok(()); // stopped part way: not a result, `--resume` runs it again
+        }
         if let Some(k) = rerun_of {
             line["rerun_of"] = json!(k);
         }
@@ -239,9 +281,12 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         Ok(())
     };
     for cell in &todo {
+        if interrupted().is_some() {
+            break;
+        }
         run_cell(cell, None, total)?;
     }
-    if run.suite.precision.is_some() {
+    if run.suite.precision.is_some() && interrupted().is_none() {
         let mut out_of_time = false;
         for trial in run.suite.trials + 1..=run.suite.most_trials() {
             let so_far = read_results(&run.dir).map_err(named)?;
@@ -270,6 +315,9 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                 bar.inc_length(round.len() as u64);
             }
             for cell in &round {
+                if interrupted().is_some() {
+                    break;
+                }
                 run_cell(cell, None, total)?;
             }
         }
@@ -279,7 +327,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         let text = serde_json::to_string_pretty(&outcomes).expect("outcomes serialise") + "\n";
         reports::run::replace_file(&precision, text.as_bytes())?;
     }
-    if rerun_noisy {
+    if rerun_noisy && interrupted().is_none() {
         let so_far = read_results(&run.dir).map_err(named)?;
         let reruns = adaptive::noisy_reruns(&run.cells, &so_far);
         if !reruns.is_empty() {
@@ -293,6 +341,9 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                 bar.inc_length(reruns.len() as u64);
             }
             for (cell, rerun_of) in &reruns {
+                if interrupted().is_some() {
+                    break;
+                }
                 run_cell(cell, Some(*rerun_of), total)?;
             }
         }

@@ -185,7 +185,12 @@ pub fn suites_dir() -> PathBuf {
 
 pub fn load(path: &Path) -> Result<Suite, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let suite: Suite = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text, path)
+}
+
+/// A suite from its TOML text; errors name `path`, where the text came from.
+pub fn parse(text: &str, path: &Path) -> Result<Suite, String> {
+    let suite: Suite = toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
     if suite.trials == 0 {
         return Err(format!("{}: trials must be at least 1", path.display()));
     }

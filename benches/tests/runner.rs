@@ -281,7 +281,10 @@ fn failed_cells_exit_1_and_are_listed_unless_allowed() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(listed), "{stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("echo c=4"), "the summary still printed: {stdout}");
+    assert!(
+        stdout.contains("echo c=4"),
+        "the summary still printed: {stdout}"
+    );
     assert!(dir.join("strict/report.html").is_file(), "and the report");
 
     let output = run(&dir.join("allowed"), &["--allow-failures"]);
@@ -421,7 +424,7 @@ fn a_full_disk_is_named_in_full_and_leaves_no_cut_file() {
             .replace(r#"["threads", "epoll-et"]"#, r#"["epoll-et"]"#)
             .replace("2s", "300ms"),
     );
-    // Room for the lock file's pid, not for env.json.
+    // Room for the lock file's pid, not for plan.json.
     let out = dir.join("run");
     let output = bench_on_full_disk(
         &["run", "--suite", &suite, "--out", out.to_str().unwrap()],
@@ -432,7 +435,7 @@ fn a_full_disk_is_named_in_full_and_leaves_no_cut_file() {
     assert!(
         stderr.contains(&format!(
             "bench: {}: File too large",
-            out.join("env.json").display()
+            out.join("plan.json").display()
         )),
         "{stderr}"
     );
@@ -441,9 +444,10 @@ fn a_full_disk_is_named_in_full_and_leaves_no_cut_file() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files, ["bench.lock"], "no cut env.json, no cell run");
+    assert_eq!(files, ["bench.lock"], "no cut plan.json, no cell run");
 
-    // Room for env.json (under 1 KiB), not for a result line (its histogram alone is more).
+    // Room for plan.json and env.json (each under 1.5 KiB), not for a result line (its
+    // histogram alone is more).
     let out = dir.join("run2");
     let output = bench_on_full_disk(
         &["run", "--suite", &suite, "--out", out.to_str().unwrap()],
@@ -580,4 +584,126 @@ fn an_unsupported_model_is_recorded_with_its_reason() {
         String::from_utf8_lossy(&output.stdout).contains("unsupported"),
         "the summary shows it"
     );
+}
+
+/// Processes whose command line names `needle` (a test's private directory).
+fn processes_naming(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// SIGINT (a real one, to bench only) stops the cell under way with its server and loadgen,
+/// keeps the finished cells, says how to finish and exits 130; `--resume` then runs exactly
+/// the rest of the plan, refusing other filters or a rebuilt binary unless told.
+#[test]
+fn an_interrupted_run_keeps_its_cells_and_resumes_its_plan() {
+    let scratch = temp_dir("interrupt");
+    let dir = scratch.path();
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS
+            .replace("trials = 1", "trials = 2")
+            .replace(r#"duration = "2s""#, r#"duration = "1s""#),
+    );
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["server", "loadgen"] {
+        std::os::unix::fs::symlink(bin_dir().join(name), bin.join(name)).unwrap();
+    }
+    let out = dir.join("run");
+    let run = |extra: &[&str]| {
+        Command::new(BENCH)
+            .args(["run", "--out", out.to_str().unwrap()])
+            .args(["--bin-dir", bin.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let mut child = Command::new(BENCH)
+        .args(["run", "--suite", &suite, "--out", out.to_str().unwrap()])
+        .args(["--bin-dir", bin.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while complete_lines(&out).is_empty() {
+        assert!(Instant::now() < deadline, "no cell finished");
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(300)); // into the second cell
+                                               // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly"
+    );
+    let saved = complete_lines(&out).len();
+    assert!((1..4).contains(&saved), "{saved} cells saved");
+    assert!(
+        stderr.contains(&format!(
+            "interrupted: {saved} of 4 cells saved in {}; `bench run --resume --out {}` finishes it",
+            out.display(),
+            out.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("echo c=4"),
+        "the partial summary"
+    );
+    let left = processes_naming(bin.to_str().unwrap());
+    assert!(left.is_empty(), "no server or loadgen left: {left:?}");
+
+    // The plan decides what runs: other filters are refused, naming them.
+    let refused = run(&["--resume", "--models", "threads"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("drop --models"), "{stderr}");
+    // A rebuilt binary would mix two builds into one run.
+    std::fs::remove_file(bin.join("loadgen")).unwrap();
+    std::fs::write(
+        bin.join("loadgen"),
+        format!(
+            "#!/bin/sh\nexec {} \"$@\"\n",
+            bin_dir().join("loadgen").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("loadgen"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused = run(&["--resume"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("loadgen changed since the run started")
+            && stderr.contains("--allow-rebuilt"),
+        "{stderr}"
+    );
+    let finished = run(&["--resume", "--allow-rebuilt"]);
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(finished.status.success(), "{stderr}");
+    let mut keys: Vec<String> = complete_lines(&out)
+        .iter()
+        .map(|l| format!("{} {}", l["cell"], l["trial"]))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        4,
+        "each cell of the plan exactly once: {keys:?}"
+    );
+    assert_eq!(complete_lines(&out).len(), 4);
 }
