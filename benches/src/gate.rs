@@ -341,7 +341,11 @@ fn listening(stdout: impl Read + Send + 'static) -> Result<SocketAddr, String> {
 /// Waits until the server's process tree is quiet: the same threads and processes and (unless
 /// it is `busy` polling) no CPU time used over three samples in a row, and, given `floor`, no
 /// more threads and processes than it had then. Returns its (threads, processes).
-pub(crate) fn settle(pid: i32, floor: Option<(u64, u64)>, busy: bool) -> Result<(u64, u64), String> {
+pub(crate) fn settle(
+    pid: i32,
+    floor: Option<(u64, u64)>,
+    busy: bool,
+) -> Result<(u64, u64), String> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let mut last = process_tree::sample(pid, false);
     let mut quiet = 0;
