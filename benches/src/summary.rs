@@ -40,6 +40,8 @@ struct Trials {
     values: Vec<f64>,
     errors: u64,
     starved: u64,
+    /// The trial's stalls with the most dips (from the interval series).
+    stalls: Option<reports::series::Stalls>,
     /// Statuses of the trials that did not run ok (failed, unsupported).
     not_ok: Vec<String>,
 }
@@ -74,6 +76,11 @@ pub fn render(lines: &[Value]) -> String {
             trials.starved = trials
                 .starved
                 .max(line["load"]["starved_connections"].as_u64().unwrap_or(0));
+            if let Some(s) = reports::series::stalls(line) {
+                if trials.stalls.is_none_or(|t| s.count > t.count) {
+                    trials.stalls = Some(s);
+                }
+            }
             let errors = &line["load"]["errors"];
             trials.errors += ["connect", "reset", "timeout", "mismatch", "protocol"]
                 .iter()
@@ -114,6 +121,12 @@ pub fn render(lines: &[Value]) -> String {
             let mut notes = trials.not_ok.join(", ");
             if trials.starved > 0 {
                 notes.push_str(&format!("{} connections never served", trials.starved));
+            }
+            if let Some(stalled) = trials.stalls.and_then(|s| s.describe()) {
+                if !notes.is_empty() {
+                    notes.push_str("; ");
+                }
+                notes.push_str(&stalled);
             }
             let med = trials.median();
             if med.is_nan() {
@@ -182,5 +195,40 @@ mod tests {
         );
         assert!(text.contains("unsupported"), "{text}");
         assert_eq!(median(&mut [3.0, 1.0, 2.0, 10.0]), 2.5);
+    }
+
+    #[test]
+    fn a_cell_whose_throughput_dipped_is_flagged() {
+        let series = |requests: &[u64]| {
+            let intervals: Vec<Value> = requests
+                .iter()
+                .enumerate()
+                .map(|(i, r)| json!({"t": i as f64 * 0.1, "requests": r, "errors": 0, "p50": 1, "p99": 2, "max": 3}))
+                .collect();
+            json!({"interval_ms": 100.0, "intervals": intervals})
+        };
+        let line = |model: &str, requests: &[u64]| {
+            json!({"scenario": "echo", "cell": format!("echo/{model}/c=50"), "model": model, "status": "ok",
+                   "load": {"throughput_rps": 1000.0, "duration_s": 1.0, "series": series(requests),
+                            "errors": {"connect": 0, "reset": 0, "timeout": 0, "mismatch": 0, "protocol": 0}}})
+        };
+        let lines = vec![
+            line("fork", &[100, 100, 0, 0, 0, 100, 100, 10, 100, 100]),
+            line(
+                "epoll-et",
+                &[100, 90, 110, 100, 100, 100, 100, 100, 100, 100],
+            ),
+            // Schema 1: no series, no flag.
+            json!({"scenario": "echo", "cell": "echo/poll/c=50", "model": "poll", "status": "ok",
+                   "load": {"throughput_rps": 900.0}}),
+        ];
+        let text = render(&lines);
+        let row = |m: &str| text.lines().find(|l| l.contains(m)).unwrap().to_string();
+        assert!(
+            row("fork").ends_with("stalled 2 times, longest 300 ms"),
+            "{text}"
+        );
+        assert!(!row("epoll-et").contains("stalled"), "{text}");
+        assert!(!row("poll ").contains("stalled"), "{text}");
     }
 }
