@@ -43,7 +43,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs one cell and returns its result line (always one: failures are results too).
 pub fn run(cell: &Cell, setup: &Setup) -> Value {
     let mut line = json!({
-        "schema": 1,
+        "schema": 2,
         "run": setup.run_id,
         "cell": cell.id(),
         "trial": cell.trial,

@@ -137,4 +137,40 @@ mod tests {
         assert!(text.contains("⚠ 1 of 3 trials noisy: steal 30%"), "{text}");
         assert!(text.contains("Tiers: models share a tier"), "{text}");
     }
+
+    #[test]
+    fn a_cell_whose_throughput_dipped_is_flagged() {
+        let series = |requests: &[u64]| {
+            let intervals: Vec<Value> = requests
+                .iter()
+                .enumerate()
+                .map(|(i, r)| json!({"t": i as f64 * 0.1, "requests": r, "errors": 0, "p50": 1, "p99": 2, "max": 3}))
+                .collect();
+            json!({"interval_ms": 100.0, "intervals": intervals})
+        };
+        let line = |model: &str, requests: &[u64]| {
+            json!({"schema": 2, "scenario": "echo", "cell": format!("echo/{model}/c=50"), "model": model,
+                   "trial": 1, "status": "ok",
+                   "load": {"throughput_rps": 1000.0, "duration_s": 1.0, "series": series(requests),
+                            "errors": {"connect": 0, "reset": 0, "timeout": 0, "mismatch": 0, "protocol": 0}}})
+        };
+        let lines = vec![
+            line("fork", &[100, 100, 0, 0, 0, 100, 100, 10, 100, 100]),
+            line(
+                "epoll-et",
+                &[100, 90, 110, 100, 100, 100, 100, 100, 100, 100],
+            ),
+            // Schema 1: no series, no flag.
+            json!({"schema": 1, "scenario": "echo", "cell": "echo/poll/c=50", "model": "poll",
+                   "trial": 1, "status": "ok", "load": {"throughput_rps": 900.0}}),
+        ];
+        let text = render(&lines, None);
+        let row = |m: &str| text.lines().find(|l| l.contains(m)).unwrap().to_string();
+        assert!(
+            row("fork").ends_with("stalled 2 times, longest 300 ms"),
+            "{text}"
+        );
+        assert!(!row("epoll-et").contains("stalled"), "{text}");
+        assert!(!row("poll ").contains("stalled"), "{text}");
+    }
 }

@@ -86,7 +86,7 @@ fn smoke_suite_lines_are_complete_and_plausible() {
     let lines = lines(&out);
     assert_eq!(lines.len(), 12, "2 models x 2 scenarios x 3 trials");
     for line in &lines {
-        assert_eq!(line["schema"], 1);
+        assert_eq!(line["schema"], 2);
         assert_eq!(line["status"], "ok", "{line}");
         for field in [
             "run", "cell", "trial", "model", "protocol", "scenario", "params", "reason", "load",
@@ -99,6 +99,15 @@ fn smoke_suite_lines_are_complete_and_plausible() {
         assert!(load["throughput_rps"].as_f64().unwrap() > 0.0);
         assert!(load["latency_us"]["p50"].as_u64().unwrap() > 0);
         assert!(load["histogram"].as_str().unwrap().len() > 10);
+        // Schema 2: the series covers the 300 ms window, the fairness the 10 connections.
+        let series = load["series"]["intervals"].as_array().unwrap();
+        assert_eq!(load["series"]["interval_ms"], 100.0, "{load}");
+        assert_eq!(series.len(), 3, "{load}");
+        let per_interval: u64 = series.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+        assert_eq!(per_interval, load["requests"].as_u64().unwrap());
+        assert_eq!(load["fairness"]["connections"], 10);
+        assert_eq!(load["fairness"]["served"], 10);
+        assert!(load["fairness"]["jain"].as_f64().unwrap() > 0.9, "{load}");
         let server = &line["server"];
         let cpu = server["cpu_user_s"].as_f64().unwrap() + server["cpu_sys_s"].as_f64().unwrap();
         assert!(cpu > 0.0, "server CPU {server}");
@@ -626,7 +635,7 @@ fn an_interrupted_run_keeps_its_cells_and_resumes_its_plan() {
             .output()
             .unwrap()
     };
-    let mut child = Command::new(BENCH)
+    let child = Command::new(BENCH)
         .args(["run", "--suite", &suite, "--out", out.to_str().unwrap()])
         .args(["--bin-dir", bin.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())

@@ -17,11 +17,13 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::series::{LiveInterval, Recorder, ThreadSeries};
 use crate::stats::Stats;
 use crate::workload::{Failure, Progress, Request, Workload};
 
@@ -49,6 +51,8 @@ pub struct Plan {
     /// How long a thread with replies outstanding polls without sleeping before it blocks
     /// (`--spin`; zero: block at once).
     pub spin: Duration,
+    /// The interval of the series (`--interval`).
+    pub interval: Duration,
 }
 
 /// One thread's part of the run.
@@ -95,6 +99,9 @@ pub struct Finished {
     pub stats: Stats,
     pub measured_from: Instant,
     pub ended: Instant,
+    pub series: ThreadSeries,
+    /// Requests each active connection completed in the measured window.
+    pub per_connection: Vec<u64>,
 }
 
 struct Engine<'a> {
@@ -104,6 +111,8 @@ struct Engine<'a> {
     conns: Vec<Conn>,
     stats: Stats,
     warmup: Stats,
+    /// The measured window per interval; its totals become `stats`' histograms at the end.
+    series: Recorder,
     measure_from: Instant,
     end: Option<Instant>,
     issued: u64,
@@ -242,7 +251,13 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::Result<Finished> {
+pub fn run(
+    plan: &Plan,
+    share: Share,
+    start: Instant,
+    done: &AtomicU64,
+    live: Option<Sender<LiveInterval>>,
+) -> io::Result<Finished> {
     // Every thread starts at the same instant; nothing is sent before it.
     std::thread::sleep(start.saturating_duration_since(Instant::now()));
     let measure_from = start + plan.warmup;
@@ -253,6 +268,10 @@ pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::R
         _ => None,
     };
     let total = share.active + share.idle;
+    let end = plan
+        .requests
+        .is_none()
+        .then(|| measure_from + plan.duration);
     let mut engine = Engine {
         plan,
         poll: Poll::new()?,
@@ -272,11 +291,9 @@ pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::R
             .collect(),
         stats: Stats::new(),
         warmup: Stats::new(),
+        series: Recorder::new(measure_from, plan.interval, end, live),
         measure_from,
-        end: plan
-            .requests
-            .is_none()
-            .then(|| measure_from + plan.duration),
+        end,
         issued: 0,
         free: VecDeque::new(),
         schedule,
@@ -297,10 +314,21 @@ pub fn run(plan: &Plan, share: Share, start: Instant, done: &AtomicU64) -> io::R
     let starved = || engine.conns.iter().filter(|c| !c.idle && c.completed == 0);
     engine.stats.starved = starved().count() as u64;
     engine.stats.unconnected = starved().filter(|c| !c.connected).count() as u64;
+    let per_connection = engine
+        .conns
+        .iter()
+        .filter(|c| !c.idle)
+        .map(|c| c.completed)
+        .collect();
+    let (series, latency, uncorrected) = engine.series.finish(ended);
+    engine.stats.latency = latency;
+    engine.stats.uncorrected = uncorrected;
     Ok(Finished {
         stats: engine.stats,
         measured_from: measure_from,
         ended,
+        series,
+        per_connection,
     })
 }
 
@@ -450,6 +478,9 @@ impl Engine<'_> {
 
     fn fail_connect(&mut self, i: usize, now: Instant) {
         self.stats_for(now).errors.connect += 1;
+        if now >= self.measure_from {
+            self.series.error(now);
+        }
         let conn = &mut self.conns[i];
         conn.stream = None;
         conn.state = State::Down {
@@ -590,19 +621,22 @@ impl Engine<'_> {
         let (intended, sent_at) = (conn.intended, conn.sent_at);
         conn.state = State::Ready;
         self.busy -= 1;
+        let micros = |d: Duration| (d.as_micros() as u64).max(1);
+        let (corrected, uncorrected) = (micros(now - intended), micros(now - sent_at));
         let stats = if intended >= self.measure_from {
             self.done.fetch_add(1, Ordering::Relaxed);
             conn.completed += 1;
+            // Into this interval's histograms; the run's are their sum.
+            self.series.record(now, corrected, uncorrected);
             &mut self.stats
         } else {
+            self.warmup.latency.saturating_record(corrected);
+            self.warmup.uncorrected.saturating_record(uncorrected);
             &mut self.warmup
         };
         stats.requests += 1;
         stats.up_bytes += request.up_bytes;
         stats.down_bytes += request.down_bytes;
-        let micros = |d: Duration| (d.as_micros() as u64).max(1);
-        stats.latency.saturating_record(micros(now - intended));
-        stats.uncorrected.saturating_record(micros(now - sent_at));
         if self.plan.scenario == Scenario::Churn {
             self.connect(i, now);
         } else {
@@ -618,6 +652,9 @@ impl Engine<'_> {
             }
             _ => now,
         };
+        if from >= self.measure_from {
+            self.series.error(now);
+        }
         let errors = &mut self.stats_for(from).errors;
         match class {
             ErrorClass::Reset => errors.reset += 1,
@@ -637,6 +674,9 @@ impl Engine<'_> {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        if now >= self.measure_from {
+            self.series.roll(now);
+        }
         for i in 0..self.conns.len() {
             match self.conns[i].state {
                 State::Busy if now >= self.conns[i].sent_at + self.plan.timeout => {
@@ -699,6 +739,7 @@ mod tests {
             requests: None,
             timeout: Duration::from_millis(timeout_ms),
             spin: Duration::ZERO,
+            interval: Duration::from_millis(100),
         }
     }
 

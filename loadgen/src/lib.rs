@@ -3,11 +3,13 @@
 //!
 //! `workload` says what a request is and how its reply is verified (no sockets); `engine` is
 //! one event loop per thread; `stats` holds the histograms and the JSON `load` object;
-//! `summary` prints the human report; `run` ties them together for the binary.
+//! `series` keeps what happened per interval (and writes and merges HdrHistogram interval
+//! logs); `summary` prints the human report; `run` ties them together for the binary.
 
 pub mod engine;
 pub mod limits;
 pub mod run;
+pub mod series;
 pub mod stats;
 pub mod summary;
 pub mod verdict;

@@ -9,6 +9,7 @@ use clap::Parser;
 use loadgen::engine::{Plan, Scenario};
 use loadgen::limits::{self, human_bytes};
 use loadgen::run::{self, Options};
+use loadgen::series::{self, MAX_INTERVALS};
 use loadgen::stats::{self, LoadResult};
 use loadgen::summary;
 use loadgen::verdict::{self, Thresholds};
@@ -30,7 +31,8 @@ const OWN_DESCRIPTORS: u64 = 16;
 ///
 /// Scenarios: echo (closed loop), rate (open loop at --rate), idle (--active echo while
 /// --idle connections sit open), churn (connect, one echo, close), bulk (transfer PUT then
-/// GET of --size bytes), http (keep-alive GET). `loadgen merge A.json B.json ...` merges runs.
+/// GET of --size bytes), http (keep-alive GET). `loadgen merge A.json B.json ...` merges runs,
+/// series included; `loadgen merge A.hlog B.hlog ...` merges interval logs (to stdout).
 /// rust_echo_bench's flags work too: -a, -c, -l, -t.
 ///
 /// Exit status: 0 when the run measured what it was asked to; 1 when it failed (no request
@@ -95,6 +97,14 @@ struct Cli {
     /// Print one JSON object (the result schema's `load` part) instead of the summary.
     #[arg(long)]
     json: bool,
+    /// The series' interval: requests, errors and latency are kept per interval of the
+    /// measured window. A series holds at most 600: past that the interval doubles.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    interval: Duration,
+    /// Write the series as an HdrHistogram interval log (tags `corrected` and `uncorrected`,
+    /// microseconds) to FILE, as HistogramLogAnalyzer and the hdrhistogram crates read it.
+    #[arg(long, value_name = "FILE")]
+    hlog: Option<std::path::PathBuf>,
 }
 
 /// Why loadgen stops without a clean run: a usage error exits 2, a failed run 1.
@@ -259,6 +269,24 @@ fn run_cli(cli: Cli) -> Result<(), Failure> {
     if cli.timeout.is_zero() {
         return usage("--timeout must be more than 0");
     }
+    if cli.interval < Duration::from_millis(1) {
+        return usage("--interval must be at least 1ms");
+    }
+    // A long run starts with the interval it would double to anyway, so the series is never
+    // coarsened in flight.
+    let mut interval = cli.interval;
+    while cli.requests.is_none() && cli.duration > interval * MAX_INTERVALS as u32 {
+        interval *= 2;
+    }
+    // Created before the run, so an unwritable path costs no measurement.
+    let hlog = match &cli.hlog {
+        Some(path) => Some((
+            path,
+            std::fs::File::create(path)
+                .map_err(|e| Failure::Usage(format!("--hlog {}: {e}", path.display())))?,
+        )),
+        None => None,
+    };
     let threads = cli.threads.unwrap_or_else(run::available_cpus);
     if !(1..=MAX_THREADS).contains(&threads) {
         return usage(format!(
@@ -290,9 +318,10 @@ fn run_cli(cli: Cli) -> Result<(), Failure> {
         requests: cli.requests,
         timeout: cli.timeout,
         spin: cli.spin,
+        interval,
     };
     let options = Options {
-        progress: run::want_progress(cli.json, cli.warmup + cli.duration),
+        progress: run::want_progress(cli.json),
         plan,
         active,
         idle,
@@ -300,7 +329,21 @@ fn run_cli(cli: Cli) -> Result<(), Failure> {
         threads,
         size,
     };
-    let result = run::run(&options).map_err(|e| Failure::Run(e.to_string()))?;
+    let measured = run::run(&options).map_err(|e| Failure::Run(e.to_string()))?;
+    let result = measured.result;
+    if let Some((path, mut file)) = hlog {
+        let intervals =
+            series::log_intervals(&measured.series, result.start_unix_s, result.duration_s);
+        let comment = format!(
+            "loadgen {} {} -c {} {}",
+            env!("CARGO_PKG_VERSION"),
+            result.scenario,
+            result.connections,
+            result.addr
+        );
+        series::write_log(&mut file, result.start_unix_s, &intervals, &comment)
+            .map_err(|e| Failure::Run(format!("--hlog {}: {e}", path.display())))?;
+    }
     print(&result, cli.json);
     let thresholds = Thresholds {
         max_error_rate: cli.max_error_rate,
@@ -363,8 +406,13 @@ fn merge(paths: &[String]) -> ExitCode {
     let json = paths.iter().any(|p| p == "--json");
     let paths: Vec<&String> = paths.iter().filter(|p| *p != "--json").collect();
     if paths.is_empty() {
-        eprintln!("usage: loadgen merge A.json B.json ... [--json]");
+        eprintln!(
+            "usage: loadgen merge A.json B.json ... [--json] | loadgen merge A.hlog B.hlog ..."
+        );
         return ExitCode::from(2);
+    }
+    if paths.iter().all(|p| p.ends_with(".hlog")) {
+        return merge_logs(&paths);
     }
     let results: Result<Vec<LoadResult>, String> = paths
         .iter()
@@ -379,6 +427,31 @@ fn merge(paths: &[String]) -> ExitCode {
             print(&merged, json);
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("loadgen merge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `loadgen merge A.hlog B.hlog ...`: the interval logs merged interval by interval, written
+/// to stdout as one log.
+fn merge_logs(paths: &[&String]) -> ExitCode {
+    let logs: Result<Vec<_>, String> = paths
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).map_err(|e| format!("{p}: {e}"))?;
+            series::read_log(&bytes).map_err(|e| format!("{p}: {e}"))
+        })
+        .collect();
+    let merged = logs.and_then(|logs| series::merge_logs(&logs));
+    let written = merged.and_then(|(origin, intervals)| {
+        let comment = format!("loadgen merge of {} interval logs", paths.len());
+        series::write_log(&mut std::io::stdout().lock(), origin, &intervals, &comment)
+            .map_err(|e| e.to_string())
+    });
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen merge: {e}");
             ExitCode::FAILURE

@@ -1,16 +1,19 @@
 //! A whole run: split connections, rate and quota over threads, start them together, merge
 //! what they measured into one `LoadResult`.
 
+use std::collections::BTreeMap;
 use std::io::{self, IsTerminal};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::engine::{self, Plan, Scenario, Share};
-use crate::stats::{encode, Cpu, LoadResult, Percentiles, Stats};
+use crate::engine::{self, Finished, Plan, Scenario, Share};
+use crate::series::{self, LiveInterval, Merged, Series};
+use crate::stats::{encode, Cpu, Fairness, LoadResult, Percentiles, Stats};
 
 pub struct Options {
     pub plan: Plan,
@@ -19,7 +22,14 @@ pub struct Options {
     pub rate: Option<f64>,
     pub threads: usize,
     pub size: u64,
+    /// The live view on stderr: progress, and each interval's req/s and p99 as it ends.
     pub progress: bool,
+}
+
+/// A run's result and its series with every histogram (for `--hlog`).
+pub struct Measured {
+    pub result: LoadResult,
+    pub series: Merged,
 }
 
 /// The CPUs this process may run on (its affinity mask).
@@ -51,7 +61,7 @@ pub fn probe(addrs: &[SocketAddr], timeout: Duration) -> io::Result<SocketAddr> 
     Err(io::Error::new(kind, reasons.join("; ")))
 }
 
-pub fn run(options: &Options) -> io::Result<LoadResult> {
+pub fn run(options: &Options) -> io::Result<Measured> {
     let threads = options
         .threads
         .clamp(1, (options.active + options.idle).max(1));
@@ -77,12 +87,15 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
     let wall_start = SystemTime::now();
     let start = Instant::now() + Duration::from_millis(20);
     let plan = &options.plan;
-    let finished = thread::scope(|scope| {
+    let (live_tx, live_rx) = mpsc::channel();
+    let mut live = Live::new(live_rx, shares.len());
+    let finished: Vec<Finished> = thread::scope(|scope| {
         let handles: Vec<_> = shares
             .into_iter()
             .map(|share| {
                 let done = &done;
-                scope.spawn(move || engine::run(plan, share, start, done))
+                let live = options.progress.then(|| live_tx.clone());
+                scope.spawn(move || engine::run(plan, share, start, done, live))
             })
             .collect();
         let bar = options.progress.then(|| progress_bar(plan));
@@ -91,6 +104,9 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
                 match plan.requests {
                     Some(_) => bar.set_position(done.load(Ordering::Relaxed)),
                     None => bar.set_position(start.elapsed().as_millis() as u64),
+                }
+                if let Some(text) = live.latest() {
+                    bar.set_message(text);
                 }
             }
             thread::sleep(Duration::from_millis(50));
@@ -114,6 +130,11 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
     for f in &finished {
         stats.merge(&f.stats);
     }
+    let per_connection: Vec<u64> = finished
+        .iter()
+        .flat_map(|f| f.per_connection.iter().copied())
+        .collect();
+    let merged = series::merge_threads(finished.into_iter().map(|f| f.series).collect());
     let duration_s = match plan.requests {
         Some(_) => ended.saturating_duration_since(measured_from).as_secs_f64(),
         None => plan.duration.as_secs_f64(),
@@ -126,7 +147,7 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
         + 0.02
         + plan.warmup.as_secs_f64();
     let throughput_rps = stats.requests as f64 / duration_s;
-    Ok(LoadResult {
+    let result = LoadResult {
         scenario: scenario_name(plan.scenario).to_string(),
         addr: plan.addr.to_string(),
         connections: options.active + options.idle,
@@ -162,7 +183,69 @@ pub fn run(options: &Options) -> io::Result<LoadResult> {
         },
         histogram: encode(&stats.latency),
         uncorrected_histogram: encode(&stats.uncorrected),
+        series: Some(Series::of(&merged)),
+        fairness: Some(Fairness::of(&per_connection)),
+    };
+    Ok(Measured {
+        result,
+        series: merged,
     })
+}
+
+/// The live view's feed: the threads' sealed intervals, added up once every thread has sealed
+/// one (or once a later one is complete, if a thread lags).
+struct Live {
+    rx: Receiver<LiveInterval>,
+    threads: usize,
+    pending: BTreeMap<Duration, (usize, LiveInterval)>,
+}
+
+impl Live {
+    fn new(rx: Receiver<LiveInterval>, threads: usize) -> Live {
+        Live {
+            rx,
+            threads,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// The newest interval every thread has sealed, as a line: `1.2s  48 213 req/s  p99 312 µs`.
+    fn latest(&mut self) -> Option<String> {
+        while let Ok(iv) = self.rx.try_recv() {
+            match self.pending.get_mut(&iv.end) {
+                Some((n, sum)) => {
+                    *n += 1;
+                    sum.requests += iv.requests;
+                    sum.errors += iv.errors;
+                    let _ = sum.latency.add(&iv.latency);
+                }
+                None => {
+                    self.pending.insert(iv.end, (1, iv));
+                }
+            }
+        }
+        let (&end, _) = self
+            .pending
+            .iter()
+            .rev()
+            .find(|(_, (n, _))| *n >= self.threads)?;
+        let (_, iv) = self.pending.remove(&end)?;
+        self.pending.retain(|&k, _| k > end);
+        let p99 = if iv.latency.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} µs", iv.latency.value_at_quantile(0.99))
+        };
+        let mut text = format!(
+            "{:.1}s: {:.0} req/s, p99 {p99}",
+            end.as_secs_f64(),
+            iv.requests as f64 / iv.width.as_secs_f64()
+        );
+        if iv.errors > 0 {
+            text.push_str(&format!(", {} errors", iv.errors));
+        }
+        Some(text)
+    }
 }
 
 pub fn scenario_name(s: Scenario) -> &'static str {
@@ -180,23 +263,20 @@ fn progress_bar(plan: &Plan) -> ProgressBar {
     let (len, template) = match plan.requests {
         Some(n) => (
             n,
-            "{bar:40} {pos}/{len} requests, {elapsed} elapsed, ETA {eta}",
+            "{bar:30} {pos}/{len} requests, {elapsed} elapsed, ETA {eta}  {msg}",
         ),
         None => (
             (plan.warmup + plan.duration).as_millis() as u64 + 20,
-            "{bar:40} {elapsed} of {msg}",
+            "{bar:30} {elapsed} of {prefix}  {msg}",
         ),
     };
     let bar = ProgressBar::new(len);
     bar.set_style(ProgressStyle::with_template(template).expect("valid progress template"));
-    bar.set_message(format!("{:.0?}", plan.warmup + plan.duration));
+    bar.set_prefix(format!("{:.0?}", plan.warmup + plan.duration));
     bar
 }
 
-/// Show a progress bar only for a person watching a longer run.
-pub fn want_progress(json: bool, expected: Duration) -> bool {
-    !json
-        && io::stdout().is_terminal()
-        && io::stderr().is_terminal()
-        && expected > Duration::from_secs(3)
+/// The live view (on stderr) only for a person watching: stderr a terminal, and not `--json`.
+pub fn want_progress(json: bool) -> bool {
+    !json && io::stderr().is_terminal()
 }

@@ -209,6 +209,120 @@ pub struct LoadResult {
     pub loadgen: Cpu,
     pub histogram: String,
     pub uncorrected_histogram: String,
+    /// Requests, errors and latency per interval of the measured window (absent in results
+    /// of loadgen before it kept them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<crate::series::Series>,
+    /// How evenly the active connections were served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<Fairness>,
+}
+
+/// How evenly the requests completed in the measured window spread over the active
+/// connections: a server that serves some connections and starves others (a pool of N
+/// workers among more clients, a loop that favours the busiest socket) shows here long before
+/// its median latency moves.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fairness {
+    /// Active connections.
+    pub connections: u64,
+    /// Of them, those that completed at least one request.
+    pub served: u64,
+    /// Requests per connection.
+    pub min: u64,
+    /// Absent after `loadgen merge`: a median of medians is not one.
+    pub median: Option<f64>,
+    pub max: u64,
+    pub mean: f64,
+    /// Coefficient of variation of the requests per connection (standard deviation / mean).
+    pub cv: f64,
+    /// Jain's fairness index, (Σx)² / (n Σx²): 1 when every connection got as many requests,
+    /// k/n when k of n connections got the same and the others none. Absent when no request
+    /// completed.
+    pub jain: Option<f64>,
+}
+
+impl Fairness {
+    /// Over each active connection's count of completed requests.
+    pub fn of(counts: &[u64]) -> Fairness {
+        let n = counts.len() as f64;
+        let sum: f64 = counts.iter().map(|&c| c as f64).sum();
+        let squares: f64 = counts.iter().map(|&c| (c as f64) * (c as f64)).sum();
+        let mut sorted = counts.to_vec();
+        sorted.sort_unstable();
+        let median = match sorted.len() {
+            0 => None,
+            len if len % 2 == 1 => Some(sorted[len / 2] as f64),
+            len => Some((sorted[len / 2 - 1] + sorted[len / 2]) as f64 / 2.0),
+        };
+        Fairness::from_sums(
+            counts.len() as u64,
+            counts.iter().filter(|&&c| c > 0).count() as u64,
+            sorted.first().copied().unwrap_or(0),
+            median,
+            sorted.last().copied().unwrap_or(0),
+            (n, sum, squares),
+        )
+    }
+
+    fn from_sums(
+        connections: u64,
+        served: u64,
+        min: u64,
+        median: Option<f64>,
+        max: u64,
+        (n, sum, squares): (f64, f64, f64),
+    ) -> Fairness {
+        let mean = if n > 0.0 { sum / n } else { 0.0 };
+        let variance = if n > 0.0 {
+            (squares / n - mean * mean).max(0.0)
+        } else {
+            0.0
+        };
+        let round = |x: f64| (x * 1e6).round() / 1e6;
+        Fairness {
+            connections,
+            served,
+            min,
+            median,
+            max,
+            mean: round(mean),
+            cv: if mean > 0.0 {
+                round(variance.sqrt() / mean)
+            } else {
+                0.0
+            },
+            jain: (squares > 0.0).then(|| round(sum * sum / (n * squares))),
+        }
+    }
+
+    /// The sums behind it (n, Σx, Σx²), recovered from mean and cv.
+    fn sums(&self) -> (f64, f64, f64) {
+        let n = self.connections as f64;
+        let sd = self.cv * self.mean;
+        (n, n * self.mean, n * (sd * sd + self.mean * self.mean))
+    }
+
+    /// Several processes' connections as one population (exact but for rounding, except the
+    /// median, which is dropped).
+    pub fn merge(parts: &[Fairness]) -> Option<Fairness> {
+        let first = parts.first()?;
+        let (mut n, mut sum, mut squares) = (0.0, 0.0, 0.0);
+        for p in parts {
+            let (pn, ps, pq) = p.sums();
+            n += pn;
+            sum += ps;
+            squares += pq;
+        }
+        Some(Fairness::from_sums(
+            parts.iter().map(|p| p.connections).sum(),
+            parts.iter().map(|p| p.served).sum(),
+            parts.iter().map(|p| p.min).min().unwrap_or(first.min),
+            if parts.len() == 1 { first.median } else { None },
+            parts.iter().map(|p| p.max).max().unwrap_or(first.max),
+            (n, sum, squares),
+        ))
+    }
 }
 
 pub fn encode(h: &Histogram<u64>) -> String {
@@ -298,5 +412,50 @@ pub fn merge(results: &[LoadResult]) -> io::Result<LoadResult> {
     merged.uncorrected_latency_us = Percentiles::of(&uncorrected);
     merged.histogram = encode(&latency);
     merged.uncorrected_histogram = encode(&uncorrected);
+    let series: Vec<(f64, &crate::series::Series)> = results
+        .iter()
+        .filter_map(|r| Some((r.start_unix_s, r.series.as_ref()?)))
+        .collect();
+    merged.series = match series.len() {
+        0 => None,
+        n if n == results.len() => Some(crate::series::merge_series(&series, merged.start_unix_s)?),
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "some results have an interval series and some do not: merge results of the \
+                 same loadgen version",
+            ))
+        }
+    };
+    let fairness: Vec<Fairness> = results.iter().filter_map(|r| r.fairness).collect();
+    merged.fairness = (fairness.len() == results.len())
+        .then(|| Fairness::merge(&fairness))
+        .flatten();
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fairness;
+
+    #[test]
+    fn jain_is_one_when_even_and_k_over_n_when_k_share_alike() {
+        let even = Fairness::of(&[10, 10, 10, 10]);
+        assert_eq!((even.jain, even.cv, even.served), (Some(1.0), 0.0, 4));
+        let half = Fairness::of(&[10, 0, 10, 0, 10, 0]);
+        assert_eq!(half.jain, Some(0.5));
+        assert_eq!(
+            (half.min, half.max, half.median, half.served),
+            (0, 10, Some(5.0), 3)
+        );
+        assert_eq!(Fairness::of(&[0, 0]).jain, None);
+        // Merged populations: the same figures as if counted together.
+        let (a, b) = (Fairness::of(&[3, 5, 0]), Fairness::of(&[8, 1]));
+        let merged = Fairness::merge(&[a, b]).unwrap();
+        let whole = Fairness::of(&[3, 5, 0, 8, 1]);
+        assert!((merged.jain.unwrap() - whole.jain.unwrap()).abs() < 1e-5);
+        assert!((merged.cv - whole.cv).abs() < 1e-5);
+        assert_eq!((merged.min, merged.max, merged.served), (0, 8, 4));
+        assert_eq!(merged.median, None);
+    }
 }

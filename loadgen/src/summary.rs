@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::series::{stalls, Series};
 use crate::stats::{LoadResult, Percentiles};
 
 pub fn render(r: &LoadResult) -> String {
@@ -133,6 +134,25 @@ pub fn render(r: &LoadResult) -> String {
              the server did not serve them !!!",
         );
     }
+    if let Some(f) = &r.fairness {
+        let _ = writeln!(
+            s,
+            "Per connection: {} to {} requests (median {}), cv {:.2}, Jain's index {}{}",
+            f.min,
+            f.max,
+            f.median.map_or("-".into(), |m| format!("{m:.0}")),
+            f.cv,
+            f.jain.map_or("-".into(), |j| format!("{j:.3}")),
+            if f.served < f.connections {
+                format!(", {} of {} connections served", f.served, f.connections)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(series) = &r.series {
+        over_time(&mut s, series, r.duration_s);
+    }
     let e = &r.errors;
     if e.total() == 0 && r.missed + r.unsent > 0 {
         let _ = writeln!(s, "Errors:       none among the requests sent");
@@ -151,6 +171,41 @@ pub fn render(r: &LoadResult) -> String {
         );
     }
     s
+}
+
+/// Requests per second over the intervals, and the stalls.
+fn over_time(s: &mut String, series: &Series, duration_s: f64) {
+    let width_s = series.interval_ms / 1000.0;
+    let mut rates: Vec<f64> = series
+        .intervals
+        .iter()
+        .filter(|p| duration_s - p.t >= width_s / 2.0)
+        .map(|p| p.requests as f64 / width_s)
+        .collect();
+    if rates.is_empty() {
+        return;
+    }
+    rates.sort_by(f64::total_cmp);
+    let _ = write!(
+        s,
+        "Per {:.0} ms:   {:.0} to {:.0} req/s (median {:.0})",
+        series.interval_ms,
+        rates[0],
+        rates[rates.len() - 1],
+        rates[rates.len() / 2]
+    );
+    match stalls(series, duration_s) {
+        Some((0, _)) | None => {
+            let _ = writeln!(s);
+        }
+        Some((n, longest)) => {
+            let _ = writeln!(
+                s,
+                "  !!! stalled {n} time{} (below half the median), longest {longest:.0} ms !!!",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+    }
 }
 
 fn row(s: &mut String, label: &str, p: &Percentiles) {

@@ -123,6 +123,8 @@ mod tests {
             loadgen: Cpu::default(),
             histogram: String::new(),
             uncorrected_histogram: String::new(),
+            series: None,
+            fairness: None,
         }
     }
 

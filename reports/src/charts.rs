@@ -5,9 +5,13 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// Sized for a laptop screen, two charts per row.
 const SIZE: (u32, u32) = (640, 400);
+
+/// Series longer than this are drawn as lines without markers.
+const MAX_MARKED_POINTS: usize = 40;
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -58,10 +62,21 @@ fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
 
 /// Lines with markers, one series per model; `styles[i]` picks series i's colour and shape.
 pub fn lines(axes: &Axes, series: &[Series], styles: &[usize]) -> Result<String, String> {
+    lines_in(axes, series, styles, None)
+}
+
+/// `lines` with the y axis spanning `y` instead of the data's own range: small multiples of
+/// one quantity share their scale, so panels compare at a glance.
+pub fn lines_in(
+    axes: &Axes,
+    series: &[Series],
+    styles: &[usize],
+    y: Option<(f64, f64)>,
+) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        draw_lines(&root, axes, series, styles)
+        draw_lines(&root, axes, series, styles, y)
             .map_err(|e| format!("chart '{}': {e}", axes.title))?;
         root.present().map_err(|e| e.to_string())?;
     }
@@ -73,6 +88,7 @@ fn draw_lines(
     axes: &Axes,
     series: &[Series],
     styles: &[usize],
+    y: Option<(f64, f64)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
     let (x0, x1) = range(
@@ -81,10 +97,12 @@ fn draw_lines(
     );
     // Free room on the right for the legend, so it never covers the last points.
     let x1 = if axes.log_x { x1 * 4.0 } else { x1 * 1.4 };
-    let (y0, y1) = range(
-        series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
-        axes.log_y,
-    );
+    let (y0, y1) = y.unwrap_or_else(|| {
+        range(
+            series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+            axes.log_y,
+        )
+    });
     let mut builder = ChartBuilder::on(root);
     builder
         .caption(axes.title, ("sans-serif", 17))
@@ -118,11 +136,15 @@ fn draw_lines(
                 let line = move |p: (i32, i32)| {
                     EmptyElement::at(p) + PathElement::new(vec![(-12, 0), (12, 0)], style)
                 };
+                // A long series (a run over time) is a line: markers on every point would
+                // merge into a band. The legend keeps the marker that names the model.
+                let dense = s.points.len() > MAX_MARKED_POINTS;
+                let marked: &[(f64, f64)] = if dense { &[] } else { &s.points };
                 match (i / PALETTE.len()) % 2 * 4 + i % 4 {
                     0 | 4 => {
                         anno.legend(move |p| line(p) + Circle::new((0, 0), 4, style.filled()));
                         chart.draw_series(
-                            s.points.iter().map(|&p| Circle::new(p, 4, style.filled())),
+                            marked.iter().map(|&p| Circle::new(p, 4, style.filled())),
                         )?;
                     }
                     1 | 5 => {
@@ -130,18 +152,18 @@ fn draw_lines(
                             line(p) + TriangleMarker::new((0, 0), 6, style.filled())
                         });
                         chart.draw_series(
-                            s.points
+                            marked
                                 .iter()
                                 .map(|&p| TriangleMarker::new(p, 6, style.filled())),
                         )?;
                     }
                     2 | 6 => {
                         anno.legend(move |p| line(p) + Cross::new((0, 0), 5, style));
-                        chart.draw_series(s.points.iter().map(|&p| Cross::new(p, 5, style)))?;
+                        chart.draw_series(marked.iter().map(|&p| Cross::new(p, 5, style)))?;
                     }
                     _ => {
                         anno.legend(move |p| line(p) + Circle::new((0, 0), 4, style));
-                        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, style)))?;
+                        chart.draw_series(marked.iter().map(|&p| Circle::new(p, 4, style)))?;
                     }
                 }
             }
@@ -237,6 +259,92 @@ fn draw_bars(
                 (bar.ci.1, SegmentValue::CenterOf(i)),
             ],
             BLACK.stroke_width(2),
+        )))?;
+    }
+    Ok(())
+}
+
+/// One model's fairness in one scenario: Jain's index, and a note when some of its
+/// connections were never served ("64 of 500 served").
+pub struct FairBar {
+    pub name: String,
+    pub jain: f64,
+    pub note: Option<String>,
+}
+
+/// Jain's index per model on a fixed 0 to 1 axis, a dashed line at 1 (every connection
+/// served alike), the note written beside a bar.
+pub fn fairness(title: &str, bars: &[FairBar], styles: &[usize]) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let height = (80 + 26 * bars.len() as u32).max(160);
+        let root = SVGBackend::with_string(&mut svg, (SIZE.0, height)).into_drawing_area();
+        draw_fairness(&root, title, bars, styles).map_err(|e| format!("chart '{title}': {e}"))?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+fn draw_fairness(
+    root: &DrawingArea<SVGBackend, Shift>,
+    title: &str,
+    bars: &[FairBar],
+    styles: &[usize],
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let n = bars.len();
+    // Segment 0 is at the bottom: the first bar goes to the top, so the chart reads down.
+    let row = |i: usize| n - 1 - i;
+    let names: Vec<String> = bars.iter().rev().map(|b| b.name.clone()).collect();
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(120)
+        .build_cartesian_2d(0.0..1.0, (0..n).into_segmented())?;
+    chart
+        .configure_mesh()
+        .x_desc("Jain's fairness index (1: every connection served alike)")
+        .x_labels(6)
+        .x_label_formatter(&|v| format!("{v:.1}"))
+        .y_labels(n.max(1))
+        .disable_y_mesh()
+        .label_style(("sans-serif", 12))
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()?;
+    for (i, (bar, &style)) in bars.iter().zip(styles).enumerate() {
+        let color = PALETTE[style % PALETTE.len()];
+        let fill = if (style / PALETTE.len()).is_multiple_of(2) {
+            color.mix(0.75).filled()
+        } else {
+            color.mix(0.35).filled()
+        };
+        let value = bar.jain.clamp(0.0, 1.0);
+        let r = row(i);
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(r)),
+                (value, SegmentValue::Exact(r + 1)),
+            ],
+            fill,
+        )))?;
+        let label = match &bar.note {
+            Some(note) => format!("{value:.2}  {note}"),
+            None => format!("{value:.2}"),
+        };
+        // Inside the bar's end when the bar is long, past it when short.
+        let (x, anchor) = if value > 0.6 {
+            (value - 0.01, Pos::new(HPos::Right, VPos::Center))
+        } else {
+            (value + 0.01, Pos::new(HPos::Left, VPos::Center))
+        };
+        chart.draw_series(std::iter::once(Text::new(
+            label,
+            (x, SegmentValue::CenterOf(r)),
+            ("sans-serif", 12).into_font().color(&BLACK).pos(anchor),
         )))?;
     }
     Ok(())

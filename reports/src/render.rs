@@ -7,9 +7,11 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::charts::{self, Axes, Bar, Series};
+use crate::families;
 use crate::metrics::Metric;
 use crate::noise;
 use crate::run::{param, str_of, Run};
+use crate::series;
 use crate::stats::{median, median_ci};
 use crate::tiers::{self, Group, Tiers};
 
@@ -69,6 +71,8 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
         let _ = write!(html, "<figure>{svg}</figure>");
     }
     html.push_str("</div>");
+    over_time_html(run, &models, &mut html)?;
+    fairness_html(run, &models, &mut html)?;
     html.push_str("<h2 id=\"models\">The models: what each does, and what this run measured</h2>");
     let anatomy = std::fs::read_to_string(run.dir.join("anatomy.json"))
         .ok()
@@ -129,6 +133,12 @@ pub fn notes(lines: &[&Value], precision: Option<&Value>) -> Vec<String> {
     if starved > 0 {
         notes.push(format!("{starved} connections never served"));
     }
+    // The trial that stalled most often (from the interval series of schema 2 lines).
+    let stalls = lines
+        .iter()
+        .filter_map(|l| series::stalls(l))
+        .max_by_key(|s| s.count)
+        .and_then(|s| s.describe());
     let flagged: Vec<Vec<String>> = lines
         .iter()
         .map(|l| noise::flags(l))
@@ -160,6 +170,7 @@ pub fn notes(lines: &[&Value], precision: Option<&Value>) -> Vec<String> {
             ));
         }
     }
+    notes.extend(stalls);
     notes
 }
 
@@ -536,6 +547,209 @@ fn spectrum(run: &Run, models: &[String]) -> Result<Option<String>, String> {
         &styles,
     )
     .map(Some)
+}
+
+/// The cell the over-time charts show: the echo cell with the most connections (of those
+/// with a series), then the one with the most trials.
+fn over_time_cell(run: &Run) -> Option<(Value, String)> {
+    let mut best: Option<(u64, usize, Value, String)> = None;
+    for line in run
+        .ok()
+        .filter(|l| str_of(l, "scenario") == "echo" && series::intervals(l).is_some())
+    {
+        let connections = param(line, "connections").unwrap_or(0);
+        let params = line["params"].clone();
+        let trials = run
+            .ok()
+            .filter(|l| str_of(l, "scenario") == "echo" && l["params"] == params)
+            .count();
+        if best
+            .as_ref()
+            .is_none_or(|b| (connections, trials) > (b.0, b.1))
+        {
+            let name = str_of(line, "cell")
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            best = Some((connections, trials, params, name));
+        }
+    }
+    best.map(|b| (b.2, b.3))
+}
+
+/// Of a model's trials, the one with the median throughput (the lower middle of an even
+/// count).
+fn median_trial<'a>(lines: &[&'a Value]) -> Option<&'a Value> {
+    let mut sorted: Vec<&Value> = lines.to_vec();
+    sorted.sort_by(|a, b| {
+        let rps = |l: &Value| l["load"]["throughput_rps"].as_f64().unwrap_or(0.0);
+        rps(a).total_cmp(&rps(b))
+    });
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied()
+}
+
+/// Throughput and p99 over time in one cell, one trial per model (its median), as small
+/// multiples: a panel per family, every panel of a quantity on the same scale.
+fn over_time_html(run: &Run, models: &[String], html: &mut String) -> Result<(), String> {
+    let Some((params, name)) = over_time_cell(run) else {
+        return Ok(());
+    };
+    let mut chosen: Vec<(&str, &Value)> = Vec::new();
+    for model in models {
+        let lines: Vec<&Value> = run
+            .ok()
+            .filter(|l| {
+                str_of(l, "scenario") == "echo"
+                    && l["params"] == params
+                    && &str_of(l, "model") == model
+                    && series::intervals(l).is_some()
+            })
+            .collect();
+        if let Some(line) = median_trial(&lines) {
+            chosen.push((model.as_str(), line));
+        }
+    }
+    let points = |line: &Value, p99: bool| -> Vec<(f64, f64)> {
+        series::intervals(line)
+            .map(|(_, iv)| {
+                iv.iter()
+                    .filter_map(|i| Some((i.t, if p99 { i.p99? } else { i.rps })))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let all = |p99: bool| -> Vec<f64> {
+        chosen
+            .iter()
+            .flat_map(|(_, l)| points(l, p99).into_iter().map(|p| p.1))
+            .collect()
+    };
+    let max_rps = all(false).into_iter().fold(0.0, f64::max);
+    let p99s: Vec<f64> = all(true).into_iter().filter(|v| *v > 0.0).collect();
+    let (lo, hi) = (
+        p99s.iter().copied().fold(f64::INFINITY, f64::min),
+        p99s.iter().copied().fold(0.0, f64::max),
+    );
+    let rps_range = (0.0, if max_rps > 0.0 { max_rps * 1.1 } else { 1.0 });
+    let p99_range = if lo.is_finite() {
+        (10f64.powf((lo / 1.5).log10().floor()), hi * 1.5)
+    } else {
+        (1.0, 10.0)
+    };
+    let _ = write!(html, "<h2 id=\"over-time\">Over time: echo <code>{}</code></h2><p>Requests per second and corrected p99 latency per {} ms interval of the measured window, one trial per model (the one with the median throughput), a panel per family; panels of one quantity share their scale. A dip shows a stall (a pause of the server, a reaping, a loop that stopped), a slope a warm-up.</p>",
+        escape(&name),
+        chosen.first().and_then(|(_, l)| series::intervals(l)).map_or(0.0, |(w, _)| w));
+    let names: Vec<&str> = chosen.iter().map(|(m, _)| *m).collect();
+    html.push_str("<div class=\"grid\">");
+    for (family, members) in families::group(&names) {
+        for p99 in [false, true] {
+            let mut lines = Vec::new();
+            let mut styles = Vec::new();
+            for (model, line) in chosen.iter().filter(|(m, _)| members.contains(m)) {
+                lines.push(Series {
+                    name: model.to_string(),
+                    points: points(line, p99),
+                });
+                styles.push(charts::style_index(models, model));
+            }
+            let title = if p99 {
+                format!("{family}: p99 latency over time")
+            } else {
+                format!("{family}: throughput over time")
+            };
+            let svg = charts::lines_in(
+                &Axes {
+                    title: &title,
+                    x: "seconds into the measured window",
+                    y: if p99 {
+                        "p99 latency, µs (log scale)"
+                    } else {
+                        "requests per second"
+                    },
+                    log_x: false,
+                    log_y: p99,
+                },
+                &lines,
+                &styles,
+                Some(if p99 { p99_range } else { rps_range }),
+            )?;
+            let _ = write!(html, "<figure>{svg}</figure>");
+        }
+    }
+    html.push_str("</div>");
+    let stalled: Vec<String> = chosen
+        .iter()
+        .filter_map(|(m, l)| {
+            let text = series::stalls(l)?.describe()?;
+            Some(format!("<b>{}</b> {}", escape(m), escape(&text)))
+        })
+        .collect();
+    if stalled.is_empty() {
+        html.push_str(
+            "<p>No model's throughput fell below half its median in any interval of this cell.</p>",
+        );
+    } else {
+        let _ = write!(
+            html,
+            "<p>Throughput below half its median: {}.</p>",
+            stalled.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Jain's fairness index per model for each scenario and parameters, with the connections a
+/// model never served named on its bar (the blocking pools serve at most their workers).
+fn fairness_html(run: &Run, models: &[String], html: &mut String) -> Result<(), String> {
+    let mut groups: BTreeMap<(String, String), BTreeMap<String, Vec<&Value>>> = BTreeMap::new();
+    for line in run.ok().filter(|l| series::served(l).is_some()) {
+        let cell = str_of(line, "cell");
+        let params = cell.rsplit('/').next().unwrap_or("").to_string();
+        groups
+            .entry((str_of(line, "scenario"), params))
+            .or_default()
+            .entry(str_of(line, "model"))
+            .or_default()
+            .push(line);
+    }
+    if groups.is_empty() {
+        return Ok(());
+    }
+    html.push_str("<h2 id=\"fairness\">Fairness across connections</h2><p>Requests each connection completed in the measured window, summed up as Jain's index: 1 when every connection got as many, k/n when k of n got the same and the others none (the median over trials). A model that served only some of its connections says how many: a pool of N workers serves at most N at once.</p><div class=\"grid\">");
+    for ((scenario, params), by_model) in &groups {
+        let mut bars = Vec::new();
+        let mut styles = Vec::new();
+        for model in models {
+            let Some(lines) = by_model.get(model) else {
+                continue;
+            };
+            let jains: Vec<f64> = lines
+                .iter()
+                .map(|l| series::jain(l).unwrap_or(0.0))
+                .collect();
+            let (served, connections) = lines
+                .iter()
+                .filter_map(|l| series::served(l))
+                .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+            let note = match served {
+                0 => Some("none served".to_string()),
+                s if s < connections => Some(format!("at most {s} of {connections} served")),
+                _ => None,
+            };
+            bars.push(charts::FairBar {
+                name: model.clone(),
+                jain: median(&jains),
+                note,
+            });
+            styles.push(charts::style_index(models, model));
+        }
+        let title = format!("Fairness: {scenario} {params}");
+        let svg = charts::fairness(&title, &bars, &styles)?;
+        let _ = write!(html, "<figure>{svg}</figure>");
+    }
+    html.push_str("</div>");
+    Ok(())
 }
 
 pub fn decode(text: &str) -> Result<hdrhistogram::Histogram<u64>, String> {

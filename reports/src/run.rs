@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 /// The newest version of the result line this crate understands (`"schema"` in each line).
-pub const SCHEMA: u64 = 1;
+/// 2 added the load's `series` and `fairness` (absent from lines of schema 1, which read as
+/// before).
+pub const SCHEMA: u64 = 2;
 
 pub struct Run {
     pub dir: PathBuf,
@@ -100,6 +102,19 @@ pub fn parse_line(text: &str) -> Result<Value, String> {
     if object.get("status").and_then(Value::as_str) == Some("ok") {
         check("load", Value::is_object, "an object (the status is ok)");
         check("server", Value::is_object, "an object (the status is ok)");
+    }
+    // Schema 2's additions, when present, are of the shape the report reads.
+    if let Some(load) = object.get("load").and_then(Value::as_object) {
+        let series = load.get("series").filter(|v| !v.is_null());
+        if series.is_some_and(|s| {
+            !(s["interval_ms"].as_f64().is_some_and(|w| w > 0.0) && s["intervals"].is_array())
+        }) {
+            wrong.push("load.series has no interval_ms above 0 and intervals array".into());
+        }
+        let fairness = load.get("fairness").filter(|v| !v.is_null());
+        if fairness.is_some_and(|f| !(f["connections"].is_u64() && f["served"].is_u64())) {
+            wrong.push("load.fairness lacks its connections and served counts".into());
+        }
     }
     if !missing.is_empty() {
         wrong.insert(0, format!("lacks {}", missing.join(", ")));

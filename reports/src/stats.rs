@@ -35,6 +35,29 @@ pub fn cv(values: &[f64]) -> f64 {
     }
 }
 
+/// Stalls in a series of rates: runs of consecutive values below half the series' median.
+/// Returns how many runs, and the longest, in values; `None` when the median is 0 (nothing
+/// to fall from) or there are no values.
+pub fn dips(rates: &[f64]) -> Option<(usize, usize)> {
+    let m = median(rates);
+    if m.is_nan() || m <= 0.0 {
+        return None;
+    }
+    let (mut count, mut longest, mut run) = (0, 0, 0);
+    for &r in rates {
+        if r < m / 2.0 {
+            run += 1;
+            if run == 1 {
+                count += 1;
+            }
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    Some((count, longest))
+}
+
 /// A small deterministic generator, so a report is the same every time it is rendered.
 pub struct Rng(u64);
 

@@ -1,7 +1,8 @@
 //! The report commands on small run directories committed under `tests/fixtures/`: `base`
-//! (a real smoke run, three trials), `slower20` (the same with every throughput 20% lower and
-//! trials as tight), `slower3wide` (3% lower, with trials spread wide); and damaged copies of
-//! them: result lines of the wrong shape, a disk that fills while the report is written.
+//! (a real smoke run, three trials, schema 1), `slower20` (the same with every throughput 20%
+//! lower and trials as tight), `slower3wide` (3% lower, with trials spread wide), `series` (a
+//! real smoke run of schema 2: interval series and fairness); and damaged copies of them:
+//! result lines of the wrong shape, a disk that fills while the report is written.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -295,6 +296,9 @@ fn result_lines_of_the_wrong_shape_are_skipped_or_refused_naming_the_line() {
     no_trial.as_object_mut().unwrap().remove("trial");
     let mut bad_status: serde_json::Value = serde_json::from_str(&good[0]).unwrap();
     bad_status["status"] = "fine".into();
+    let mut bad_series: serde_json::Value = serde_json::from_str(&good[0]).unwrap();
+    bad_series["schema"] = 2.into();
+    bad_series["load"]["series"] = serde_json::json!({"interval_ms": "100"});
     let cases = [
         ("[]".to_string(), "an array, not a result object"),
         (
@@ -303,13 +307,17 @@ fn result_lines_of_the_wrong_shape_are_skipped_or_refused_naming_the_line() {
         ),
         (
             r#"{"schema":99}"#.to_string(),
-            "schema 99 is newer than this report understands (1)",
+            "schema 99 is newer than this report understands (2)",
         ),
         (
             r#"{"schema":"1"}"#.to_string(),
             "schema \"1\" is not a version",
         ),
         (no_trial.to_string(), "lacks trial"),
+        (
+            bad_series.to_string(),
+            "load.series has no interval_ms above 0 and intervals array",
+        ),
         (
             bad_status.to_string(),
             "status \"fine\" is none of ok, failed, unsupported",
@@ -462,4 +470,83 @@ fn every_view_shows_the_same_tiers() {
         let escaped = reports::render::escape(&words);
         assert!(html.contains(&escaped), "report: {escaped}");
     }
+}
+
+#[test]
+fn over_time_and_fairness_charts_come_from_schema_2_lines_only() {
+    // The smoke run of schema 2, plus a pool that served 4 of its 10 connections and stalled
+    // once (made from one of its lines).
+    let scratch = scratch("series");
+    let dir = scratch.path();
+    let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
+    let echo = text.lines().next().unwrap();
+    let mut pool: serde_json::Value = serde_json::from_str(echo).unwrap();
+    pool["model"] = "prethreaded".into();
+    pool["cell"] = "echo/prethreaded/c=10,size=128".into();
+    pool["load"]["fairness"]["served"] = 4.into();
+    pool["load"]["fairness"]["jain"] = 0.4.into();
+    let intervals = pool["load"]["series"]["intervals"].as_array_mut().unwrap();
+    assert_eq!(intervals.len(), 3, "0.3 s in 100 ms intervals");
+    intervals[1]["requests"] = 0.into();
+    std::fs::write(dir.join("results.jsonl"), format!("{text}{pool}\n")).unwrap();
+    let out = report(&["render", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let section = |id: &str| {
+        html.split(&format!("<h2 id=\"{id}\">"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no section {id}"))
+            .split("<h2")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let over_time = section("over-time");
+    assert!(
+        over_time.contains("echo <code>c=10,size=128</code>"),
+        "the echo cell"
+    );
+    for panel in [
+        "blocking: throughput over time",
+        "blocking: p99 latency over time",
+        "multiplexing: throughput over time",
+        "multiplexing: p99 latency over time",
+    ] {
+        assert!(over_time.contains(panel), "{panel}");
+    }
+    assert_eq!(
+        over_time.matches("<figure><svg").count(),
+        4,
+        "two families, two panels each"
+    );
+    assert!(
+        over_time.contains("<b>prethreaded</b> stalled 1 time, longest 100 ms"),
+        "{over_time}"
+    );
+    let fairness = section("fairness");
+    assert_eq!(fairness.matches("<figure><svg").count(), 2, "echo and http");
+    assert!(fairness.contains("Fairness: echo c=10,size=128"));
+    assert!(fairness.contains("at most 4 of 10 served"), "{fairness}");
+    assert!(fairness.contains("0.40"), "prethreaded's index");
+    for model in ["threads", "epoll-et", "prethreaded"] {
+        assert!(fairness.contains(&format!("\n{model}\n")), "{model}");
+    }
+    // A run of schema 1 has neither section, and renders as before.
+    let old = scratch_render("base");
+    assert!(!old.contains("id=\"over-time\"") && !old.contains("id=\"fairness\""));
+}
+
+fn scratch_render(name: &str) -> String {
+    let scratch = scratch(name);
+    let out = report(&["render", scratch.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(scratch.path().join("report.html")).unwrap()
 }
