@@ -8,7 +8,8 @@ set shell := ["bash", "-eu", "-o", "pipefail", "-c"]
 default:
     @just --list
 
-# Run a benchmark suite: quick (default, about 5 minutes), smoke, full, c10k, or a TOML path.
+# Run a benchmark suite: quick (default), smoke, full, c10k, uring, or a TOML path
+# (`target/release/bench list` says how long each takes on this machine).
 # Fails when a cell failed (listed at the end); `just bench quick --allow-failures` does not.
 bench SUITE="quick" *ARGS:
     cargo build --release --workspace

@@ -133,7 +133,14 @@ pub(crate) fn pin_this_thread(cpus: &[usize]) -> std::io::Result<()> {
 }
 
 /// Collects a child's stderr on a thread; the last lines explain failures.
-fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    collect_keeping(pipe, 64 * 1024)
+}
+
+/// Collects a child's output on a thread, keeping the last `keep` bytes or so: a log keeps
+/// its tail, a result (loadgen's JSON, 100 KiB and more with its interval series) must be
+/// kept whole ([`RESULT_LIMIT`]).
+fn collect_keeping(mut pipe: impl Read + Send + 'static, keep: usize) -> Arc<Mutex<String>> {
     let sink = Arc::new(Mutex::new(String::new()));
     let writer = Arc::clone(&sink);
     thread::spawn(move || {
@@ -144,14 +151,18 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
             }
             let mut text = writer.lock().unwrap();
             text.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if text.len() > 64 * 1024 {
-                let cut = text.len() - 32 * 1024;
+            if text.len() > keep {
+                let cut = text.len() - keep / 2;
                 text.replace_range(..cut, "");
             }
         }
     });
     sink
 }
+
+/// The most of loadgen's result kept: far above any result (a series of 600 intervals with
+/// their histograms is about 1 MiB), and a bound all the same.
+const RESULT_LIMIT: usize = 64 << 20;
 
 fn tail(text: &Arc<Mutex<String>>) -> String {
     let text = text.lock().unwrap();
@@ -243,7 +254,8 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), O
         .spawn()
         .map_err(|e| Outcome::Failed(format!("cannot start {}: {e}", setup.loadgen.display())))?;
     let loadgen_log = collect(loadgen.stderr.take().expect("piped"));
-    let loadgen_out = collect(loadgen.stdout.take().expect("piped"));
+    // Whole: a cut result would not parse (a 5 s cell at 500 connections printed over 64 KiB).
+    let loadgen_out = collect_keeping(loadgen.stdout.take().expect("piped"), RESULT_LIMIT);
     let started = Instant::now();
     let server_pid = guard.0.id() as i32;
     // The samplers stay off the server's CPUs: there, among 500 busy server threads, a

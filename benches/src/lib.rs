@@ -19,3 +19,8 @@ pub mod process_tree;
 pub mod runner;
 pub mod suite;
 pub mod summary;
+
+/// `1 cell`, `2 cells`: a count and its noun, plural unless it is one.
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}

@@ -515,6 +515,19 @@ fn list(bin_dir: Option<PathBuf>) -> Result<(), String> {
             s.description
         );
     }
+    let (overhead, measured) = suite::cell_overhead();
+    println!(
+        "Times are warmup + measured time + {:.2} s a cell to start and stop it ({}).",
+        overhead.as_secs_f64(),
+        if measured {
+            format!(
+                "as this machine's last run measured, in {}",
+                suite::overhead_file().display()
+            )
+        } else {
+            "until a run on this machine measures it".to_string()
+        }
+    );
     println!("\nModels:");
     for m in models {
         println!(
@@ -670,10 +683,10 @@ fn run(
             let named = given.differing(&plan.request);
             if !named.is_empty() {
                 return Err(format!(
-                    "--resume finishes {} as it was planned (suite {}, {} cells: {}): drop {}",
+                    "--resume finishes {} as it was planned (suite {}, {}: {}): drop {}",
                     dir.display(),
                     plan.request.suite,
-                    plan.cells,
+                    benches::count(plan.cells, "cell"),
                     dir.join(plan::FILE).display(),
                     named.join(", ")
                 ));
@@ -774,9 +787,9 @@ fn run(
     println!("{}", summary::render(&lines, precision.as_ref()));
     if runner::interrupted().is_some() {
         eprintln!(
-            "interrupted: {} of {} cells saved in {}; `bench run --resume --out {}` finishes it",
+            "interrupted: {} of {} saved in {}; `bench run --resume --out {}` finishes it",
             lines.len(),
-            run.cells.len(),
+            benches::count(run.cells.len(), "cell"),
             run.dir.display(),
             run.dir.display()
         );

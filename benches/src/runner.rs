@@ -220,8 +220,8 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         .collect();
     if !done.is_empty() {
         eprintln!(
-            "resuming: {} cells already done, {} to run",
-            done.len(),
+            "resuming: {} already done, {} to run",
+            crate::count(done.len(), "cell"),
             todo.len()
         );
     }
@@ -351,8 +351,30 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    eprintln!("{} cells in {:.0?}", count.get(), started.elapsed());
+    eprintln!(
+        "{} in {:.0?}",
+        crate::count(count.get(), "cell"),
+        started.elapsed()
+    );
+    record_overhead(run, count.get(), started.elapsed());
     read_results(&run.dir).map_err(named)
+}
+
+/// Records what each cell of this run cost beyond its warmup and measured time, for every
+/// later estimate of a suite's length on this machine (`suite::cell_overhead`). Runs of a
+/// few cells, or interrupted ones, say little and are not kept.
+fn record_overhead(run: &Run, cells: usize, took: std::time::Duration) {
+    if cells < 4 || interrupted().is_some() {
+        return;
+    }
+    let measured = (run.suite.warmup + run.suite.duration) * cells as u32;
+    let per_cell = took.saturating_sub(measured).as_secs_f64() / cells as f64;
+    let text = json!({"per_cell_s": (per_cell * 1000.0).round() / 1000.0, "cells": cells});
+    let path = crate::suite::overhead_file();
+    if let Some(dir) = path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let _ = reports::run::replace_file(&path, format!("{text}\n").as_bytes());
 }
 
 pub fn read_results(dir: &Path) -> io::Result<Vec<Value>> {

@@ -131,7 +131,11 @@ impl Cell {
 /// Test aids for calibrating the tiers: `epoll-et#2` is an alias (the same server under a
 /// second name, its own series: A/A), and `epoll-et+extra-work=5000` a slowed variant
 /// (`server --extra-work 5000`, which only a server built with the feature `extra-work`
-/// takes: A/B). They combine (`epoll-et#2+extra-work=5000`).
+/// takes: A/B). They combine (`epoll-et#2+extra-work=5000`). Any server option can follow a
+/// `+` the same way, so one model's settings are compared side by side as models of their
+/// own: `uring-multishot+taskrun=plain+plain-ring-fd` runs `server --model uring-multishot
+/// --taskrun=plain --plain-ring-fd`. The server refuses an option the model does not take
+/// (a failed cell saying so).
 pub fn server_model(name: &str) -> Result<(&str, Vec<String>), String> {
     let (base, rest) = name
         .find(['#', '+'])
@@ -139,16 +143,24 @@ pub fn server_model(name: &str) -> Result<(&str, Vec<String>), String> {
         .unwrap_or((name, ""));
     let mut args = Vec::new();
     for part in rest.split('+').skip(1) {
-        match part.split_once('=') {
-            Some(("extra-work", rounds)) if rounds.parse::<u32>().is_ok() => {
-                args.push(format!("--extra-work={rounds}"))
-            }
-            _ => {
-                return Err(format!(
-                    "model '{name}': after '+' only extra-work=ROUNDS is known"
-                ))
-            }
+        let (option, value) = part.split_once('=').unwrap_or((part, ""));
+        let option_ok = option.starts_with(|c: char| c.is_ascii_lowercase())
+            && option
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let value_ok = value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !option_ok || !value_ok || (part.contains('=') && value.is_empty()) {
+            return Err(format!(
+                "model '{name}': after '+' comes a server option, like extra-work=5000 or fixed-files"
+            ));
         }
+        args.push(if value.is_empty() {
+            format!("--{option}")
+        } else {
+            format!("--{option}={value}")
+        });
     }
     if base.is_empty() {
         return Err(format!("model '{name}' names no model"));
@@ -160,7 +172,25 @@ fn default_timeout() -> Duration {
     Duration::from_secs(2)
 }
 
-pub const BUILT_IN: [&str; 5] = ["smoke", "quick", "full", "c10k", "ci"];
+/// Where a run records the start/stop overhead per cell it measured.
+pub fn overhead_file() -> std::path::PathBuf {
+    crate::runner::results_root().join("cell-overhead.json")
+}
+
+/// What a cell costs beyond its warmup and measured time (starting the server, waiting for
+/// it, stopping it, sampling): as the last run on this machine measured it, and whether it
+/// was measured (else 400 ms, what it took on the project's 2-core machine).
+pub fn cell_overhead() -> (Duration, bool) {
+    std::fs::read_to_string(overhead_file())
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["per_cell_s"].as_f64())
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 60.0)
+        .map(|s| (Duration::from_secs_f64(s), true))
+        .unwrap_or((Duration::from_millis(400), false))
+}
+
+pub const BUILT_IN: [&str; 6] = ["smoke", "quick", "full", "c10k", "ci", "uring"];
 
 /// Finds a suite by built-in name (a file in `benches/suites/`) or path.
 pub fn locate(name_or_path: &str) -> Result<PathBuf, String> {
@@ -262,6 +292,17 @@ impl Suite {
         // epoll-et,poll` runs poll even where the suite names other models, and aliases such
         // as `epoll-et#2` are series of their own.
         let suite_models = only_models.map(<[String]>::to_vec).unwrap_or(suite_models);
+        let in_suite: Vec<&str> = self.scenarios.iter().map(|g| g.scenario.as_str()).collect();
+        if let Some(bad) = only_scenarios
+            .unwrap_or_default()
+            .iter()
+            .find(|s| !in_suite.contains(&s.as_str()))
+        {
+            return Err(format!(
+                "unknown scenario '{bad}': this suite has {}",
+                in_suite.join(", ")
+            ));
+        }
         let mut groups: Vec<(ScenarioGrid, BTreeMap<String, u64>)> = Vec::new();
         for grid in &self.scenarios {
             if only_scenarios.is_some_and(|s| !s.contains(&grid.scenario)) {
@@ -298,8 +339,9 @@ impl Suite {
         let time = |n: usize| format!("{:.0?}", self.cell_time() * n as u32);
         match self.precision {
             None => format!(
-                "{cells} cells ({} trials), about {}",
-                self.trials,
+                "{} ({}), about {}",
+                crate::count(cells, "cell"),
+                crate::count(self.trials, "trial"),
                 time(cells)
             ),
             Some(p) => {
@@ -319,9 +361,12 @@ impl Suite {
         }
     }
 
-    /// Rough wall time of one cell: warmup, measured time, and starting/stopping.
+    /// Wall time of one cell: warmup, measured time, and the start/stop overhead per cell
+    /// measured by this machine's last run ([`cell_overhead`]). Every estimate of a suite's
+    /// length (`bench list`, the run's opening line, adaptive rounds before a cell has run)
+    /// comes from here.
     pub fn cell_time(&self) -> Duration {
-        self.warmup + self.duration + Duration::from_millis(400)
+        self.warmup + self.duration + cell_overhead().0
     }
 }
 
@@ -566,6 +611,10 @@ mod tests {
             suite.cells(&["a".into()], None, None).is_err(),
             "unknown model b"
         );
+        let e = suite
+            .cells(&["a".into(), "b".into()], None, Some(&["nosuch".into()]))
+            .unwrap_err();
+        assert_eq!(e, "unknown scenario 'nosuch': this suite has echo");
         // Aliases and slowed variants run where their base model runs, as series of their own.
         let only: Vec<String> = ["a", "a#2", "a+extra-work=100"].map(String::from).to_vec();
         let cells = suite
@@ -577,6 +626,14 @@ mod tests {
             server_model("a#2+extra-work=100").unwrap(),
             ("a", vec!["--extra-work=100".to_string()])
         );
-        assert!(server_model("a+sleep=1").is_err());
+        assert_eq!(
+            server_model("a+taskrun=plain+plain-ring-fd").unwrap(),
+            (
+                "a",
+                vec!["--taskrun=plain".to_string(), "--plain-ring-fd".to_string()]
+            )
+        );
+        assert!(server_model("a+Sleep!").is_err());
+        assert!(server_model("a+sleep=").is_err());
     }
 }

@@ -21,8 +21,11 @@ pub fn render(r: &LoadResult) -> String {
     };
     let _ = writeln!(
         s,
-        "  {} threads, {} connections, {what}",
-        r.threads, r.connections
+        "  {} thread{}, {} connection{}, {what}",
+        r.threads,
+        if r.threads == 1 { "" } else { "s" },
+        r.connections,
+        if r.connections == 1 { "" } else { "s" }
     );
     let _ = writeln!(
         s,
