@@ -76,8 +76,13 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The workspace's `results/` directory.
+/// Where runs go when `--out` is not given: `results/` in the workspace, or the directory
+/// named by `IOMODELS_RESULTS` (also where the measured start/stop overhead is kept).
 pub fn results_root() -> PathBuf {
-    workspace_root().join("results")
+    match std::env::var_os("IOMODELS_RESULTS") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join("results"),
+    }
 }
 
 /// A new run directory named after the time (UTC), with `latest` pointing at it.

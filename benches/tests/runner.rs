@@ -366,10 +366,7 @@ fn a_second_run_into_a_directory_in_use_is_refused() {
     );
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("1 cells already done, 0 to run"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("1 cell already done, 0 to run"), "{stderr}");
 }
 
 #[test]
@@ -474,6 +471,14 @@ fn a_full_disk_is_named_in_full_and_leaves_no_cut_file() {
         b"",
         "the cut line is undone"
     );
+    // Space is back: --resume finishes the run.
+    let output = bench(&["run", "--resume", "--out", out.to_str().unwrap()], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(complete_lines(&out).len(), 1, "the cell, once");
 }
 
 #[test]
@@ -715,4 +720,44 @@ fn an_interrupted_run_keeps_its_cells_and_resumes_its_plan() {
         "each cell of the plan exactly once: {keys:?}"
     );
     assert_eq!(complete_lines(&out).len(), 4);
+}
+
+/// Every estimate of a suite's length uses the start/stop overhead per cell that this
+/// machine's last run measured: `bench list` says so once a run has measured it.
+#[test]
+fn suite_lengths_come_from_the_overhead_this_machine_measured() {
+    let scratch = temp_dir("overhead");
+    let dir = scratch.path();
+    let results = dir.join("results");
+    let env = [("IOMODELS_RESULTS", results.to_str().unwrap())];
+    let list = || {
+        let out = bench(&["list"], &env);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(list().contains("until a run on this machine measures it"));
+    let suite = write_suite(
+        dir,
+        &TWO_SECOND_CELLS
+            .replace("trials = 1", "trials = 2")
+            .replace("2s", "200ms"),
+    );
+    let out = bench(&["run", "--suite", &suite], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let measured: Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("cell-overhead.json")).unwrap())
+            .unwrap();
+    let per_cell = measured["per_cell_s"].as_f64().unwrap();
+    assert!(per_cell > 0.0 && per_cell < 10.0, "{measured}");
+    let text = list();
+    assert!(
+        text.contains(&format!(
+            "{per_cell:.2} s a cell to start and stop it (as this machine's last run measured"
+        )),
+        "{text}"
+    );
 }
