@@ -1,8 +1,8 @@
 //! `bench anatomy` counts what each model is known to do: a blocking model one read and one
-//! write per request, an edge-triggered epoll loop fewer waits than requests when 50
-//! connections are busy, a busy-polling loop many more reads than requests, multishot
-//! io_uring fewer `io_uring_enter` than requests and no read or write call. Each relation
-//! holds by construction; by how much it holds depends on timing, and is what
+//! write per request, an edge-triggered epoll loop at most about one wait a request, a
+//! busy-polling loop many more reads than requests, multishot io_uring at most about one
+//! `io_uring_enter` per completion and no read or write call. Each relation holds by
+//! construction; how far below its bound a count lies depends on timing, and is what
 //! docs/MODELS.md reports.
 //!
 //! Needs perf (with syscall tracepoints) or strace. Without either these tests say so and
@@ -92,12 +92,12 @@ fn each_model_shows_its_known_anatomy() {
         &["epoll_wait", "epoll_pwait", "epoll_pwait2"],
     );
     // Each wait returns at least one ready connection, and with one request in flight per
-    // connection nearly every readiness is a request: fewer waits than requests by
+    // connection each readiness is about one request: at most about one wait a request by
     // construction. How many fewer depends on which side is faster: 0.03 a request on a
     // quiet machine, 0.8 while other tests ran (docs/MODELS.md quotes the quiet figures).
     assert!(
-        waits < 1.0,
-        "epoll-et at 50 busy connections: {waits} waits per request, expected fewer than one"
+        waits < 1.5,
+        "epoll-et at 50 busy connections: {waits} waits per request, expected at most about one"
     );
     // 10 busy connections among 100 silent ones: every pass reads all 110 and serves at most
     // 10 requests, so at least 11 reads a request whatever the timing.
@@ -107,16 +107,17 @@ fn each_model_shows_its_known_anatomy() {
         spin_reads > 5.0,
         "spin: {spin_reads} reads per request, expected many (it retries without waiting)"
     );
-    // Each io_uring_enter waits for at least one completion and submits everything queued,
-    // so fewer enters than requests by construction, and no read or write call at all.
-    // (0.12 a request at 500 connections, 0.56 at 50 on a quiet machine.)
+    // Each io_uring_enter waits for at least one completion and a request makes two (its
+    // recv and its send), so at most about two enters a request by construction, and no
+    // read or write call at all. (0.12 a request at 500 connections and 0.56 at 50 on a
+    // quiet machine; 1.89 once in a CI run, where the client was the slower side.)
     let uring = anatomy("uring-multishot", 500, 0);
     if uring["models"]["uring-multishot"]["status"] == "ok" {
         let enters = calls(&uring, "uring-multishot", &["io_uring_enter"]);
         let others =
             calls(&uring, "uring-multishot", &reads) + calls(&uring, "uring-multishot", &writes);
         assert!(
-            enters < 1.0 && others < 0.05,
+            enters < 2.5 && others < 0.05,
             "uring-multishot: {enters} io_uring_enter and {others} reads/writes per request"
         );
     } else {

@@ -208,10 +208,12 @@ impl Tiers {
                 .fold((f64::INFINITY, f64::NEG_INFINITY), |a, e| {
                     (a.0.min(e.ratio), a.1.max(e.ratio))
                 });
-            let ratio = if (hi - lo).abs() < 0.005 {
-                format!("{lo:.2}x")
+            // One value when both ends print alike (1.136 and 1.144 are both "1.14").
+            let (lo, hi) = (format!("{lo:.2}"), format!("{hi:.2}"));
+            let ratio = if lo == hi {
+                format!("{lo}x")
             } else {
-                format!("{lo:.2}-{hi:.2}x")
+                format!("{lo}-{hi}x")
             };
             let list = names.join(", ");
             parts.push(match (t, names.len()) {
@@ -535,6 +537,31 @@ mod tests {
         for (p, q) in x.entries.iter().zip(&y.entries) {
             assert_eq!((p.ratio_ci, p.ci, p.tier), (q.ratio_ci, q.ci, q.tier));
         }
+    }
+
+    #[test]
+    fn a_tier_whose_ratios_print_alike_names_one_ratio() {
+        let entry = |model: &str, tier: usize, ratio: f64| Entry {
+            model: model.into(),
+            values: vec![1.0; 3],
+            median: 1.0,
+            ci: (1.0, 1.0),
+            precision: 0.0,
+            cv: 0.0,
+            tier,
+            ratio,
+            ratio_ci: (ratio, ratio),
+        };
+        let t = Tiers {
+            higher_is_better: false,
+            entries: vec![
+                entry("a", 1, 1.0),
+                entry("b", 2, 1.136),
+                entry("c", 2, 1.144),
+                entry("d", 3, 2.0),
+            ],
+        };
+        assert_eq!(t.words(), "a first; b, c tie at 1.14x; d last (2.00x)");
     }
 
     #[test]
