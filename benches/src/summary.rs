@@ -64,18 +64,7 @@ fn group(out: &mut String, g: &Group, precision: Option<&Value>) -> usize {
         "  {:<4} {:<w$} {:>15} {:>14}   {:<4} {:>13} {:>14}  notes",
         "tier", "model", "median", "ratio", "tier", "CPU us/req", "ratio"
     );
-    // Models in headline order, then those with no headline value.
-    let mut order: Vec<&str> = g
-        .headline
-        .entries
-        .iter()
-        .map(|e| e.model.as_str())
-        .collect();
-    for model in g.lines.keys() {
-        if !order.contains(&model.as_str()) {
-            order.push(model);
-        }
-    }
+    let order = g.models();
     let mut noisy_count = 0;
     for model in order {
         let lines = &g.lines[model];

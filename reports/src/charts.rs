@@ -240,12 +240,7 @@ fn draw_bars(
         })
         .draw()?;
     for (i, (bar, &style)) in bars.iter().zip(styles).enumerate() {
-        let color = PALETTE[style % PALETTE.len()];
-        let fill = if (style / PALETTE.len()).is_multiple_of(2) {
-            color.mix(0.75).filled()
-        } else {
-            color.mix(0.35).filled()
-        };
+        let fill = bar_fill(style);
         chart.draw_series(std::iter::once(Rectangle::new(
             [
                 (0.0, SegmentValue::Exact(i)),
@@ -316,12 +311,7 @@ fn draw_fairness(
         })
         .draw()?;
     for (i, (bar, &style)) in bars.iter().zip(styles).enumerate() {
-        let color = PALETTE[style % PALETTE.len()];
-        let fill = if (style / PALETTE.len()).is_multiple_of(2) {
-            color.mix(0.75).filled()
-        } else {
-            color.mix(0.35).filled()
-        };
+        let fill = bar_fill(style);
         let value = bar.jain.clamp(0.0, 1.0);
         let r = row(i);
         chart.draw_series(std::iter::once(Rectangle::new(
@@ -379,6 +369,17 @@ fn compact(v: f64) -> String {
         a if a >= 1e3 => trim(format!("{:.1}", v / 1e3)) + "k",
         a if a >= 10.0 || a == 0.0 => format!("{v:.0}"),
         _ => trim(format!("{v:.2}")),
+    }
+}
+
+/// A bar's fill for series style `style`: its palette colour, lighter on the palette's
+/// second round so two series never look alike.
+fn bar_fill(style: usize) -> ShapeStyle {
+    let color = PALETTE[style % PALETTE.len()];
+    if (style / PALETTE.len()).is_multiple_of(2) {
+        color.mix(0.75).filled()
+    } else {
+        color.mix(0.35).filled()
     }
 }
 

@@ -197,17 +197,7 @@ fn summary_html(run: &Run, groups: &[Group], html: &mut String) {
         let unit = g.unit;
         let _ = write!(html, "<h3>{} <code>{}</code></h3><table><tr><th>tier</th><th>model</th><th>median {} ({})</th><th>95% CI</th><th>ratio to best</th><th>CV</th><th>trials</th><th>CPU tier</th><th>µs CPU/req ({})</th><th>CPU ratio</th><th>notes</th></tr>",
             escape(&g.scenario), escape(&g.params), escape(unit), better(&g.headline), better(&g.efficiency));
-        let mut order: Vec<&str> = g
-            .headline
-            .entries
-            .iter()
-            .map(|e| e.model.as_str())
-            .collect();
-        for model in g.lines.keys() {
-            if !order.contains(&model.as_str()) {
-                order.push(model);
-            }
-        }
+        let order = g.models();
         for model in order {
             let h = g.headline.of(model);
             let e = g.efficiency.of(model);

@@ -251,6 +251,25 @@ pub struct Group<'a> {
     pub efficiency: Tiers,
 }
 
+impl Group<'_> {
+    /// The models in the order every view lists them: by headline tier and median, then
+    /// those with no headline value (failed, unsupported).
+    pub fn models(&self) -> Vec<&str> {
+        let mut order: Vec<&str> = self
+            .headline
+            .entries
+            .iter()
+            .map(|e| e.model.as_str())
+            .collect();
+        for model in self.lines.keys() {
+            if !order.contains(&model.as_str()) {
+                order.push(model);
+            }
+        }
+        order
+    }
+}
+
 /// A group's parameters as the cell id writes them (`c=50,size=128`).
 pub fn params_of(line: &Value) -> String {
     line["cell"]
