@@ -59,10 +59,30 @@ struct Cli {
     /// descriptor lookup or reference per request; 5.19).
     #[arg(long)]
     fixed_files: bool,
+    /// io_uring models: send replies of 16 KiB or more with IORING_OP_SEND_ZC, the kernel
+    /// pinning our pages instead of copying them (6.0; on loopback the receiver copies
+    /// anyway).
+    #[arg(long)]
+    zerocopy: bool,
+    /// uring-multishot, echo: send each echo straight from the provided buffer it arrived
+    /// in when nothing else waits to be sent (no copy into an output buffer).
+    #[arg(long)]
+    send_in_place: bool,
+    /// uring-multishot: one recv completion may fill several provided buffers
+    /// (IORING_RECVSEND_BUNDLE, 6.10).
+    #[arg(long)]
+    bundle: bool,
     /// io_uring models: each wait asks for N completions and returns with fewer after 50 us
     /// (IORING_FEAT_MIN_TIMEOUT, 6.12) [default: 1].
     #[arg(long, value_name = "N")]
     batch: Option<u32>,
+    /// tokio: check the runtime's shared (injection) queue every N scheduler ticks instead of
+    /// tokio's self-tuned interval (about 200 us of task polls, at least 2 ticks). A worker
+    /// holds at most 256 runnable tasks in its own queue; the rest overflow to the shared one,
+    /// which is served one task per interval: lower it for fairness at hundreds of busy
+    /// connections (docs/MODELS.md, `tokio`).
+    #[arg(long, value_name = "N")]
+    global_queue_interval: Option<u32>,
     /// Every model: close a connection after this long without progress (no request
     /// completed, no reply byte written): 30s, 500ms. Default: never, so a silent client
     /// holds its worker, thread or process (the blocking models' lesson; docs/MODELS.md).
@@ -222,6 +242,13 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
         (Knob::PlainRingFd, cli.plain_ring_fd.then_some(1)),
         (Knob::Batch, cli.batch.map(|n| n as usize)),
         (Knob::FixedFiles, cli.fixed_files.then_some(1)),
+        (Knob::Zerocopy, cli.zerocopy.then_some(1)),
+        (Knob::SendInPlace, cli.send_in_place.then_some(1)),
+        (Knob::Bundle, cli.bundle.then_some(1)),
+        (
+            Knob::GlobalQueueInterval,
+            cli.global_queue_interval.map(|n| n as usize),
+        ),
     ];
     for (knob, value) in given {
         if value.is_some() && !model.knobs.contains(&knob) {
@@ -234,6 +261,12 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
         if value == Some(0) {
             return Err(format!("{} must be at least 1", knob.flag()));
         }
+    }
+    if cli.send_in_place && protocol != Protocol::Echo {
+        return Err(
+            "--send-in-place sends back the bytes that arrived: it is for --protocol echo only"
+                .into(),
+        );
     }
     Ok(Config {
         protocol,
@@ -248,8 +281,12 @@ fn config_for(model: &Model, cli: &Cli, protocol: Protocol) -> Result<Config, St
             plain_ring_fd: cli.plain_ring_fd,
             batch: cli.batch.unwrap_or(1),
             fixed_files: cli.fixed_files,
+            zerocopy: cli.zerocopy,
+            send_in_place: cli.send_in_place,
+            bundle: cli.bundle,
         },
         idle_timeout: cli.idle_timeout,
+        global_queue_interval: cli.global_queue_interval,
     })
 }
 

@@ -31,6 +31,8 @@ pub struct Config {
     /// consumed by the protocol, no reply byte written). `None`, the default, waits forever:
     /// the lesson the blocking models teach (a silent client holds a worker).
     pub idle_timeout: Option<std::time::Duration>,
+    /// `tokio`: `--global-queue-interval` (`None`: tokio's self-tuned interval).
+    pub global_queue_interval: Option<u32>,
 }
 
 pub const DEFAULT_WORKERS: usize = 64;
@@ -86,6 +88,10 @@ pub enum Knob {
     PlainRingFd,
     Batch,
     FixedFiles,
+    Zerocopy,
+    SendInPlace,
+    Bundle,
+    GlobalQueueInterval,
 }
 
 impl Knob {
@@ -100,6 +106,10 @@ impl Knob {
             Knob::PlainRingFd => "--plain-ring-fd",
             Knob::Batch => "--batch",
             Knob::FixedFiles => "--fixed-files",
+            Knob::Zerocopy => "--zerocopy",
+            Knob::SendInPlace => "--send-in-place",
+            Knob::Bundle => "--bundle",
+            Knob::GlobalQueueInterval => "--global-queue-interval",
         }
     }
 }
@@ -140,9 +150,11 @@ const RING_KNOBS: &[Knob] = &[
     Knob::DeferTaskrun,
     Knob::PlainRingFd,
     Knob::Batch,
+    Knob::Zerocopy,
 ];
 
-/// `uring-multishot` also accepts into direct descriptors.
+/// `uring-multishot` also accepts into direct descriptors, sends echoes from the provided
+/// buffers, and receives in bundles.
 const MULTISHOT_KNOBS: &[Knob] = &[
     Knob::Threads,
     Knob::Sqpoll,
@@ -150,7 +162,10 @@ const MULTISHOT_KNOBS: &[Knob] = &[
     Knob::DeferTaskrun,
     Knob::PlainRingFd,
     Knob::Batch,
+    Knob::Zerocopy,
     Knob::FixedFiles,
+    Knob::SendInPlace,
+    Knob::Bundle,
 ];
 
 pub static MODELS: &[Model] = &[
@@ -326,7 +341,7 @@ pub static MODELS: &[Model] = &[
         clients: Clients::EventLoop,
         fd_table: FdTable::Shared,
         max_fd: None,
-        knobs: &[Knob::Threads],
+        knobs: &[Knob::Threads, Knob::GlobalQueueInterval],
         summary: "the tokio multi-threaded runtime, a task per connection (--threads workers)",
         support: runs_everywhere,
         run: tokio::run,

@@ -813,6 +813,9 @@ fn ring_options_pass_the_core_cases() {
         "--plain-ring-fd",
         "--batch=8",
         "--fixed-files",
+        "--zerocopy",
+        "--bundle",
+        "--send-in-place",
     ] {
         let name = flag.split('=').next().unwrap();
         let takes = |m: &ModelInfo| m.options.iter().any(|o| o == name);
@@ -860,6 +863,15 @@ fn ring_options_pass_the_core_cases() {
                 model.name,
                 describe(status)
             );
+            if flag == "--send-in-place" {
+                // It sends back the bytes that arrived: refused for any other protocol.
+                let refused = Server::start(&model, "http", &[flag])
+                    .err()
+                    .unwrap_or_default();
+                assert!(refused.contains("echo only"), "{}: {refused}", model.name);
+                tested.push(model.name);
+                continue;
+            }
             let mut http = Server::start(&model, "http", &[flag]).unwrap();
             let (mut stream, mut reader) = http_client(&http).unwrap();
             stream.write_all(&GET.repeat(10)).unwrap();
@@ -900,7 +912,11 @@ fn cli_contract() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("echo"));
 
     // An option the model does not take is refused, never ignored.
-    for (model, flag) in [("epoll-et", "--sqpoll"), ("prefork", "--defer-taskrun")] {
+    for (model, flag) in [
+        ("epoll-et", "--sqpoll"),
+        ("prefork", "--defer-taskrun"),
+        ("epoll-et", "--global-queue-interval=2"),
+    ] {
         let output = std::process::Command::new(SERVER)
             .args(["--model", model, "--protocol", "echo", flag])
             .output()

@@ -14,6 +14,11 @@ pub struct BufRing {
     size: usize,
     mask: u16,
     tail: u16,
+    /// The buffer last placed at each ring position, and the position each buffer was last
+    /// placed at: the kernel takes entries from the head in ring order, so a bundle that
+    /// starts at buffer `b` goes on with the buffers placed after `b` (`--bundle`).
+    placed: Vec<u16>,
+    position: Vec<u16>,
 }
 
 impl BufRing {
@@ -49,6 +54,8 @@ impl BufRing {
             size,
             mask: count - 1,
             tail: 0,
+            placed: vec![0; count as usize],
+            position: vec![0; count as usize],
         };
         for bid in 0..count {
             ring.give_back(bid);
@@ -62,8 +69,25 @@ impl BufRing {
         &self.data[start..start + len.min(self.size)]
     }
 
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The buffers a completion of `len` bytes starting with buffer `first` filled, in
+    /// order, appended to `out` (one for a plain recv; one or more for a bundle, each full
+    /// but the last). Called before any of them is given back, which reuses their places.
+    pub fn filled(&self, first: u16, len: usize, out: &mut Vec<u16>) {
+        let start = self.position[first as usize];
+        for i in 0..len.div_ceil(self.size).max(1) {
+            let at = start.wrapping_add(i as u16) & self.mask;
+            out.push(self.placed[at as usize]);
+        }
+    }
+
     /// Hands buffer `bid` back to the kernel.
     pub fn give_back(&mut self, bid: u16) {
+        self.placed[(self.tail & self.mask) as usize] = bid;
+        self.position[bid as usize] = self.tail;
         // SAFETY: the index is masked into the ring; the buffer address points into `data`,
         // which is never resized, so it stays valid while the kernel may write into it.
         unsafe {

@@ -9,7 +9,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, types, SubmissionQueue, Submitter};
+use io_uring::{cqueue, opcode, squeue, types, SubmissionQueue, Submitter};
 
 use super::{Backlog, Op};
 use crate::closing::{IdleClock, LINGER};
@@ -44,6 +44,19 @@ macro_rules! on_target {
     };
 }
 
+/// Sends at least this long go out with IORING_OP_SEND_ZC under `--zerocopy`: below it,
+/// pinning the pages and waiting for a second completion costs more than the copy it saves
+/// (the kernel's own advice for MSG_ZEROCOPY is "above about 10 KB").
+pub const ZEROCOPY_MIN: usize = 16 * 1024;
+
+/// A provided buffer a send reads from in place (`--send-in-place`): it goes back to the
+/// ring only once the whole of it is sent.
+struct Borrowed {
+    bid: u16,
+    ptr: *const u8,
+    len: usize,
+}
+
 /// A connection of a completion model.
 pub struct Conn {
     pub fd: ConnFd,
@@ -54,8 +67,13 @@ pub struct Conn {
     pending: Vec<u8>,
     /// The bytes a send in flight reads from; untouched until it completes.
     in_flight: Vec<u8>,
-    /// How much of `in_flight` the kernel has sent.
+    /// Instead of `in_flight`: the provided buffer an echo is sent from in place.
+    borrowed: Option<Borrowed>,
+    /// How much of `in_flight` (or `borrowed`) the kernel has sent.
     sent: usize,
+    /// A zero-copy send completed with this result; its buffer is the kernel's until the
+    /// notification completion that follows.
+    zc_result: Option<i32>,
     pub recv_armed: bool,
     pub send_armed: bool,
     /// An AsyncCancel for this connection's recv is in the kernel.
@@ -79,7 +97,9 @@ impl Conn {
             input: Vec::new(),
             pending: Vec::new(),
             in_flight: Vec::new(),
+            borrowed: None,
             sent: 0,
+            zc_result: None,
             recv_armed: false,
             send_armed: false,
             cancel_armed: false,
@@ -126,7 +146,38 @@ impl Conn {
     }
 
     fn backlog(&self) -> usize {
-        self.pending.len() + self.in_flight.len() - self.sent
+        self.pending.len() + self.in_flight_len() - self.sent
+    }
+
+    /// The length of what the send in flight reads from.
+    fn in_flight_len(&self) -> usize {
+        match &self.borrowed {
+            Some(b) => b.len,
+            None => self.in_flight.len(),
+        }
+    }
+
+    /// Whether an echo of the next arrival can be sent straight from its provided buffer:
+    /// nothing is waiting to be sent before it, and no earlier input is waiting to be
+    /// consumed, so the reply is exactly those bytes, in order.
+    pub fn can_send_in_place(&self) -> bool {
+        !self.closing
+            && !self.dead
+            && !self.send_armed
+            && self.input.is_empty()
+            && self.pending.is_empty()
+            && self.sent == self.in_flight_len()
+    }
+
+    /// `--send-in-place` (echo only): the `len` bytes at `ptr`, provided buffer `bid`, are
+    /// both what arrived and the reply. The buffer stays out of the ring until the send of
+    /// it completes ([`Conn::send_completion`] hands `bid` back).
+    pub fn echo_in_place(&mut self, bid: u16, ptr: *const u8, len: usize) {
+        debug_assert!(self.can_send_in_place());
+        self.in_flight.clear();
+        self.sent = 0;
+        self.borrowed = Some(Borrowed { bid, ptr, len });
+        self.idle.progress();
     }
 
     /// Bytes that arrived: the session acts on them, replies go to `pending`.
@@ -151,7 +202,7 @@ impl Conn {
 
     /// How far `pending` may grow: the high-water mark less what the kernel is still sending.
     fn output_room(&self) -> usize {
-        HIGH_WATER.saturating_sub(self.in_flight.len() - self.sent)
+        HIGH_WATER.saturating_sub(self.in_flight_len() - self.sent)
     }
 
     fn process(&mut self) {
@@ -167,28 +218,53 @@ impl Conn {
         }
     }
 
-    /// A send completed with `n` bytes written.
-    pub fn sent(&mut self, n: usize) {
+    /// A send completed with `n` bytes written. Returns the provided buffer it was sent
+    /// from in place, once all of it is sent, for the ring.
+    pub fn sent(&mut self, n: usize) -> Option<u16> {
         self.send_armed = false;
         if n > 0 {
             self.idle.progress();
         }
         self.sent += n;
-        if self.sent == self.in_flight.len() {
-            self.in_flight.clear();
-            self.sent = 0;
-            self.process(); // room again: held-back input, or the next window of a download
+        if self.sent < self.in_flight_len() {
+            return None; // a short send: the rest goes next
         }
+        self.in_flight.clear();
+        self.sent = 0;
+        let done = self.borrowed.take().map(|b| b.bid);
+        self.process(); // room again: held-back input, or the next window of a download
+        done
     }
 
-    /// A send completed with `result` (bytes written, or -errno).
-    pub fn send_completed(&mut self, result: i32) {
+    /// A completion of this connection's send, with its flags: a plain send's, or either of
+    /// the two a zero-copy send makes (the result with IORING_CQE_F_MORE, then the
+    /// notification that the kernel let go of the buffer). Returns a provided buffer to
+    /// hand back to the ring (`--send-in-place`).
+    pub fn send_completion(&mut self, result: i32, flags: u32) -> Option<u16> {
+        if cqueue::more(flags) {
+            self.zc_result = Some(result); // the buffer stays the kernel's for now
+            return None;
+        }
+        let result = match cqueue::notif(flags) {
+            true => self.zc_result.take().unwrap_or(0),
+            false => result,
+        };
         if result >= 0 {
-            self.sent(result as usize);
+            if let Some(bid) = self.sent(result as usize) {
+                return Some(bid);
+            }
         } else {
             self.send_armed = false;
             self.fail();
         }
+        if self.dead {
+            // Failed, or timed out while this send was in flight: the rest is never sent,
+            // and a borrowed buffer goes back to the ring now, not with the slot.
+            self.sent = 0;
+            self.in_flight.clear();
+            return self.borrowed.take().map(|b| b.bid);
+        }
+        None
     }
 
     /// The cancel of this connection's recv completed (whatever it found to cancel).
@@ -206,6 +282,13 @@ impl Conn {
     pub fn next_send(&mut self) -> Option<(*const u8, u32)> {
         if self.send_armed || self.dead {
             return None;
+        }
+        if let Some(b) = &self.borrowed {
+            self.send_armed = true;
+            // SAFETY: `sent` < `len` (a fully sent borrowed buffer is dropped in `sent`), and
+            // the provided buffer stays out of the ring, unwritten, until it is handed back.
+            let rest = unsafe { b.ptr.add(self.sent) };
+            return Some((rest, (b.len - self.sent) as u32));
         }
         if self.sent == self.in_flight.len() {
             std::mem::swap(&mut self.in_flight, &mut self.pending);
@@ -287,9 +370,15 @@ pub fn follow_up(
         }
     }
     if let Some((ptr, len)) = conn.next_send() {
-        let send = on_target!(fd, |t| opcode::Send::new(t, ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build());
+        let send = if slots.zerocopy && len as usize >= ZEROCOPY_MIN {
+            on_target!(fd, |t| opcode::SendZc::new(t, ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build())
+        } else {
+            on_target!(fd, |t| opcode::Send::new(t, ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build())
+        };
         backlog.push(submitter, sq, send.user_data(Op::Send(slot).encode()));
     }
     if conn.wants_recv() && !conn.recv_armed {
@@ -325,12 +414,15 @@ pub struct Slots {
     free: Vec<usize>,
     idle_timeout: Option<Duration>,
     lingering: usize,
+    /// `--zerocopy`: long sends go out with IORING_OP_SEND_ZC.
+    zerocopy: bool,
 }
 
 impl Slots {
-    pub fn new(idle_timeout: Option<Duration>) -> Slots {
+    pub fn new(idle_timeout: Option<Duration>, zerocopy: bool) -> Slots {
         Slots {
             idle_timeout,
+            zerocopy,
             ..Slots::default()
         }
     }
@@ -382,8 +474,8 @@ impl Slots {
     pub fn remove(&mut self, i: usize) {
         if let Some(conn) = self.slots[i].take() {
             debug_assert!(
-                conn.idle_in_kernel(),
-                "freeing a connection the kernel still uses"
+                conn.idle_in_kernel() && conn.borrowed.is_none(),
+                "freeing a connection the kernel still uses, or a provided buffer with it"
             );
             if conn.is_lingering() {
                 self.lingering -= 1;

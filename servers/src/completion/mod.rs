@@ -13,7 +13,7 @@ mod buf_ring;
 mod conn;
 
 pub use buf_ring::BufRing;
-pub use conn::{follow_up, Conn, ConnFd, Slots, Target};
+pub use conn::{follow_up, Conn, ConnFd, Slots, Target, ZEROCOPY_MIN};
 
 /// Submission queue entries per ring; the completion queue is twice that, and the kernel
 /// keeps overflowing completions rather than dropping them (IORING_FEAT_NODROP, 5.5).
@@ -70,6 +70,17 @@ pub struct RingOptions {
     /// Accept into direct descriptors (`--fixed-files`: a sparse registered file table,
     /// multishot accept allocating from it; 5.19).
     pub fixed_files: bool,
+    /// Send replies of at least [`conn::ZEROCOPY_MIN`] bytes with IORING_OP_SEND_ZC
+    /// (`--zerocopy`, 6.0): the kernel pins our pages instead of copying them, and says in a
+    /// second completion when it has let go of them.
+    pub zerocopy: bool,
+    /// `uring-multishot`, echo: send a reply straight from the provided buffer it arrived
+    /// in when nothing else is waiting to be sent (`--send-in-place`: no copy into our own
+    /// output buffer).
+    pub send_in_place: bool,
+    /// `uring-multishot`: one multishot recv completion may fill several provided buffers
+    /// (`--bundle`, IORING_RECVSEND_BUNDLE, 6.10).
+    pub bundle: bool,
 }
 
 impl Default for RingOptions {
@@ -80,6 +91,9 @@ impl Default for RingOptions {
             plain_ring_fd: false,
             batch: 1,
             fixed_files: false,
+            zerocopy: false,
+            send_in_place: false,
+            bundle: false,
         }
     }
 }
@@ -133,6 +147,25 @@ impl RingOptions {
                 ),
             ));
         }
+        for (on, flag, what, needs) in [
+            (self.zerocopy, "--zerocopy", "IORING_OP_SEND_ZC", (6, 0)),
+            (
+                self.bundle,
+                "--bundle",
+                "recv bundles (IORING_RECVSEND_BUNDLE)",
+                (6, 10),
+            ),
+        ] {
+            if on && here < needs {
+                return Err((
+                    3,
+                    format!(
+                        "{flag} needs {what}, Linux {}.{}; this is {}.{}",
+                        needs.0, needs.1, here.0, here.1
+                    ),
+                ));
+            }
+        }
         if self.batch > 1 && here < (6, 12) {
             return Err((
                 3,
@@ -147,8 +180,17 @@ impl RingOptions {
 
     /// One line for the log: what the ring runs with.
     pub fn describe(&self) -> String {
+        let extras: String = [
+            (self.zerocopy, ", zero-copy sends"),
+            (self.send_in_place, ", echo sent in place"),
+            (self.bundle, ", recv bundles"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, what)| *what)
+        .collect();
         format!(
-            "taskrun {}{}{}, ring fd {}, wait for {} completion{}",
+            "taskrun {}{}{}{extras}, ring fd {}, wait for {} completion{}",
             self.taskrun().name(),
             if self.sqpoll { ", sqpoll" } else { "" },
             if self.fixed_files {

@@ -24,11 +24,15 @@ const INPUT_CAPACITY: usize = 64 * 1024;
 const _: () = assert!(INPUT_CAPACITY >= MIN_INPUT_CAPACITY);
 
 pub fn run(listeners: Vec<StdListener>, config: &Config) -> io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .worker_threads(config.threads)
         .enable_io()
-        .enable_time()
-        .build()?;
+        .enable_time();
+    if let Some(n) = config.global_queue_interval {
+        builder.global_queue_interval(n);
+    }
+    let runtime = builder.build()?;
     let (protocol, idle_timeout) = (config.protocol, config.idle_timeout);
     runtime.block_on(async move {
         // One accept loop per listener (one unless --threads asked for SO_REUSEPORT ones).

@@ -44,7 +44,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     };
     let pause = types::Timespec::new().nsec(100_000_000);
     let mut backlog = Backlog::default();
-    let mut conns = Slots::new(config.idle_timeout);
+    let mut conns = Slots::new(config.idle_timeout, config.ring.zerocopy);
     let mut sweep = Sweep::new(config.idle_timeout);
     // Receive buffer i belongs to slot i; it never moves while a recv may write into it.
     let mut buffers: Vec<Box<[u8]>> = Vec::new();
@@ -138,12 +138,8 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     let Some(conn) = conns.get_mut(slot) else {
                         continue;
                     };
-                    if result >= 0 {
-                        conn.sent(result as usize);
-                    } else {
-                        conn.send_armed = false;
-                        conn.fail();
-                    }
+                    // Nothing is sent from a provided buffer here: no buffer comes back.
+                    let _ = conn.send_completion(result, cqe.flags());
                     slot
                 }
                 Op::Cancel(slot) => {

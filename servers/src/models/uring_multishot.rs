@@ -52,13 +52,21 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
             .build()
             .user_data(Op::Accept.encode())
     };
+    let bundle = config.ring.bundle;
     let recv = |t| {
-        on_target!(t, |fd| opcode::RecvMulti::new(fd, GROUP).build())
-            .flags(squeue::Flags::BUFFER_SELECT)
+        if bundle {
+            on_target!(t, |fd| opcode::RecvMultiBundle::new(fd, GROUP).build())
+        } else {
+            on_target!(t, |fd| opcode::RecvMulti::new(fd, GROUP).build())
+                .flags(squeue::Flags::BUFFER_SELECT)
+        }
     };
+    let in_place = config.ring.send_in_place;
+    // The buffers one recv completion filled (several with --bundle), reused.
+    let mut filled = Vec::new();
     let pause = types::Timespec::new().nsec(100_000_000);
     let mut backlog = Backlog::default();
-    let mut conns = Slots::new(config.idle_timeout);
+    let mut conns = Slots::new(config.idle_timeout, config.ring.zerocopy);
     let mut sweep = Sweep::new(config.idle_timeout);
     let mut exhaustion = BurstLog::default();
     // The multishot accept was cancelled for an exhaustion pause.
@@ -148,11 +156,36 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 // A direct descriptor's shutdown or close failed: the client is gone already.
                 Op::Quiet => continue,
                 Op::Recv(slot) => {
-                    if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-                        if let (Some(conn), true) = (conns.get_mut(slot), result > 0) {
-                            conn.received(buffers.buffer(bid, result as usize));
+                    if let Some(first) = cqueue::buffer_select(cqe.flags()) {
+                        let len = result.max(0) as usize;
+                        filled.clear();
+                        buffers.filled(first, len, &mut filled);
+                        match conns.get_mut(slot) {
+                            Some(conn)
+                                if in_place
+                                    && len > 0
+                                    && len <= buffers.size()
+                                    && conn.can_send_in_place() =>
+                            {
+                                // Echo: the reply is these bytes; the buffer comes back to
+                                // the ring when its send completes.
+                                let bytes = buffers.buffer(first, len);
+                                conn.echo_in_place(first, bytes.as_ptr(), len);
+                                filled.clear();
+                            }
+                            Some(conn) if len > 0 => {
+                                let mut left = len;
+                                for &bid in &filled {
+                                    let piece = left.min(buffers.size());
+                                    conn.received(buffers.buffer(bid, piece));
+                                    left -= piece;
+                                }
+                            }
+                            _ => {}
                         }
-                        buffers.give_back(bid);
+                        for &bid in &filled {
+                            buffers.give_back(bid);
+                        }
                     }
                     let Some(conn) = conns.get_mut(slot) else {
                         continue;
@@ -172,11 +205,8 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     let Some(conn) = conns.get_mut(slot) else {
                         continue;
                     };
-                    if result >= 0 {
-                        conn.sent(result as usize);
-                    } else {
-                        conn.send_armed = false;
-                        conn.fail();
+                    if let Some(bid) = conn.send_completion(result, cqe.flags()) {
+                        buffers.give_back(bid); // an echo sent in place, all of it
                     }
                     slot
                 }
