@@ -2,7 +2,8 @@
 //! runs for regressions, and exports results as CSV, Markdown or bencher.dev's BMF.
 //!
 //! `run` loads a run directory; `series` reads a cell's interval series and fairness;
-//! `families` groups models for small multiples; `stats` holds medians, bootstrap confidence
+//! `families` groups models for small multiples and `identity` gives each its colour and
+//! marker; `stats` holds medians, bootstrap confidence
 //! intervals, coefficients of variation and stalls; `metrics` says what each scenario is judged
 //! by; `charts` draws SVG with plotters; `render`, `compare` and `export` are the three
 //! commands.
@@ -12,6 +13,7 @@ pub mod charts;
 pub mod compare;
 pub mod export;
 pub mod families;
+pub mod identity;
 pub mod metrics;
 pub mod noise;
 pub mod render;

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::charts::{self, Axes, Bar, Series};
-use crate::families;
+use crate::charts::{self, Axes, Row, Scale, Series, ValueAxis};
+use crate::identity::Identities;
 use crate::metrics::Metric;
 use crate::noise;
 use crate::run::{param, str_of, Run};
@@ -67,8 +67,8 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
     let groups = tiers::judge(&run.lines);
     summary_html(run, &groups, &mut html);
     html.push_str("<h2 id=\"charts\">Charts</h2><div class=\"grid\">");
-    for svg in all_charts(run, &models)? {
-        let _ = write!(html, "<figure>{svg}</figure>");
+    for figure in all_charts(run, &models)? {
+        html.push_str(&figure);
     }
     html.push_str("</div>");
     over_time_html(run, &models, &mut html)?;
@@ -198,6 +198,7 @@ fn summary_html(run: &Run, groups: &[Group], html: &mut String) {
         let _ = write!(html, "<h3>{} <code>{}</code></h3><table><tr><th>tier</th><th>model</th><th>median {} ({})</th><th>95% CI</th><th>ratio to best</th><th>CV</th><th>trials</th><th>CPU tier</th><th>µs CPU/req ({})</th><th>CPU ratio</th><th>notes</th></tr>",
             escape(&g.scenario), escape(&g.params), escape(unit), better(&g.headline), better(&g.efficiency));
         let order = g.models();
+        let ids = Identities::new(&run.models());
         for model in order {
             let h = g.headline.of(model);
             let e = g.efficiency.of(model);
@@ -209,7 +210,7 @@ fn summary_html(run: &Run, groups: &[Group], html: &mut String) {
                 html,
                 "<tr{class}><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
                 h.map(|h| h.tier.to_string()).unwrap_or_else(|| "-".into()),
-                escape(model),
+                ids.swatch(model) + &escape(model),
                 h.map(tiers::median_pm).unwrap_or_else(|| "-".into()),
                 h.map(|h| format!("{} – {}", fmt_num(h.ci.0), fmt_num(h.ci.1))).unwrap_or_default(),
                 h.map(|x| tiers::ratio_pm(x, first(&g.headline, x))).unwrap_or_default(),
@@ -238,6 +239,8 @@ fn summary_html(run: &Run, groups: &[Group], html: &mut String) {
     }
 }
 
+/// A series per model of `scenario`'s ok lines that pass `filter`: the median of `y` at each
+/// `x`.
 fn series_by_model(
     run: &Run,
     models: &[String],
@@ -245,7 +248,8 @@ fn series_by_model(
     filter: impl Fn(&Value) -> bool,
     x: impl Fn(&Value) -> Option<f64>,
     y: Metric,
-) -> (Vec<Series>, Vec<usize>) {
+) -> Vec<Series> {
+    let ids = Identities::new(models);
     let mut points: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for line in run
         .ok()
@@ -261,7 +265,6 @@ fn series_by_model(
         }
     }
     let mut series = Vec::new();
-    let mut styles = Vec::new();
     for model in models {
         if let Some(p) = points.get(model) {
             let mut pts: Vec<(f64, f64)> = p
@@ -271,22 +274,23 @@ fn series_by_model(
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             series.push(Series {
                 name: model.clone(),
+                identity: ids.of(model),
                 points: pts,
             });
-            styles.push(charts::style_index(models, model));
         }
     }
-    (series, styles)
+    series
 }
 
+/// One bar per model (the median over trials, its 95% interval as a whisker), longest first.
 fn bar_chart(
-    run: &Run,
     models: &[String],
     title: &str,
-    unit: &str,
+    axis: &ValueAxis,
     lines: &[&Value],
     value: impl Fn(&Value) -> Option<f64>,
 ) -> Result<Option<String>, String> {
+    let ids = Identities::new(models);
     let mut by_model: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for line in lines {
         if let Some(v) = value(line) {
@@ -296,21 +300,19 @@ fn bar_chart(
     if by_model.is_empty() {
         return Ok(None);
     }
-    let _ = run;
-    let mut bars: Vec<Bar> = by_model
+    let mut rows: Vec<Row> = by_model
         .into_iter()
-        .map(|(name, v)| Bar {
+        .map(|(name, v)| Row {
             value: median(&v),
-            ci: median_ci(&v),
+            ci: Some(median_ci(&v)),
+            identity: ids.of(&name),
+            note: None,
             name,
         })
         .collect();
-    bars.sort_by(|a, b| b.value.total_cmp(&a.value));
-    let styles: Vec<usize> = bars
-        .iter()
-        .map(|b| charts::style_index(models, &b.name))
-        .collect();
-    charts::bars(title, unit, &bars, &styles).map(Some)
+    rows.sort_by(|a, b| b.value.total_cmp(&a.value));
+    let svg = charts::bars(title, axis, &rows)?;
+    Ok(Some(format!("<figure class=\"bars\">{svg}</figure>")))
 }
 
 /// The cells a per-model bar chart is drawn from: the scenario's most common parameters.
@@ -330,6 +332,17 @@ fn representative<'a>(run: &'a Run, scenario: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Whether values span more than a decade (their largest over their smallest positive), so
+/// that a linear axis would leave all but the largest as slivers.
+fn spans_decades(values: impl Iterator<Item = f64>) -> bool {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    hi / lo > 10.0
+}
+
 fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     // Throughput vs connections, one chart per message size.
@@ -341,7 +354,7 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
     sizes.sort();
     sizes.dedup();
     for size in sizes {
-        let (series, styles) = series_by_model(
+        let series = series_by_model(
             run,
             models,
             "echo",
@@ -350,24 +363,23 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
             Metric::Throughput,
         );
         if !series.is_empty() {
-            let title = format!("Echo throughput vs connections, {size}-byte messages");
-            out.push(charts::lines(
+            out.push(charts::multiples(
+                &format!("Echo throughput vs connections, {size}-byte messages"),
                 &Axes {
-                    title: &title,
                     x: "connections (log scale)",
                     y: "requests per second",
-                    log_x: true,
-                    log_y: false,
+                    x_scale: Scale::Log,
+                    y_scale: Scale::Linear,
                 },
-                &series,
-                &styles,
+                &charts::panels(series),
+                None,
             )?);
         }
     }
-    if let Some(svg) = spectrum(run, models)? {
-        out.push(svg);
+    if let Some(html) = spectrum(run, models)? {
+        out.push(html);
     }
-    let (series, styles) = series_by_model(
+    let series = series_by_model(
         run,
         models,
         "rate",
@@ -376,19 +388,19 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
         Metric::P99,
     );
     if !series.is_empty() {
-        out.push(charts::lines(
+        out.push(charts::multiples(
+            "Latency vs offered load (open loop, corrected p99)",
             &Axes {
-                title: "Latency vs offered load (open loop, corrected p99)",
                 x: "offered load, requests per second",
                 y: "p99 latency, µs (log scale)",
-                log_x: false,
-                log_y: true,
+                x_scale: Scale::Linear,
+                y_scale: Scale::Log,
             },
-            &series,
-            &styles,
+            &charts::panels(series),
+            None,
         )?);
     }
-    let (series, styles) = series_by_model(
+    let series = series_by_model(
         run,
         models,
         "idle",
@@ -397,24 +409,28 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
         Metric::Throughput,
     );
     if !series.is_empty() {
-        out.push(charts::lines(
+        out.push(charts::multiples(
+            "Throughput of the active connections vs idle connections",
             &Axes {
-                title: "Throughput of the active connections vs idle connections",
                 x: "idle connections held open",
                 y: "requests per second",
-                log_x: false,
-                log_y: false,
+                x_scale: Scale::Linear,
+                y_scale: Scale::Linear,
             },
-            &series,
-            &styles,
+            &charts::panels(series),
+            None,
         )?);
     }
+    let linear = |desc| ValueAxis {
+        desc,
+        log: false,
+        range: None,
+    };
     let churn = representative(run, "churn");
     if let Some(svg) = bar_chart(
-        run,
         models,
         "Connection churn: connect, one echo, close",
-        "connections per second (median, 95% CI)",
+        &linear("connections per second (median, 95% CI)"),
         &churn,
         |l| l["load"]["connects_per_s"].as_f64(),
     )? {
@@ -426,10 +442,9 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
         ("download_bps", "download (GET)"),
     ] {
         if let Some(svg) = bar_chart(
-            run,
             models,
             &format!("Bulk transfer, {way}"),
-            "MB/s (median, 95% CI)",
+            &linear("MB/s (median, 95% CI)"),
             &bulk,
             |l| l["load"][field].as_f64().map(|b| b / 1e6),
         )? {
@@ -450,10 +465,9 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
         })
         .unwrap_or_default();
     if let Some(svg) = bar_chart(
-        run,
         models,
         &format!("Server CPU per request (echo {params})"),
-        "µs of server CPU per request (median, 95% CI)",
+        &linear("µs of server CPU per request (median, 95% CI)"),
         &echo,
         |l| l["server"]["cpu_us_per_request"].as_f64(),
     )? {
@@ -463,13 +477,24 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
     if pss_cells.is_empty() {
         pss_cells = echo.clone();
     }
+    let pss = |l: &Value| l["server"]["pss_kib_per_conn"].as_f64();
+    // A process per connection costs a hundred times an event loop's bytes: on a linear axis
+    // every event loop would be a sliver.
+    let log = spans_decades(pss_cells.iter().filter_map(|l| pss(l)));
     if let Some(svg) = bar_chart(
-        run,
         models,
         "Server memory per connection (peak PSS / connections)",
-        "KiB per connection (median, 95% CI)",
+        &ValueAxis {
+            desc: if log {
+                "KiB per connection (median, 95% CI; log scale)"
+            } else {
+                "KiB per connection (median, 95% CI)"
+            },
+            log,
+            range: None,
+        },
         &pss_cells,
-        |l| l["server"]["pss_kib_per_conn"].as_f64(),
+        pss,
     )? {
         out.push(svg);
     }
@@ -483,6 +508,7 @@ fn spectrum(run: &Run, models: &[String]) -> Result<Option<String>, String> {
     } else {
         "echo"
     };
+    let ids = Identities::new(models);
     let cells = representative(run, scenario);
     let mut merged: BTreeMap<String, hdrhistogram::Histogram<u64>> = BTreeMap::new();
     for line in &cells {
@@ -499,7 +525,6 @@ fn spectrum(run: &Run, models: &[String]) -> Result<Option<String>, String> {
     }
     let quantiles = [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999];
     let mut series = Vec::new();
-    let mut styles = Vec::new();
     for model in models {
         if let Some(h) = merged.get(model).filter(|h| !h.is_empty()) {
             let points = quantiles
@@ -508,9 +533,9 @@ fn spectrum(run: &Run, models: &[String]) -> Result<Option<String>, String> {
                 .collect();
             series.push(Series {
                 name: model.clone(),
+                identity: ids.of(model),
                 points,
             });
-            styles.push(charts::style_index(models, model));
         }
     }
     if series.is_empty() {
@@ -525,16 +550,16 @@ fn spectrum(run: &Run, models: &[String]) -> Result<Option<String>, String> {
             .map(|p| format!("{scenario} {p}"))
             .unwrap_or_default()
     );
-    charts::lines(
+    charts::multiples(
+        &title,
         &Axes {
-            title: &title,
-            x: "percentile: 2 = p50, 10 = p90, 100 = p99, 1000 = p99.9 (log)",
+            x: "percentile (log scale of 1 in N requests slower)",
             y: "latency, µs (log scale)",
-            log_x: true,
-            log_y: true,
+            x_scale: Scale::Percentile,
+            y_scale: Scale::Log,
         },
-        &series,
-        &styles,
+        &charts::panels(series),
+        None,
     )
     .map(Some)
 }
@@ -627,47 +652,40 @@ fn over_time_html(run: &Run, models: &[String], html: &mut String) -> Result<(),
     } else {
         (1.0, 10.0)
     };
-    let _ = write!(html, "<h2 id=\"over-time\">Over time: echo <code>{}</code></h2><p>Requests per second and corrected p99 latency per {} ms interval of the measured window, one trial per model (the one with the median throughput), a panel per family; panels of one quantity share their scale. A dip shows a stall (a pause of the server, a reaping, a loop that stopped), a slope a warm-up.</p>",
+    let _ = write!(html, "<h2 id=\"over-time\">Over time: echo <code>{}</code></h2><p>Requests per second and corrected p99 latency per {} ms interval of the measured window, one trial per model (the one with the median throughput), a panel per family of models; the panels of a chart share their scales. A dip shows a stall (a pause of the server, a reaping, a loop that stopped), a slope a warm-up.</p>",
         escape(&name),
         chosen.first().and_then(|(_, l)| series::intervals(l)).map_or(0.0, |(w, _)| w));
-    let names: Vec<&str> = chosen.iter().map(|(m, _)| *m).collect();
-    html.push_str("<div class=\"grid\">");
-    for (family, members) in families::group(&names) {
-        for p99 in [false, true] {
-            let mut lines = Vec::new();
-            let mut styles = Vec::new();
-            for (model, line) in chosen.iter().filter(|(m, _)| members.contains(m)) {
-                lines.push(Series {
-                    name: model.to_string(),
-                    points: points(line, p99),
-                });
-                styles.push(charts::style_index(models, model));
-            }
-            let title = if p99 {
-                format!("{family}: p99 latency over time")
+    let ids = Identities::new(models);
+    for p99 in [false, true] {
+        let series = chosen
+            .iter()
+            .map(|(model, line)| Series {
+                name: model.to_string(),
+                identity: ids.of(model),
+                points: points(line, p99),
+            })
+            .collect();
+        let figure = charts::multiples(
+            if p99 {
+                "p99 latency over time"
             } else {
-                format!("{family}: throughput over time")
-            };
-            let svg = charts::lines_in(
-                &Axes {
-                    title: &title,
-                    x: "seconds into the measured window",
-                    y: if p99 {
-                        "p99 latency, µs (log scale)"
-                    } else {
-                        "requests per second"
-                    },
-                    log_x: false,
-                    log_y: p99,
+                "Throughput over time"
+            },
+            &Axes {
+                x: "seconds into the measured window",
+                y: if p99 {
+                    "p99 latency, µs (log scale)"
+                } else {
+                    "requests per second"
                 },
-                &lines,
-                &styles,
-                Some(if p99 { p99_range } else { rps_range }),
-            )?;
-            let _ = write!(html, "<figure>{svg}</figure>");
-        }
+                x_scale: Scale::Linear,
+                y_scale: if p99 { Scale::Log } else { Scale::Linear },
+            },
+            &charts::panels(series),
+            Some(if p99 { p99_range } else { rps_range }),
+        )?;
+        html.push_str(&figure);
     }
-    html.push_str("</div>");
     let stalled: Vec<String> = chosen
         .iter()
         .filter_map(|(m, l)| {
@@ -706,10 +724,11 @@ fn fairness_html(run: &Run, models: &[String], html: &mut String) -> Result<(), 
     if groups.is_empty() {
         return Ok(());
     }
-    html.push_str("<h2 id=\"fairness\">Fairness across connections</h2><p>Requests each connection completed in the measured window, summed up as Jain's index: 1 when every connection got as many, k/n when k of n got the same and the others none (the median over trials). A model that served only some of its connections says how many: a pool of N workers serves at most N at once.</p><div class=\"grid\">");
+    html.push_str("<h2 id=\"fairness\">Fairness across connections</h2><p>Requests each connection completed in the measured window, summed up as Jain's index: 1 when every connection got as many, k/n when k of n got the same and the others none (the median over trials). A model that served only some of its connections says how many: a pool of N workers serves at most N at once.</p>");
+    let ids = Identities::new(models);
+    html.push_str("<div class=\"grid\">");
     for ((scenario, params), by_model) in &groups {
-        let mut bars = Vec::new();
-        let mut styles = Vec::new();
+        let mut rows = Vec::new();
         for model in models {
             let Some(lines) = by_model.get(model) else {
                 continue;
@@ -727,16 +746,28 @@ fn fairness_html(run: &Run, models: &[String], html: &mut String) -> Result<(), 
                 s if s < connections => Some(format!("at most {s} of {connections} served")),
                 _ => None,
             };
-            bars.push(charts::FairBar {
+            let jain = median(&jains).clamp(0.0, 1.0);
+            rows.push(Row {
                 name: model.clone(),
-                jain: median(&jains),
-                note,
+                identity: ids.of(model),
+                value: jain,
+                ci: None,
+                note: Some(match note {
+                    Some(note) => format!("{jain:.2}  {note}"),
+                    None => format!("{jain:.2}"),
+                }),
             });
-            styles.push(charts::style_index(models, model));
         }
-        let title = format!("Fairness: {scenario} {params}");
-        let svg = charts::fairness(&title, &bars, &styles)?;
-        let _ = write!(html, "<figure>{svg}</figure>");
+        let svg = charts::bars(
+            &format!("Fairness: {scenario} {params}"),
+            &ValueAxis {
+                desc: "Jain's fairness index (1: every connection served alike)",
+                log: false,
+                range: Some((0.0, 1.0)),
+            },
+            &rows,
+        )?;
+        let _ = write!(html, "<figure class=\"bars\">{svg}</figure>");
     }
     html.push_str("</div>");
     Ok(())
@@ -1035,4 +1066,4 @@ fn env_html(run: &Run, html: &mut String) {
 
 const INTRO: &str = "<p class=\"intro\">Each <b>model</b> is one small server (blocking with a thread or process per connection, pools, busy polling, select, poll, epoll, signal-driven I/O, io_uring, and library references) speaking the same protocols. Each <b>cell</b> ran the server pinned to one CPU and the load generator pinned to another, several trials interleaved across models. Throughput counts verified replies only; latency is from HdrHistogram, corrected for coordinated omission in the open-loop scenario. Compare models within this run: two cores on a shared machine are noisy, so read the tiers (which differences the data supports) before the order.</p><p class=\"toc\"><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#models\">Models</a> · <a href=\"#silent\">Silent clients</a> · <a href=\"#failures\">Failures</a> · <a href=\"#env\">Environment</a></p>";
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:12px}figure{margin:0;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}";
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td:has(.swatch){white-space:nowrap}.swatch{display:inline-block;vertical-align:middle;margin-right:5px}td:last-child{min-width:14em}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:12px}figure{margin:0;border:1px solid #eee;min-width:0}figure.multiples{grid-column:1/-1;border:0}figcaption{font-weight:600;margin:.3em 0}.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:8px}.panels svg{border:1px solid #eee}svg{display:block;max-width:100%;height:auto;box-sizing:border-box}figure>svg,.panels svg{width:100%}code{overflow-wrap:anywhere}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}@media (max-width:600px){body{margin:1em auto;padding:0 .5em}h1{font-size:1.3em}}@media print{body{max-width:none;margin:0;font-size:10pt}.toc{display:none}a{color:inherit;text-decoration:none}h2{break-after:avoid}figure,tr,.model{break-inside:avoid}.grid,.panels{display:block}.panels svg,figure>svg{width:auto;max-width:100%;display:inline-block}table{display:table;overflow:visible}td,th{font-size:8pt}pre{white-space:pre-wrap}}";

@@ -50,7 +50,7 @@ fn rendered_html_has_every_chart_with_every_model() {
     );
     let models = ["threads", "epoll-et"];
     let figures: Vec<&str> = html
-        .split("<figure>")
+        .split("<figure class=")
         .skip(1)
         .map(|f| f.split("</figure>").next().unwrap())
         .collect();
@@ -58,7 +58,10 @@ fn rendered_html_has_every_chart_with_every_model() {
     // CPU per request and PSS per connection.
     assert!(figures.len() >= 4, "{} charts", figures.len());
     for figure in &figures {
-        assert!(figure.starts_with("<svg"), "inline SVG");
+        assert!(
+            figure.contains("<svg") && figure.contains("viewBox="),
+            "inline SVG that scales"
+        );
         let texts: Vec<&str> = figure
             .split("<text")
             .skip(1)
@@ -70,6 +73,32 @@ fn rendered_html_has_every_chart_with_every_model() {
         assert!(
             !figure.contains("NaN") && !figure.contains("inf"),
             "no NaN in a chart"
+        );
+    }
+    // Small multiples: threads and epoll-et in their families' panels, on shared axes.
+    let echo = figures
+        .iter()
+        .find(|f| f.contains("Echo throughput vs connections"))
+        .expect("the echo chart");
+    assert!(echo.starts_with("\"multiples\""), "{echo}");
+    for panel in ["\nblocking\n", "\nreadiness\n"] {
+        assert!(echo.contains(panel), "a panel {panel}");
+    }
+    let spectrum = figures
+        .iter()
+        .find(|f| f.contains("Latency spectrum"))
+        .expect("the spectrum");
+    for percentile in ["p50", "p90", "p99", "p99.9", "p99.99"] {
+        assert!(
+            spectrum.contains(&format!("\n{percentile}\n")),
+            "the spectrum's axis names {percentile}"
+        );
+    }
+    // Each model's swatch beside its name in the tables, the same as in the charts' legends.
+    for model in models {
+        assert!(
+            html.contains(&format!("</svg>{model}</td>")),
+            "a swatch beside {model}"
         );
     }
     for needle in [
@@ -510,25 +539,32 @@ fn over_time_and_fairness_charts_come_from_schema_2_lines_only() {
         over_time.contains("echo <code>c=10,size=128</code>"),
         "the echo cell"
     );
-    for panel in [
-        "blocking: throughput over time",
-        "blocking: p99 latency over time",
-        "multiplexing: throughput over time",
-        "multiplexing: p99 latency over time",
-    ] {
-        assert!(over_time.contains(panel), "{panel}");
+    for chart in ["Throughput over time", "p99 latency over time"] {
+        assert!(
+            over_time.contains(&format!("<figcaption>{chart}</figcaption>")),
+            "{chart}"
+        );
     }
     assert_eq!(
-        over_time.matches("<figure><svg").count(),
+        over_time.matches("<figure class=\"multiples\">").count(),
+        2,
+        "throughput and p99"
+    );
+    assert_eq!(
+        over_time.matches("\nblocking\n").count() + over_time.matches("\nreadiness\n").count(),
         4,
-        "two families, two panels each"
+        "two families, a panel each in both charts"
     );
     assert!(
         over_time.contains("<b>prethreaded</b> stalled 1 time, longest 100 ms"),
         "{over_time}"
     );
     let fairness = section("fairness");
-    assert_eq!(fairness.matches("<figure><svg").count(), 2, "echo and http");
+    assert_eq!(
+        fairness.matches("<figure class=\"bars\"><svg").count(),
+        2,
+        "echo and http"
+    );
     assert!(fairness.contains("Fairness: echo c=10,size=128"));
     assert!(fairness.contains("at most 4 of 10 served"), "{fairness}");
     assert!(fairness.contains("0.40"), "prethreaded's index");
