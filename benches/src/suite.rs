@@ -190,7 +190,15 @@ pub fn cell_overhead() -> (Duration, bool) {
         .unwrap_or((Duration::from_millis(400), false))
 }
 
-pub const BUILT_IN: [&str; 6] = ["smoke", "quick", "full", "c10k", "ci", "uring"];
+pub const BUILT_IN: [&str; 7] = [
+    "smoke",
+    "quick",
+    "full",
+    "c10k",
+    "ci",
+    "uring",
+    "uring-options",
+];
 
 /// Finds a suite by built-in name (a file in `benches/suites/`) or path.
 pub fn locate(name_or_path: &str) -> Result<PathBuf, String> {
