@@ -4,7 +4,8 @@
 //! `run` loads a run directory; `series` reads a cell's interval series and fairness;
 //! `families` groups models for small multiples; `stats` holds medians, bootstrap confidence
 //! intervals, coefficients of variation and stalls; `metrics` says what each scenario is judged
-//! by; `charts` draws SVG with plotters; `render`, `compare` and `export` are the three
+//! by; `tiers` judges models, `verdict` says what the tiers mean in words, `text` holds every
+//! sentence in each language; `charts` draws SVG with plotters; `render`, `compare` and `export` are the three
 //! commands.
 
 pub mod calibration;
@@ -12,10 +13,13 @@ pub mod charts;
 pub mod compare;
 pub mod export;
 pub mod families;
+pub mod forest;
 pub mod metrics;
 pub mod noise;
 pub mod render;
 pub mod run;
 pub mod series;
 pub mod stats;
+pub mod text;
 pub mod tiers;
+pub mod verdict;
