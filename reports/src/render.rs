@@ -145,15 +145,25 @@ fn verdict_html(groups: &[Group], lang: Lang, html: &mut String) {
         lang.get("h2.verdict"),
         lang.get("verdict.intro")
     );
+    // The answer on the first line, its reasons and caveats one a line below it.
     for v in verdicts {
+        let (lead, rest) = v.sentences.split_first().expect("a verdict has its lead");
         let _ = write!(
             html,
-            "<p><b>{}</b> <code>{}</code>{}{}</p>",
+            "<div><p><b>{}</b> <code>{}</code>{}{}</p>",
             escape(&v.scenario),
             escape(&v.params),
             lang.get("colon"),
-            escape(&v.sentences.join(" "))
+            escape(lead)
         );
+        if !rest.is_empty() {
+            html.push_str("<ul>");
+            for sentence in rest {
+                let _ = write!(html, "<li>{}</li>", escape(sentence));
+            }
+            html.push_str("</ul>");
+        }
+        html.push_str("</div>");
     }
     html.push_str("</div>");
 }
@@ -953,8 +963,14 @@ fn doc_section_html(md: &str, heading: impl Fn(&str) -> bool) -> String {
         } else if line.trim().is_empty() {
             flush(&mut paragraph, &mut table, &mut html);
         } else {
-            paragraph.push_str(line);
-            paragraph.push(' ');
+            // Lines of a paragraph join with a space, except where Chinese text meets a line
+            // break: it has no spaces between words.
+            let cjk = |c: Option<char>| c.is_some_and(|c| c >= '\u{2E80}');
+            if !paragraph.is_empty() && !cjk(paragraph.chars().last()) && !cjk(line.chars().next())
+            {
+                paragraph.push(' ');
+            }
+            paragraph.push_str(line.trim());
         }
     }
     flush(&mut paragraph, &mut table, &mut html);
@@ -1043,4 +1059,4 @@ fn env_html(run: &Run, lang: Lang, html: &mut String) {
     html.push_str("</p>");
 }
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:12px}figure{margin:0;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}:lang(zh) body{font-family:system-ui,\"Noto Sans CJK SC\",\"Source Han Sans SC\",\"PingFang SC\",\"Hiragino Sans GB\",\"Microsoft YaHei\",\"WenQuanYi Micro Hei\",sans-serif}.verdict p{margin:.5em 0;padding:.4em .8em;border-left:4px solid #2a6fb0;background:#f5f8fc}";
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:12px}figure{margin:0;border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}:lang(zh) body{font-family:system-ui,\"Noto Sans CJK SC\",\"Source Han Sans SC\",\"PingFang SC\",\"Hiragino Sans GB\",\"Microsoft YaHei\",\"WenQuanYi Micro Hei\",sans-serif}.verdict>div{margin:.6em 0;padding:.3em .8em;border-left:4px solid #2a6fb0;background:#f5f8fc}.verdict p{margin:.3em 0}.verdict ul{margin:.2em 0 .4em;padding-left:1.4em}";

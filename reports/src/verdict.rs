@@ -59,6 +59,7 @@ pub fn verdicts(groups: &[Group], lang: Lang) -> Vec<ScenarioVerdict> {
             let mut sentences = Vec::new();
             sentences.extend(lead_sentence(lead, lang));
             sentences.extend(across(lead, &mine, lang));
+            sentences.extend(ties_elsewhere(lead, &mine, lang));
             sentences.extend(scan_reason(&mine, lang));
             sentences.extend(switch_reason(lead, lang));
             for g in &mine {
@@ -203,6 +204,30 @@ fn across(lead: &Group, groups: &[&Group], lang: Lang) -> Option<String> {
             ("scenario", &lead.scenario),
         ],
     ))
+}
+
+/// The scenario's other cells where several models tie for first (the lead cell's tie is in
+/// its own sentence).
+fn ties_elsewhere(lead: &Group, groups: &[&Group], lang: Lang) -> Vec<String> {
+    groups
+        .iter()
+        .filter(|g| !std::ptr::eq(**g, lead) && g.headline.count() > 1)
+        .filter_map(|g| {
+            let first: Vec<&str> = g
+                .headline
+                .entries
+                .iter()
+                .filter(|e| e.tier == 1)
+                .map(|e| e.model.as_str())
+                .collect();
+            (first.len() > 1).then(|| {
+                lang.say(
+                    "verdict.tie_elsewhere",
+                    &[("params", &g.params), ("models", &lang.list(&first))],
+                )
+            })
+        })
+        .collect()
 }
 
 /// select and poll trailing with idle connections open: every wait scans all of them.

@@ -679,6 +679,10 @@ fn the_verdict_says_who_wins_what_ties_and_why_in_words() {
         echo.contains("fork left 2634 of 10100 connections never served (echo c=10100,size=128) while it forked its way up to 7421 processes"),
         "{echo}"
     );
+    assert!(
+        echo.contains("<li>At c=10,size=128, epoll-lt and epoll-et tie for first: the data cannot tell them apart.</li>"),
+        "the tie of the other echo cell, in words: {echo}"
+    );
     let summary = section(&html, "summary");
     assert!(
         summary.contains("epoll-lt, epoll-et tie for first"),

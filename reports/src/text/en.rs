@@ -61,6 +61,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("verdict.tie_first_lower", "{models} tie for first (p99 {range}, medians): the data cannot tell them apart. The next tier starts at {next} with {next_value}, {factor}x {model}'s p99."),
     ("verdict.last", "Last tier: {models}, down to {ratio}x the best median ({value})."),
     ("verdict.across", "Across the {n} {scenario} cells, {model} is in the first tier in {k}."),
+    ("verdict.tie_elsewhere", "At {params}, {models} tie for first: the data cannot tell them apart."),
     ("why.scan_falls", "The throughput of {models} falls with idle connections because every wait scans all of them: {values} {unit} at {idle} idle (each did better at {fewest}) vs {best_value} for {best}."),
     ("why.scan_behind", "With {idle} idle connections open, the throughput of {models} trails because every wait scans all of them: {values} {unit} vs {best_value} for {best}."),
     ("why.switch", "Server CPU per request is higher for {models} because each request wakes the thread or process blocked on its socket, a context switch each time: {values} µs vs {best_value} µs for {best}, which serves many sockets from one thread."),

@@ -57,6 +57,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("verdict.tie_first_lower", "{models} 并列第一（p99 中位数 {range}），数据无法区分它们。下一梯队从 {next} 开始，{next_value}，是 {model} 的 p99 的 {factor} 倍。"),
     ("verdict.last", "最末梯队：{models}，低至最优中位数的 {ratio} 倍（{value}）。"),
     ("verdict.across", "在全部 {n} 个 {scenario} 单元中，{model} 有 {k} 个处于第一梯队。"),
+    ("verdict.tie_elsewhere", "在 {params}，{models} 并列第一：数据无法区分它们。"),
     ("why.scan_falls", "{models} 随空闲连接增多而下降，因为每次等待都要扫描全部连接：{idle} 个空闲连接时为 {values} {unit}（{fewest} 个时都更高），而 {best} 为 {best_value}。"),
     ("why.scan_behind", "开着 {idle} 个空闲连接时 {models} 落后，因为每次等待都要扫描全部连接：{values} {unit}，而 {best} 为 {best_value}。"),
     ("why.switch", "{models} 每请求花费的服务器 CPU 更多，因为每个请求都要唤醒阻塞在该套接字上的线程或进程，每次都是一次上下文切换：{values} µs，而 {best} 为 {best_value} µs，它用一个线程服务许多套接字。"),
