@@ -71,6 +71,8 @@ fn draw(
         .x_label_formatter(&|v| format!("{v:+.0}%"))
         .y_labels(n)
         .disable_y_mesh()
+        // Only the labelled ticks: the faint lines between them drowned the thresholds.
+        .light_line_style(WHITE)
         .label_style(("sans-serif", 12))
         .y_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) => labels.get(*i).map(|s| s.to_string()).unwrap_or_default(),
@@ -85,7 +87,7 @@ fn draw(
     };
     chart.draw_series(std::iter::once(vertical(0.0, BLACK.stroke_width(1))))?;
     for x in [-threshold, threshold] {
-        chart.draw_series(std::iter::once(vertical(x, GREY.mix(0.5).stroke_width(1))))?;
+        chart.draw_series(std::iter::once(vertical(x, RED.mix(0.45).stroke_width(1))))?;
     }
     for (i, row) in rows.iter().enumerate() {
         let color = match row.kind {

@@ -95,7 +95,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("compare.env_header", "<th>setting</th><th>base</th><th>new</th>"),
     ("compare.suite_differs", "(the suite's text differs)"),
     ("compare.forest_h2", "Change per cell, with its 95% interval"),
-    ("compare.forest_intro", "Each row is a cell and metric: the dot is the change of the median from base to new, the bar its 95% bootstrap interval, oriented so that <b>right is better</b> (more throughput, lower latency). Grey lines mark the ±{threshold}% threshold; a regression (red) is worse than it with an interval that excludes zero, an improvement is green. {regressions} regression(s) in {rows} rows, listed first."),
+    ("compare.forest_intro", "Each row is a cell and metric: the dot is the change of the median from base to new, the bar its 95% bootstrap interval, oriented so that <b>right is better</b> (more throughput, lower latency). Faint red lines mark the ±{threshold}% threshold; a regression (red) is worse than it with an interval that excludes zero, an improvement is green. {regressions} regression(s) in {rows} rows, listed first."),
     ("compare.forest_axis", "change of the median, % (right is better)"),
     ("compare.table_h2", "Every change"),
     ("compare.table_header", "<th>cell</th><th>metric</th><th>base</th><th>new</th><th>change</th><th>95% CI</th><th>verdict</th>"),

@@ -89,7 +89,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("compare.env_header", "<th>设置</th><th>基线</th><th>新</th>"),
     ("compare.suite_differs", "（套件文本不同）"),
     ("compare.forest_h2", "每个单元的变化及其 95% 区间"),
-    ("compare.forest_intro", "每行是一个单元和指标：圆点是中位数从基线到新运行的变化，横条是其 95% bootstrap 区间，方向统一为<b>越靠右越好</b>（吞吐量更高、延迟更低）。灰线标出 ±{threshold}% 阈值；回归（红色）指比阈值更差且区间不含零，改进为绿色。{rows} 行中有 {regressions} 个回归，排在最前。"),
+    ("compare.forest_intro", "每行是一个单元和指标：圆点是中位数从基线到新运行的变化，横条是其 95% bootstrap 区间，方向统一为<b>越靠右越好</b>（吞吐量更高、延迟更低）。淡红色竖线标出 ±{threshold}% 阈值；回归（红色）指比阈值更差且区间不含零，改进为绿色。{rows} 行中有 {regressions} 个回归，排在最前。"),
     ("compare.forest_axis", "中位数的变化，%（越靠右越好）"),
     ("compare.table_h2", "全部变化"),
     ("compare.table_header", "<th>单元</th><th>指标</th><th>基线</th><th>新</th><th>变化</th><th>95% 置信区间</th><th>判定</th>"),
