@@ -59,7 +59,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("verdict.wins_lower", "{model} wins with a p99 of {value} (median of {trials} trials); the next tier's best, {next}, takes {factor}x as long ({next_value})."),
     ("verdict.tie_first_higher", "{models} tie for first ({range}, medians): the data cannot tell them apart. The next tier starts at {next} with {next_value}, {factor}x below {model}."),
     ("verdict.tie_first_lower", "{models} tie for first (p99 {range}, medians): the data cannot tell them apart. The next tier starts at {next} with {next_value}, {factor}x {model}'s p99."),
-    ("verdict.last", "Last tier: {models}, down to {ratio}x the best median ({value})."),
+    ("verdict.last", "Last tier: {models}, at {ratio}x the best median ({value})."),
     ("verdict.across", "Across the {n} {scenario} cells, {model} is in the first tier in {k}."),
     ("verdict.tie_elsewhere", "At {params}, {models} tie for first: the data cannot tell them apart."),
     ("why.scan_falls", "The throughput of {models} falls with idle connections because every wait scans all of them: {values} {unit} at {idle} idle (each did better at {fewest}) vs {best_value} for {best}."),

@@ -55,7 +55,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("verdict.wins_lower", "{model} 胜出，p99 为 {value}（{trials} 次试验的中位数）；下一梯队最优者 {next} 的 p99 是它的 {factor} 倍（{next_value}）。"),
     ("verdict.tie_first_higher", "{models} 并列第一（中位数 {range}），数据无法区分它们。下一梯队从 {next} 开始，{next_value}；{model} 是它的 {factor} 倍。"),
     ("verdict.tie_first_lower", "{models} 并列第一（p99 中位数 {range}），数据无法区分它们。下一梯队从 {next} 开始，{next_value}，是 {model} 的 p99 的 {factor} 倍。"),
-    ("verdict.last", "最末梯队：{models}，低至最优中位数的 {ratio} 倍（{value}）。"),
+    ("verdict.last", "最末梯队：{models}，为最优中位数的 {ratio} 倍（{value}）。"),
     ("verdict.across", "在全部 {n} 个 {scenario} 单元中，{model} 有 {k} 个处于第一梯队。"),
     ("verdict.tie_elsewhere", "在 {params}，{models} 并列第一：数据无法区分它们。"),
     ("why.scan_falls", "{models} 随空闲连接增多而下降，因为每次等待都要扫描全部连接：{idle} 个空闲连接时为 {values} {unit}（{fewest} 个时都更高），而 {best} 为 {best_value}。"),
