@@ -345,10 +345,12 @@ fn wall_clock(
     reports::run::replace_file(
         &dirs.1.join("compare.html"),
         reports::compare::html(
+            (&base, &new),
             &rows,
             opts.wall_threshold,
-            &reports::compare::tier_changes(&base, &new),
-        )
+            &reports::compare::tier_changes(&base, &new, reports::text::Lang::En),
+            reports::text::Lang::En,
+        )?
         .as_bytes(),
     )?;
     for (dir, run) in [(&dirs.0, &base), (&dirs.1, &new)] {

@@ -102,27 +102,15 @@ pub fn point_latest(root: &Path, id: &str) -> io::Result<()> {
 }
 
 fn run_id() -> String {
-    let secs = SystemTime::now()
+    let (year, month, day, hour, minute, second) = reports::run::civil(now_unix_s());
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}-{minute:02}-{second:02}")
+}
+
+fn now_unix_s() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs() as i64;
-    // Civil date from days since the epoch (Howard Hinnant's algorithm), so no time crate.
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+        .as_secs() as i64
 }
 
 /// The lock file in a run directory: flock'ed by the `bench run` that writes there, and
@@ -455,6 +443,8 @@ pub fn write_env(run: &Run) -> Result<(), String> {
         "server": run.setup.server,
         "loadgen": run.setup.loadgen,
         "started": run.setup.run_id,
+        // The run id is a time only when bench named the directory (not with --out).
+        "started_unix_s": now_unix_s(),
     });
     let text = serde_json::to_string_pretty(&env).map_err(|e| e.to_string())? + "\n";
     reports::run::replace_file(&path, text.as_bytes())

@@ -142,6 +142,13 @@ fn smoke_suite_lines_are_complete_and_plausible() {
     ] {
         assert!(env.get(field).is_some(), "env.json lacks {field}");
     }
+    // When the run started, whatever its directory is called (here --out): within this test.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let started = env["started_unix_s"].as_i64().expect("started_unix_s");
+    assert!(started <= now && now - started < 600, "{started} vs {now}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("tier") && stdout.contains("epoll-et"),

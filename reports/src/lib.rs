@@ -5,7 +5,8 @@
 //! `families` groups models for small multiples and `identity` gives each its colour and
 //! marker; `stats` holds medians, bootstrap confidence
 //! intervals, coefficients of variation and stalls; `metrics` says what each scenario is judged
-//! by; `charts` draws SVG with plotters; `render`, `compare` and `export` are the three
+//! by; `tiers` judges models, `verdict` says what the tiers mean in words, `text` holds every
+//! sentence in each language; `charts` draws SVG with plotters; `render`, `compare` and `export` are the three
 //! commands.
 
 pub mod calibration;
@@ -14,10 +15,13 @@ pub mod compare;
 pub mod export;
 pub mod families;
 pub mod identity;
+pub mod forest;
 pub mod metrics;
 pub mod noise;
 pub mod render;
 pub mod run;
 pub mod series;
 pub mod stats;
+pub mod text;
 pub mod tiers;
+pub mod verdict;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use reports::compare::{self, Verdict};
 use reports::metrics::Metric;
 use reports::run::Run;
+use reports::text::Lang;
 use reports::{export, render};
 
 /// Reports for iomodels runs (a directory holding results.jsonl and env.json).
@@ -24,8 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write RUN_DIR/report.html: rankings, charts, the models, failures, the environment.
-    Render { run: PathBuf },
+    /// Write RUN_DIR/report.html: the verdict, tiers, charts, the models, failures, the
+    /// environment.
+    Render {
+        run: PathBuf,
+        /// The page's language: en (default) or zh (Chinese; numbers and model names
+        /// unchanged).
+        #[arg(long, default_value = "en", value_parser = lang)]
+        lang: Lang,
+    },
     /// Compare two runs; exit 1 when a change is worse than the threshold and its 95%
     /// confidence interval excludes zero. Writes NEW_RUN/compare.html.
     Compare {
@@ -37,6 +45,9 @@ enum Command {
         /// Metrics to compare (throughput, latency_p99, cpu_per_request, pss_per_conn).
         #[arg(long, value_delimiter = ',', default_value = "throughput,latency_p99")]
         metric: Vec<String>,
+        /// compare.html's language: en (default) or zh.
+        #[arg(long, default_value = "en", value_parser = lang)]
+        lang: Lang,
     },
     /// Calibrate the tier rule on a run holding one model under two names (A/A) and,
     /// optionally, a slowed variant (A/B): in how many groups they share a tier / separate.
@@ -70,6 +81,14 @@ enum Format {
     Bmf,
 }
 
+/// `--lang`: a code of a text table; clap refuses anything else with exit 2.
+fn lang(code: &str) -> Result<Lang, String> {
+    Lang::parse(code).ok_or_else(|| {
+        let codes: Vec<&str> = Lang::ALL.iter().map(|l| l.code()).collect();
+        format!("unknown language '{code}' (one of: {})", codes.join(", "))
+    })
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -93,10 +112,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Ok(run)
     };
     match cli.command {
-        Command::Render { run } => {
+        Command::Render { run, lang } => {
             let data = load(&run)?;
             let out = run.join("report.html");
-            render::render(&data, &out)?;
+            render::render_in(&data, &out, lang)?;
             println!("{}", out.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -105,6 +124,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             new,
             threshold,
             metric,
+            lang,
         } => {
             let metrics: Vec<Metric> = metric
                 .iter()
@@ -115,14 +135,23 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if rows.is_empty() {
                 return Err("the two runs share no cell".into());
             }
-            let changes = compare::tier_changes(&base_run, &new_run);
+            let changes = compare::tier_changes(&base_run, &new_run, Lang::En);
             print!("{}", compare::markdown(&rows, threshold / 100.0));
             print!("{}", compare::tiers_markdown(&changes));
-            let html = new.join("compare.html");
-            reports::run::replace_file(
-                &html,
-                compare::html(&rows, threshold / 100.0, &changes).as_bytes(),
+            let page_changes = if lang == Lang::En {
+                changes
+            } else {
+                compare::tier_changes(&base_run, &new_run, lang)
+            };
+            let page = compare::html(
+                (&base_run, &new_run),
+                &rows,
+                threshold / 100.0,
+                &page_changes,
+                lang,
             )?;
+            let html = new.join("compare.html");
+            reports::run::replace_file(&html, page.as_bytes())?;
             let regressed = rows.iter().any(|r| r.verdict == Verdict::Regression);
             Ok(if regressed {
                 ExitCode::from(1)

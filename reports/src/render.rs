@@ -13,10 +13,9 @@ use crate::noise;
 use crate::run::{param, str_of, Run};
 use crate::series;
 use crate::stats::{median, median_ci};
+use crate::text::Lang;
 use crate::tiers::{self, Group, Tiers};
-
-/// The models' descriptions: docs/MODELS.md is the one source of truth, embedded.
-const MODELS_MD: &str = include_str!("../../docs/MODELS.md");
+use crate::verdict;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -52,7 +51,13 @@ pub fn fmt_num(x: f64) -> String {
     }
 }
 
+/// `report.html` in English.
 pub fn render(run: &Run, out: &Path) -> Result<(), String> {
+    render_in(run, out, Lang::En)
+}
+
+/// `report.html` in `lang`: the same page, numbers and model names unchanged.
+pub fn render_in(run: &Run, out: &Path, lang: Lang) -> Result<(), String> {
     let models = run.models();
     let mut html = String::new();
     let id = run
@@ -60,20 +65,44 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let _ = write!(html, "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>iomodels report {}</title><style>{}</style></head><body>", escape(&id), CSS);
-    let _ = write!(html, "<h1>iomodels: how the server I/O models compare on this machine</h1><p class=\"sub\">Run <code>{}</code> · {} cells · {} models · {} · kernel {}</p>",
-        escape(&id), run.lines.len(), models.len(), escape(run.env["cpu_model"].as_str().unwrap_or("unknown CPU")), escape(run.env["kernel"].as_str().unwrap_or("?")));
-    html.push_str(INTRO);
+    let _ = write!(
+        html,
+        "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title><style>{}</style></head><body>",
+        lang.code(),
+        escape(&lang.say("page.title", &[("run", &id)])),
+        CSS
+    );
+    let _ = write!(
+        html,
+        "<h1>{}</h1><p class=\"sub\">{}</p>",
+        lang.get("page.h1"),
+        escape(&lang.say(
+            "page.sub",
+            &[
+                ("run", &id),
+                ("cells", &run.lines.len()),
+                ("models", &models.len()),
+                ("cpu", &run.env["cpu_model"].as_str().unwrap_or("?")),
+                ("kernel", &run.env["kernel"].as_str().unwrap_or("?")),
+            ]
+        ))
+    );
+    html.push_str(lang.get("page.intro"));
     let groups = tiers::judge(&run.lines);
-    summary_html(run, &groups, &mut html);
-    html.push_str("<h2 id=\"charts\">Charts</h2><div class=\"grid\">");
+    verdict_html(&groups, lang, &mut html);
+    summary_html(run, &groups, lang, &mut html);
+    let _ = write!(
+        html,
+        "<h2 id=\"charts\">{}</h2><div class=\"grid\">",
+        lang.get("h2.charts")
+    );
     for figure in all_charts(run, &models)? {
         html.push_str(&figure);
     }
     html.push_str("</div>");
     over_time_html(run, &models, &mut html)?;
     fairness_html(run, &models, &mut html)?;
-    html.push_str("<h2 id=\"models\">The models: what each does, and what this run measured</h2>");
+    let _ = write!(html, "<h2 id=\"models\">{}</h2>", lang.get("h2.models"));
     let anatomy = std::fs::read_to_string(run.dir.join("anatomy.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok());
@@ -82,24 +111,61 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
             html,
             "<section class=\"model\"><h3>{}</h3><p class=\"measured\">{}</p>{}{}</section>",
             escape(model),
-            escape(&measured_sentences_in(run, &groups, model)),
+            escape(&verdict::model_sentences(run, &groups, model, lang).join(" ")),
             anatomy
                 .as_ref()
-                .map(|a| anatomy_html(a, model))
+                .map(|a| anatomy_html(a, model, lang))
                 .unwrap_or_default(),
-            model_doc_html(model)
+            model_doc_html(model, lang)
         );
     }
     // The slowloris lesson: what a silent client costs each model (measured in MODELS.md).
+    let silent = lang.get("doc.silent_heading");
     let _ = write!(
         html,
-        "<h2 id=\"silent\">Silent clients: how a connection ends, and what an idle one costs</h2>{}",
-        doc_section_html(|heading| heading.starts_with("## How a connection ends"))
+        "<h2 id=\"silent\">{}</h2>{}",
+        lang.get("h2.silent"),
+        doc_section_html(lang.models_md(), |heading| heading.starts_with(silent))
     );
-    failures_html(run, &mut html);
-    env_html(run, &mut html);
+    failures_html(run, lang, &mut html);
+    env_html(run, lang, &mut html);
     html.push_str("</body></html>\n");
     crate::run::replace_file(out, html.as_bytes())
+}
+
+/// The verdict first: per scenario, who wins, by how much, what ties, and why.
+fn verdict_html(groups: &[Group], lang: Lang, html: &mut String) {
+    let verdicts = verdict::verdicts(groups, lang);
+    if verdicts.is_empty() {
+        return;
+    }
+    let _ = write!(
+        html,
+        "<h2 id=\"verdict\">{}</h2><p>{}</p><div class=\"verdict\">",
+        lang.get("h2.verdict"),
+        lang.get("verdict.intro")
+    );
+    // The answer on the first line, its reasons and caveats one a line below it.
+    for v in verdicts {
+        let (lead, rest) = v.sentences.split_first().expect("a verdict has its lead");
+        let _ = write!(
+            html,
+            "<div><p><b>{}</b> <code>{}</code>{}{}</p>",
+            escape(&v.scenario),
+            escape(&v.params),
+            lang.get("colon"),
+            escape(lead)
+        );
+        if !rest.is_empty() {
+            html.push_str("<ul>");
+            for sentence in rest {
+                let _ = write!(html, "<li>{}</li>", escape(sentence));
+            }
+            html.push_str("</ul>");
+        }
+        html.push_str("</div>");
+    }
+    html.push_str("</div>");
 }
 
 /// The run's `precision.json` (adaptive trials), if it has one.
@@ -174,29 +240,64 @@ pub fn notes(lines: &[&Value], precision: Option<&Value>) -> Vec<String> {
     notes
 }
 
-fn better(t: &Tiers) -> &'static str {
-    if t.higher_is_better {
-        "higher is better"
+fn better(t: &Tiers, lang: Lang) -> &'static str {
+    lang.get(if t.higher_is_better {
+        "summary.higher"
     } else {
-        "lower is better"
-    }
+        "summary.lower"
+    })
 }
 
 /// The summary: per scenario and parameters, the models in tiers on the headline metric and
 /// on CPU per request, and the tiers in words.
-fn summary_html(run: &Run, groups: &[Group], html: &mut String) {
+fn summary_html(run: &Run, groups: &[Group], lang: Lang, html: &mut String) {
     let precision = precision_of(run);
-    let _ = write!(html, "<h2 id=\"summary\">Summary per scenario: tiers</h2><p>Models in <b>tiers</b>, not ranks: each table is ordered by the median over trials, and models the data cannot tell apart share a tier (shaded alike). {} Throughput (or p99 latency for the open loop) and server CPU per request each have their own tiers; CPU per request is usually the steadier of the two. <span class=\"warn\">⚠</span> marks trials flagged noisy: something other than the server's CPU may have set their figures (steal, other processes on the cell's CPUs, or loadgen saturated).</p>", escape(tiers::RULE));
+    let _ = write!(
+        html,
+        "<h2 id=\"summary\">{}</h2><p>{}</p>",
+        lang.get("h2.summary"),
+        lang.say(
+            "summary.intro",
+            &[("rule", &escape(lang.get("tiers.rule")))]
+        )
+    );
     if let Some(p) = &precision {
         let cells = p["cells"].as_object();
         let met = cells.map_or(0, |c| c.values().filter(|v| v["outcome"] == "met").count());
-        let _ = write!(html, "<p>Adaptive trials: target ±{:.0}% for each median, {} to {} trials; {met} of {} cells met it (the others are noted).</p>",
-            p["target"].as_f64().unwrap_or(0.0) * 100.0, p["min_trials"], p["max_trials"], cells.map_or(0, |c| c.len()));
+        let _ = write!(
+            html,
+            "<p>{}</p>",
+            lang.say(
+                "summary.adaptive",
+                &[
+                    (
+                        "target",
+                        &format!("{:.0}", p["target"].as_f64().unwrap_or(0.0) * 100.0)
+                    ),
+                    ("min", &p["min_trials"]),
+                    ("max", &p["max_trials"]),
+                    ("met", &met),
+                    ("cells", &cells.map_or(0, |c| c.len())),
+                ]
+            )
+        );
     }
     for g in groups {
         let unit = g.unit;
-        let _ = write!(html, "<h3>{} <code>{}</code></h3><table><tr><th>tier</th><th>model</th><th>median {} ({})</th><th>95% CI</th><th>ratio to best</th><th>CV</th><th>trials</th><th>CPU tier</th><th>µs CPU/req ({})</th><th>CPU ratio</th><th>notes</th></tr>",
-            escape(&g.scenario), escape(&g.params), escape(unit), better(&g.headline), better(&g.efficiency));
+        let _ = write!(
+            html,
+            "<h3>{} <code>{}</code></h3><table><tr>{}</tr>",
+            escape(&g.scenario),
+            escape(&g.params),
+            lang.say(
+                "summary.header",
+                &[
+                    ("unit", &escape(unit)),
+                    ("better", &better(&g.headline, lang)),
+                    ("cpu_better", &better(&g.efficiency, lang)),
+                ]
+            )
+        );
         let order = g.models();
         let ids = Identities::new(&run.models());
         for model in order {
@@ -224,15 +325,18 @@ fn summary_html(run: &Run, groups: &[Group], html: &mut String) {
         }
         let _ = write!(
             html,
-            "</table><p class=\"words\"><b>{}:</b> {}.",
+            "</table><p class=\"words\"><b>{}:</b> {}{}",
             g.metric.name(),
-            escape(&g.headline.words())
+            escape(&g.headline.words_in(lang)),
+            lang.get("stop")
         );
         if g.efficiency.entries.len() > 1 {
             let _ = write!(
                 html,
-                " <b>CPU per request:</b> {}.",
-                escape(&g.efficiency.words())
+                " <b>{}:</b> {}{}",
+                lang.get("summary.cpu"),
+                escape(&g.efficiency.words_in(lang)),
+                lang.get("stop")
             );
         }
         html.push_str("</p>");
@@ -783,111 +887,9 @@ pub fn decode(text: &str) -> Result<hdrhistogram::Histogram<u64>, String> {
         .map_err(|e| format!("histogram: {e:?}"))
 }
 
-/// One or two sentences about a model, generated from this run's data.
-pub fn measured_sentences(run: &Run, model: &str) -> String {
-    measured_sentences_in(run, &tiers::judge(&run.lines), model)
-}
-
-/// [`measured_sentences`] with the run's tiers already judged: the median over trials (not
-/// the best trial) and the tier, for each echo cell.
-pub fn measured_sentences_in(run: &Run, groups: &[Group], model: &str) -> String {
-    let mine: Vec<&Value> = run
-        .lines
-        .iter()
-        .filter(|l| str_of(l, "model") == model)
-        .collect();
-    let mut sentences = Vec::new();
-    if let Some(line) = mine.iter().find(|l| l["status"] == "unsupported") {
-        return format!(
-            "Not run here: {}.",
-            line["reason"].as_str().unwrap_or("unsupported")
-        );
-    }
-    let mut echo_medians = Vec::new();
-    for g in groups.iter().filter(|g| g.scenario == "echo") {
-        if let Some(e) = g.headline.of(model) {
-            echo_medians.push(e.median);
-            sentences.push(format!(
-                "Echo at {}: median {} {} over {} trials, tier {} of {}{}.",
-                g.params,
-                fmt_num(e.median),
-                g.unit,
-                e.values.len(),
-                e.tier,
-                g.headline.count(),
-                if e.ratio < 1.0 {
-                    format!(" ({:.2}x the best)", e.ratio)
-                } else {
-                    String::new()
-                }
-            ));
-        }
-    }
-    let best = echo_medians.iter().copied().fold(f64::NAN, f64::max);
-    let idle = groups
-        .iter()
-        .filter(|g| g.scenario == "idle")
-        .filter_map(|g| Some((g, g.headline.of(model)?)))
-        .max_by_key(|(g, _)| {
-            g.lines
-                .values()
-                .flatten()
-                .find_map(|l| param(l, "idle"))
-                .unwrap_or(0)
-        });
-    if let (Some((g, e)), true) = (idle, best.is_finite() && best > 0.0) {
-        sentences.push(format!(
-            "With {} idle connections open its median kept {:.0}% of its best echo median.",
-            g.lines
-                .values()
-                .flatten()
-                .find_map(|l| param(l, "idle"))
-                .unwrap_or(0),
-            e.median / best * 100.0
-        ));
-    }
-    let (resets, connects): (u64, u64) = mine
-        .iter()
-        .map(|l| {
-            (
-                l["load"]["errors"]["reset"].as_u64().unwrap_or(0),
-                l["load"]["errors"]["connect"].as_u64().unwrap_or(0),
-            )
-        })
-        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    if resets + connects > 0 {
-        sentences.push(format!(
-            "It closed or refused connections {} times across the run{}.",
-            resets + connects,
-            if model == "select" {
-                " (descriptors past FD_SETSIZE are closed at accept)"
-            } else {
-                ""
-            }
-        ));
-    }
-    let starved = mine
-        .iter()
-        .filter_map(|l| l["load"]["starved_connections"].as_u64())
-        .max()
-        .unwrap_or(0);
-    if starved > 0 {
-        sentences.push(format!("Up to {starved} connections of a cell were never served: it serves fewer clients at once than connected."));
-    }
-    let failed = mine.iter().filter(|l| l["status"] == "failed").count();
-    if failed > 0 {
-        sentences.push(format!("{failed} cells failed (see below)."));
-    }
-    if sentences.is_empty() {
-        "No ok cell in this run.".into()
-    } else {
-        sentences.join(" ")
-    }
-}
-
 /// The model's measured system calls per request, from `bench anatomy`'s `anatomy.json` in
 /// the run directory (empty when it has no entry for the model).
-fn anatomy_html(anatomy: &Value, model: &str) -> String {
+fn anatomy_html(anatomy: &Value, model: &str, lang: Lang) -> String {
     let entry = &anatomy["models"][model];
     let Some(calls) = entry["syscalls_per_request"].as_object() else {
         return String::new();
@@ -904,28 +906,40 @@ fn anatomy_html(anatomy: &Value, model: &str) -> String {
     let workload = &anatomy["workload"];
     let switches = entry["context_switches_per_request"]
         .as_f64()
-        .map(|c| format!("; {c:.2} context switches"))
+        .map(|c| lang.say("anatomy.switches", &[("n", &format!("{c:.2}"))]))
         .unwrap_or_default();
     format!(
-        "<p class=\"anatomy\">System calls per request, measured: {} (total {:.2}{switches}; <code>bench anatomy</code> with {}, echo {} B over {} connections).</p>",
-        list.join(", "),
-        entry["total_syscalls_per_request"].as_f64().unwrap_or(0.0),
-        escape(anatomy["tool"].as_str().unwrap_or("?")),
-        workload["size"],
-        entry["connections"],
+        "<p class=\"anatomy\">{}</p>",
+        lang.say(
+            "anatomy.line",
+            &[
+                ("calls", &list.join(", ")),
+                (
+                    "total",
+                    &format!(
+                        "{:.2}",
+                        entry["total_syscalls_per_request"].as_f64().unwrap_or(0.0)
+                    )
+                ),
+                ("switches", &switches),
+                ("tool", &escape(anatomy["tool"].as_str().unwrap_or("?"))),
+                ("size", &workload["size"]),
+                ("connections", &entry["connections"]),
+            ]
+        )
     )
 }
 
-/// The section of docs/MODELS.md whose heading names `model`, as HTML.
-pub fn model_doc_html(model: &str) -> String {
+/// The section of docs/MODELS.md (or its translation) whose heading names `model`, as HTML.
+pub fn model_doc_html(model: &str, lang: Lang) -> String {
     let needle = format!("`{model}`");
-    doc_section_html(|heading| heading.contains(&needle))
+    doc_section_html(lang.models_md(), |heading| heading.contains(&needle))
 }
 
-/// The first section of docs/MODELS.md whose heading line passes `heading`, as HTML: its
-/// paragraphs, code blocks and tables, up to the next heading.
-fn doc_section_html(heading: impl Fn(&str) -> bool) -> String {
-    let mut lines = MODELS_MD
+/// The first section of `md` whose heading line passes `heading`, as HTML: its paragraphs,
+/// code blocks and tables, up to the next heading.
+fn doc_section_html(md: &str, heading: impl Fn(&str) -> bool) -> String {
+    let mut lines = md
         .lines()
         .skip_while(|l| !(l.starts_with('#') && heading(l)));
     let Some(_) = lines.next() else {
@@ -980,8 +994,14 @@ fn doc_section_html(heading: impl Fn(&str) -> bool) -> String {
         } else if line.trim().is_empty() {
             flush(&mut paragraph, &mut table, &mut html);
         } else {
-            paragraph.push_str(line);
-            paragraph.push(' ');
+            // Lines of a paragraph join with a space, except where Chinese text meets a line
+            // break: it has no spaces between words.
+            let cjk = |c: Option<char>| c.is_some_and(|c| c >= '\u{2E80}');
+            if !paragraph.is_empty() && !cjk(paragraph.chars().last()) && !cjk(line.chars().next())
+            {
+                paragraph.push(' ');
+            }
+            paragraph.push_str(line.trim());
         }
     }
     flush(&mut paragraph, &mut table, &mut html);
@@ -1007,15 +1027,21 @@ fn inline_code(s: &str) -> String {
     out
 }
 
-fn failures_html(run: &Run, html: &mut String) {
+fn failures_html(run: &Run, lang: Lang, html: &mut String) {
     let bad: Vec<&Value> = run.not_ok().collect();
-    html.push_str("<h2 id=\"failures\">Failed and unsupported cells</h2>");
+    let _ = write!(html, "<h2 id=\"failures\">{}</h2>", lang.get("h2.failures"));
     if !run.damaged.is_empty() {
         let _ = write!(
             html,
-            "<p class=\"warn\">{} damaged line{} of results.jsonl skipped (<code>bench run --resume</code> runs their cells again):</p><ul>",
-            run.damaged.len(),
-            if run.damaged.len() == 1 { "" } else { "s" }
+            "<p class=\"warn\">{}</p><ul>",
+            lang.say(
+                if run.damaged.len() == 1 {
+                    "failures.damaged_one"
+                } else {
+                    "failures.damaged"
+                },
+                &[("n", &run.damaged.len())]
+            )
         );
         for e in &run.damaged {
             let _ = write!(html, "<li>{}</li>", escape(&e.to_string()));
@@ -1023,10 +1049,10 @@ fn failures_html(run: &Run, html: &mut String) {
         html.push_str("</ul>");
     }
     if bad.is_empty() {
-        html.push_str("<p>None: every cell ran to the end and every server stopped cleanly.</p>");
+        let _ = write!(html, "<p>{}</p>", lang.get("failures.none"));
         return;
     }
-    html.push_str("<table><tr><th>cell</th><th>trial</th><th>status</th><th>reason</th></tr>");
+    let _ = write!(html, "<table><tr>{}</tr>", lang.get("failures.header"));
     for line in bad {
         let _ = write!(
             html,
@@ -1040,8 +1066,8 @@ fn failures_html(run: &Run, html: &mut String) {
     html.push_str("</table>");
 }
 
-fn env_html(run: &Run, html: &mut String) {
-    html.push_str("<h2 id=\"env\">Environment and raw data</h2><table>");
+fn env_html(run: &Run, lang: Lang, html: &mut String) {
+    let _ = write!(html, "<h2 id=\"env\">{}</h2><table>", lang.get("h2.env"));
     if let Some(env) = run.env.as_object() {
         for (k, v) in env.iter().filter(|(k, _)| k.as_str() != "suite") {
             let text = v
@@ -1056,14 +1082,12 @@ fn env_html(run: &Run, html: &mut String) {
             );
         }
     }
-    html.push_str("</table><p>Raw data: <a href=\"results.jsonl\">results.jsonl</a> (one JSON line per cell, histograms included) and <a href=\"env.json\">env.json</a>.");
+    let _ = write!(html, "</table><p>{}", lang.get("env.raw"));
     let criterion = run.dir.join("../../target/criterion/report/index.html");
     if criterion.exists() {
-        html.push_str(" Micro-benchmarks: <a href=\"../../target/criterion/report/index.html\">criterion report</a>.");
+        html.push_str(lang.get("env.criterion"));
     }
     html.push_str("</p>");
 }
 
-const INTRO: &str = "<p class=\"intro\">Each <b>model</b> is one small server (blocking with a thread or process per connection, pools, busy polling, select, poll, epoll, signal-driven I/O, io_uring, and library references) speaking the same protocols. Each <b>cell</b> ran the server pinned to one CPU and the load generator pinned to another, several trials interleaved across models. Throughput counts verified replies only; latency is from HdrHistogram, corrected for coordinated omission in the open-loop scenario. Compare models within this run: two cores on a shared machine are noisy, so read the tiers (which differences the data supports) before the order.</p><p class=\"toc\"><a href=\"#summary\">Summary</a> · <a href=\"#charts\">Charts</a> · <a href=\"#models\">Models</a> · <a href=\"#silent\">Silent clients</a> · <a href=\"#failures\">Failures</a> · <a href=\"#env\">Environment</a></p>";
-
-const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td:has(.swatch){white-space:nowrap}.swatch{display:inline-block;vertical-align:middle;margin-right:5px}td:last-child{min-width:14em}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:12px}figure{margin:0;border:1px solid #eee;min-width:0}figure.multiples{grid-column:1/-1;border:0}figcaption{font-weight:600;margin:.3em 0}.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:8px}.panels svg{border:1px solid #eee}svg{display:block;max-width:100%;height:auto;box-sizing:border-box}figure>svg,.panels svg{width:100%}code{overflow-wrap:anywhere}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}@media (max-width:600px){body{margin:1em auto;padding:0 .5em}h1{font-size:1.3em}}@media print{body{max-width:none;margin:0;font-size:10pt}.toc{display:none}a{color:inherit;text-decoration:none}h2{break-after:avoid}figure,tr,.model{break-inside:avoid}.grid,.panels{display:block}.panels svg,figure>svg{width:auto;max-width:100%;display:inline-block}table{display:table;overflow:visible}td,th{font-size:8pt}pre{white-space:pre-wrap}}";
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td:has(.swatch){white-space:nowrap}.swatch{display:inline-block;vertical-align:middle;margin-right:5px}td:last-child{min-width:14em}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:12px}figure{margin:0;border:1px solid #eee;min-width:0}figure.multiples{grid-column:1/-1;border:0}figcaption{font-weight:600;margin:.3em 0}.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:8px}.panels svg{border:1px solid #eee}svg{display:block;max-width:100%;height:auto;box-sizing:border-box}figure>svg,.panels svg{width:100%}code{overflow-wrap:anywhere}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}@media (max-width:600px){body{margin:1em auto;padding:0 .5em}h1{font-size:1.3em}}@media print{body{max-width:none;margin:0;font-size:10pt}.toc{display:none}a{color:inherit;text-decoration:none}h2{break-after:avoid}figure,tr,.model{break-inside:avoid}.grid,.panels{display:block}.panels svg,figure>svg{width:auto;max-width:100%;display:inline-block}table{display:table;overflow:visible}td,th{font-size:8pt}pre{white-space:pre-wrap}}:lang(zh) body{font-family:system-ui,\"Noto Sans CJK SC\",\"Source Han Sans SC\",\"PingFang SC\",\"Hiragino Sans GB\",\"Microsoft YaHei\",\"WenQuanYi Micro Hei\",sans-serif}.verdict>div{margin:.6em 0;padding:.3em .8em;border-left:4px solid #2a6fb0;background:#f5f8fc}.verdict p{margin:.3em 0}.verdict ul{margin:.2em 0 .4em;padding-left:1.4em}";

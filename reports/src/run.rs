@@ -242,6 +242,23 @@ pub fn param(line: &Value, key: &str) -> Option<u64> {
     line["params"][key].as_u64()
 }
 
+/// The UTC date and time of `secs` since the Unix epoch as (year, month, day, hour, minute,
+/// second): Howard Hinnant's civil-from-days, so no time crate. Run ids and `compare.html`'s
+/// run times both come from it.
+pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// Writes `path` whole or not at all: into a temporary file beside it, synced, then renamed
 /// over it. A full disk leaves the previous file (or none) instead of an empty or cut one,
 /// and the error names `path` in full.

@@ -34,6 +34,7 @@ use serde_json::Value;
 
 use crate::metrics::{headline, Metric};
 use crate::stats::{change_ci, cv, median, median_ci};
+use crate::text::Lang;
 
 /// Differences of medians smaller than this are never a separation.
 pub const NOISE_FLOOR: f64 = 0.03;
@@ -177,14 +178,20 @@ impl Tiers {
     /// The tiers in plain words: "epoll-lt, epoll-et, poll tie for first; uring 0.73x;
     /// fork last (0.20x)".
     pub fn words(&self) -> String {
+        self.words_in(Lang::En)
+    }
+
+    /// [`Tiers::words`] in `lang` (the phrases come from its text table).
+    pub fn words_in(&self, lang: Lang) -> String {
         let n = self.entries.len();
         if n == 0 {
-            return "no model has a result".into();
+            return lang.get("tier.none").to_string();
         }
         if n == 1 {
-            return format!("only {} has a result", self.entries[0].model);
+            return lang.say("tier.only", &[("model", &self.entries[0].model)]);
         }
         let tiers = self.count();
+        let sep = lang.get("list.sep");
         if tiers == 1 {
             let fewest = self
                 .entries
@@ -193,11 +200,18 @@ impl Tiers {
                 .min()
                 .unwrap_or(0);
             let why = if fewest < MIN_TRIALS {
-                format!("fewer than {MIN_TRIALS} trials cannot separate")
+                lang.say("tier.few", &[("n", &MIN_TRIALS)])
             } else {
-                "cannot be told apart".to_string()
+                lang.get("tier.close").to_string()
             };
-            return format!("all {n} tie ({why}: {})", self.names(1).join(", "));
+            return lang.say(
+                "tier.all",
+                &[
+                    ("n", &n),
+                    ("why", &why),
+                    ("models", &self.names(1).join(sep)),
+                ],
+            );
         }
         let mut parts = Vec::new();
         for t in 1..=tiers {
@@ -215,17 +229,17 @@ impl Tiers {
             } else {
                 format!("{lo}-{hi}x")
             };
-            let list = names.join(", ");
-            parts.push(match (t, names.len()) {
-                (1, 1) => format!("{list} first"),
-                (1, _) => format!("{list} tie for first"),
-                (t, 1) if t == tiers => format!("{list} last ({ratio})"),
-                (t, _) if t == tiers => format!("{list} tie for last ({ratio})"),
-                (_, 1) => format!("{list} {ratio}"),
-                _ => format!("{list} tie at {ratio}"),
-            });
+            let key = match (t, names.len()) {
+                (1, 1) => "tier.first",
+                (1, _) => "tier.tie_first",
+                (t, 1) if t == tiers => "tier.last",
+                (t, _) if t == tiers => "tier.tie_last",
+                (_, 1) => "tier.one",
+                _ => "tier.tie_at",
+            };
+            parts.push(lang.say(key, &[("models", &names.join(sep)), ("ratio", &ratio)]));
         }
-        parts.join("; ")
+        parts.join(lang.get("tier.sep"))
     }
 
     fn names(&self, tier: usize) -> Vec<&str> {

@@ -128,9 +128,13 @@ fn rendered_html_has_every_chart_with_every_model() {
             && silent.contains("<td><code>fork</code></td>"),
         "the slowloris lesson, with MODELS.md's measured table: {silent}"
     );
+    let threads = html.split("<h3>threads</h3>").nth(1).unwrap();
     assert!(
-        html.contains("Echo at c=10,size=128: median") && html.contains(", tier "),
-        "sentences measured from the data: the median and its tier"
+        threads.contains(
+            "echo: c=10,size=128 78.84k req/s (median of 3), tier 2 of 2, 0.69x the best"
+        ),
+        "sentences measured from the data: the median and its tier: {}",
+        &threads[..400]
     );
     assert!(
         html.contains("Summary per scenario: tiers") && html.contains("Tiers: models share a tier"),
@@ -525,16 +529,7 @@ fn over_time_and_fairness_charts_come_from_schema_2_lines_only() {
         String::from_utf8_lossy(&out.stderr)
     );
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    let section = |id: &str| {
-        html.split(&format!("<h2 id=\"{id}\">"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("no section {id}"))
-            .split("<h2")
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let over_time = section("over-time");
+    let over_time = section(&html, "over-time");
     assert!(
         over_time.contains("echo <code>c=10,size=128</code>"),
         "the echo cell"
@@ -559,7 +554,7 @@ fn over_time_and_fairness_charts_come_from_schema_2_lines_only() {
         over_time.contains("<b>prethreaded</b> stalled 1 time, longest 100 ms"),
         "{over_time}"
     );
-    let fairness = section("fairness");
+    let fairness = section(&html, "fairness");
     assert_eq!(
         fairness.matches("<figure class=\"bars\"><svg").count(),
         2,
@@ -585,4 +580,342 @@ fn scratch_render(name: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::read_to_string(scratch.path().join("report.html")).unwrap()
+}
+
+/// A run that tells a story, made from the base fixture's lines with the figures changed: in
+/// echo c=10 `epoll-lt` and `epoll-et` cannot be told apart; at 10 100 connections `threads`
+/// meets its `--max-conns` cap and `fork` forks its way up; with 2000 idle connections
+/// `select` and `poll` fall while `epoll-et` holds. Three trials each, the middle one the
+/// median, the first the best (so a figure from the best trial would show).
+fn story() -> tempfile::TempDir {
+    let scratch = scratch("base");
+    let dir = scratch.path();
+    let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
+    let template: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut add = |scenario: &str,
+                   params: serde_json::Value,
+                   model: &str,
+                   rps: f64,
+                   edit: &dyn Fn(&mut serde_json::Value)| {
+        let name: Vec<String> = params
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let short = match k.as_str() {
+                    "connections" => "c",
+                    other => other,
+                };
+                format!("{short}={v}")
+            })
+            .collect();
+        for (trial, factor) in [(1, 1.02), (2, 1.0), (3, 0.99)] {
+            let mut line = template.clone();
+            line["scenario"] = scenario.into();
+            line["model"] = model.into();
+            line["cell"] = format!("{scenario}/{model}/{}", name.join(",")).into();
+            line["params"] = params.clone();
+            line["trial"] = trial.into();
+            line["load"]["throughput_rps"] = (rps * factor).into();
+            line["server"]["cpu_us_per_request"] = (1e6 / rps * factor).into();
+            edit(&mut line);
+            lines.push(line.to_string());
+        }
+    };
+    // Within the 3% noise floor of epoll-et's 115.0k: a tie.
+    add(
+        "echo",
+        serde_json::json!({"connections": 10, "size": 128}),
+        "epoll-lt",
+        116_000.0,
+        &|_| {},
+    );
+    let c10k = serde_json::json!({"connections": 10100, "size": 128});
+    add("echo", c10k.clone(), "epoll-et", 90_000.0, &|l| {
+        l["load"]["connections"] = 10100.into()
+    });
+    add("echo", c10k.clone(), "threads", 40_000.0, &|l| {
+        l["load"]["connections"] = 10100.into();
+        l["load"]["errors"]["reset"] = (21310 - 10 * (l["trial"].as_u64().unwrap() - 1)).into();
+    });
+    add("echo", c10k, "fork", 20_000.0, &|l| {
+        l["load"]["connections"] = 10100.into();
+        l["load"]["starved_connections"] = 2634.into();
+        l["load"]["unconnected_connections"] = 2634.into();
+        l["server"]["peak_processes"] = 7421.into();
+    });
+    for (idle, figures) in [
+        (
+            0,
+            [
+                ("epoll-et", 165_000.0),
+                ("poll", 150_000.0),
+                ("select", 140_000.0),
+            ],
+        ),
+        (
+            2000,
+            [
+                ("epoll-et", 163_000.0),
+                ("poll", 23_000.0),
+                ("select", 21_000.0),
+            ],
+        ),
+    ] {
+        for (model, rps) in figures {
+            let params = serde_json::json!({"active": 10, "idle": idle, "size": 128});
+            add("idle", params, model, rps, &|_| {});
+        }
+    }
+    std::fs::write(dir.join("results.jsonl"), lines.join("\n") + "\n").unwrap();
+    scratch
+}
+
+fn section(html: &str, id: &str) -> String {
+    html.split(&format!("<h2 id=\"{id}\">"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no section {id}"))
+        .split("<h2")
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The verdict opens the page: per scenario who wins, by how much, what ties, and why, from
+/// medians; a capped model is described as capped, with its numbers.
+#[test]
+fn the_verdict_says_who_wins_what_ties_and_why_in_words() {
+    let story = story();
+    let out = report(&["render", story.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(story.path().join("report.html")).unwrap();
+    let first_h2 = html.split("<h2 id=\"").nth(1).unwrap();
+    assert!(first_h2.starts_with("verdict\""), "the verdict comes first");
+    let verdict = section(&html, "verdict");
+    let echo = verdict
+        .split("<b>echo</b> <code>")
+        .nth(1)
+        .expect("an echo verdict");
+    // The most demanding echo cell leads; the tie of c=10 is said where it is judged.
+    assert!(echo.starts_with("c=10100,size=128</code>"), "{echo}");
+    assert!(
+        echo.contains("epoll-et wins with 90.00k req/s (median of 3 trials), 2.25x the next tier's best, threads at 40.00k req/s."),
+        "{echo}"
+    );
+    assert!(
+        echo.contains("threads at 10100 connections (echo c=10100,size=128) closed 21310 of them right after accept, seen by the client as resets: that is its --max-conns cap of 10000 live connections working as designed, not a failure."),
+        "the cap, with the trial's count: {echo}"
+    );
+    assert!(
+        echo.contains("fork left 2634 of 10100 connections never served (echo c=10100,size=128) while it forked its way up to 7421 processes"),
+        "{echo}"
+    );
+    assert!(
+        echo.contains("<li>At c=10,size=128, epoll-lt and epoll-et tie for first: the data cannot tell them apart.</li>"),
+        "the tie of the other echo cell, in words: {echo}"
+    );
+    let summary = section(&html, "summary");
+    assert!(
+        summary.contains("epoll-lt, epoll-et tie for first"),
+        "the tie of echo c=10 in words"
+    );
+    let idle = verdict
+        .split("<b>idle</b>")
+        .nth(1)
+        .expect("an idle verdict");
+    assert!(
+        idle.contains("The throughput of poll and select falls with idle connections because every wait scans all of them: poll 23.00k and select 21.00k req/s at 2000 idle (each did better at 0) vs 163.0k for epoll-et."),
+        "{idle}"
+    );
+    // Medians, never the best trial (2% above the median in this run).
+    assert!(
+        !verdict.contains("91.80k") && !verdict.contains("166.2k"),
+        "{verdict}"
+    );
+    // An all-tie in words: c=10 alone with two trials each would be "fewer than 3 trials".
+    let models = section(&html, "models");
+    let section_of = |model: &str| {
+        models
+            .split(&format!("<h3>{model}</h3>"))
+            .nth(1)
+            .unwrap()
+            .split("</section>")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let threads = section_of("threads");
+    assert!(
+        threads.contains("working as designed, not a failure") && !threads.contains("cells failed"),
+        "{threads}"
+    );
+    let (lt, et) = (section_of("epoll-lt"), section_of("epoll-et"));
+    assert!(
+        lt.contains("level-triggered") && !lt.contains("EPOLLIN|EPOLLET"),
+        "{lt}"
+    );
+    assert!(
+        et.contains("EPOLLIN|EPOLLET") && et.contains("EAGAIN"),
+        "{et}"
+    );
+    assert_ne!(
+        lt.split("<pre>").nth(1),
+        et.split("<pre>").nth(1),
+        "each epoll mode has its own text"
+    );
+}
+
+/// With fewer than 3 trials nothing separates, and the verdict says so in words.
+#[test]
+fn an_all_tie_is_stated_in_words() {
+    let scratch = scratch("series");
+    let out = report(&["render", scratch.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let html = std::fs::read_to_string(scratch.path().join("report.html")).unwrap();
+    let verdict = section(&html, "verdict");
+    assert!(
+        verdict.contains("All 2 models tie (epoll-et and threads: ")
+            && verdict.contains("fewer than 3 trials cannot separate them."),
+        "{verdict}"
+    );
+}
+
+/// `--lang zh`: the same page in Chinese, numbers and model names unchanged; an unknown
+/// language is refused.
+#[test]
+fn the_page_renders_in_chinese_with_the_same_numbers() {
+    let story = story();
+    let dir = story.path().to_str().unwrap();
+    assert!(report(&["render", dir]).status.success());
+    let en = std::fs::read_to_string(story.path().join("report.html")).unwrap();
+    let out = report(&["render", dir, "--lang", "zh"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zh = std::fs::read_to_string(story.path().join("report.html")).unwrap();
+    assert!(zh.starts_with("<!doctype html><html lang=\"zh\">"));
+    assert!(zh.contains("Noto Sans CJK SC"), "a CJK-capable font list");
+    for heading in [
+        "结论：逐个场景",
+        "各场景汇总：梯队",
+        "各模型：做了什么，本次运行测得什么",
+        "<th>梯队</th><th>模型</th>",
+    ] {
+        assert!(zh.contains(heading), "{heading}");
+    }
+    let verdict = section(&zh, "verdict");
+    assert!(verdict.contains("epoll-et 胜出，90.00k req/s（3 次试验的中位数），是下一梯队最优者 threads（40.00k req/s）的 2.25 倍。"), "{verdict}");
+    assert!(
+        verdict.contains("--max-conns 上限（10000 个活动连接）按设计生效，不是故障"),
+        "{verdict}"
+    );
+    // The same figures as the English page: every number the English verdict quotes.
+    let numbers = |s: &str| -> Vec<String> {
+        s.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'k'))
+            .filter(|t| t.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .map(str::to_string)
+            .collect()
+    };
+    let en_numbers = numbers(&section(&en, "verdict"));
+    assert!(en_numbers.len() > 20);
+    for n in &en_numbers {
+        assert!(
+            verdict.contains(n.as_str()),
+            "{n} missing from the Chinese verdict"
+        );
+    }
+    let et = zh.split("<h3>epoll-et</h3>").nth(1).unwrap();
+    assert!(
+        et.split("</section>").next().unwrap().contains("边沿触发"),
+        "MODELS.zh.md's text"
+    );
+    for args in [
+        vec!["render", dir, "--lang", "fr"],
+        vec!["compare", dir, dir, "--lang", "xx"],
+    ] {
+        let out = report(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unknown language"));
+    }
+}
+
+/// compare.html names both runs, lists what differs in their environments, and draws each
+/// change with its interval, regressions first.
+#[test]
+fn compare_html_names_both_runs_and_draws_the_forest_plot() {
+    let scratch = scratch("slower20");
+    let new = scratch.path();
+    let mut env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(new.join("env.json")).unwrap()).unwrap();
+    env["kernel"] = "6.19.0-test".into();
+    env["git_commit"] = "0123456789abcdef0123456789abcdef01234567".into();
+    env["git_dirty"] = false.into();
+    env["started_unix_s"] = 1_700_000_000.into();
+    std::fs::write(new.join("env.json"), env.to_string()).unwrap();
+    let out = report(&[
+        "compare",
+        fixture("base").to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let html = std::fs::read_to_string(new.join("compare.html")).unwrap();
+    for needle in [
+        "<td><code>99a591833d46</code></td><td>yes (dirty)</td>",
+        "<td><code>0123456789ab</code></td><td>no (clean)</td>",
+        "2023-11-14 22:13:20 UTC",
+        "<tr><th>kernel</th><td><code>6.18.44-fc-v769</code></td><td><code>6.19.0-test</code></td></tr>",
+    ] {
+        assert!(html.contains(needle), "{needle}");
+    }
+    assert!(
+        !html.contains("<tr><th>cpu_model</th>"),
+        "only what differs"
+    );
+    let forest = html
+        .split("<figure class=\"forest\">")
+        .nth(1)
+        .expect("a forest plot")
+        .split("</figure>")
+        .next()
+        .unwrap();
+    assert!(forest.starts_with("<svg"));
+    let rows: Vec<&str> = html
+        .split("<tr class=\"")
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap())
+        .collect();
+    let first_other = rows
+        .iter()
+        .position(|c| *c != "REGRESSION")
+        .unwrap_or(rows.len());
+    assert!(
+        first_other > 0 && rows[first_other..].iter().all(|c| *c != "REGRESSION"),
+        "regressions first: {rows:?}"
+    );
+    // Each row's label in the plot, in the table's order from the top (plotters writes the
+    // labels bottom up).
+    let cells: Vec<&str> = html
+        .split("<tr class=\"")
+        .skip(1)
+        .map(|r| r.split("<td>").nth(1).unwrap().split('<').next().unwrap())
+        .collect();
+    assert_eq!(
+        forest.matches("<circle").count(),
+        cells.len(),
+        "a dot per row"
+    );
+    let mut at = 0;
+    for cell in cells.into_iter().rev() {
+        let found = forest[at..]
+            .find(cell)
+            .unwrap_or_else(|| panic!("{cell} in order"));
+        at += found;
+    }
 }
