@@ -96,7 +96,7 @@ pub fn render_in(run: &Run, out: &Path, lang: Lang) -> Result<(), String> {
         "<h2 id=\"charts\">{}</h2><div class=\"grid\">",
         lang.get("h2.charts")
     );
-    for figure in all_charts(run, &models)? {
+    for figure in all_charts(run, &models, lang)? {
         html.push_str(&figure);
     }
     html.push_str("</div>");
@@ -447,7 +447,50 @@ fn spans_decades(values: impl Iterator<Item = f64>) -> bool {
     hi / lo > 10.0
 }
 
-fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
+/// The fewest x values a curve needs to show a trend: with fewer, the chart is left out and a
+/// sentence says which suites draw it (a line through one or two points shows no growth or
+/// collapse, whatever the text around it promises).
+pub const CURVE_POINTS: usize = 3;
+
+/// Whether `series` can be drawn as a curve: some series has [`CURVE_POINTS`] x values.
+fn is_curve(series: &[Series]) -> bool {
+    series.iter().any(|s| {
+        let mut xs: Vec<f64> = s.points.iter().map(|p| p.0).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        xs.len() >= CURVE_POINTS
+    })
+}
+
+/// What stands in for a curve this run cannot draw.
+fn curve_left_out(lang: Lang, title: &str, series: &[Series], axis: &str) -> String {
+    let mut xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    // Connection counts and rates are whole numbers: no decimals.
+    let values: Vec<String> = xs
+        .iter()
+        .map(|x| match x.abs() >= 1000.0 {
+            true => fmt_num(*x),
+            false => format!("{x:.0}"),
+        })
+        .collect();
+    let sentence = lang.say(
+        "chart.left_out",
+        &[
+            ("title", &escape(title)),
+            ("axis", &lang.get(axis)),
+            ("values", &values.join(", ")),
+            ("min", &CURVE_POINTS),
+        ],
+    );
+    format!("<p class=\"left-out\">{sentence}</p>")
+}
+
+fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     // Throughput vs connections, one chart per message size.
     let mut sizes: Vec<u64> = run
@@ -466,9 +509,17 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
             |l| param(l, "connections").map(|c| c as f64),
             Metric::Throughput,
         );
-        if !series.is_empty() {
+        let title = format!("Echo throughput vs connections, {size}-byte messages");
+        if !series.is_empty() && !is_curve(&series) {
+            out.push(curve_left_out(
+                lang,
+                &title,
+                &series,
+                "chart.axis.connections",
+            ));
+        } else if !series.is_empty() {
             out.push(charts::multiples(
-                &format!("Echo throughput vs connections, {size}-byte messages"),
+                &title,
                 &Axes {
                     x: "connections (log scale)",
                     y: "requests per second",
@@ -491,9 +542,12 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
         |l| param(l, "rate").map(|r| r as f64),
         Metric::P99,
     );
-    if !series.is_empty() {
+    let title = "Latency vs offered load (open loop, corrected p99)";
+    if !series.is_empty() && !is_curve(&series) {
+        out.push(curve_left_out(lang, title, &series, "chart.axis.rates"));
+    } else if !series.is_empty() {
         out.push(charts::multiples(
-            "Latency vs offered load (open loop, corrected p99)",
+            title,
             &Axes {
                 x: "offered load, requests per second",
                 y: "p99 latency, µs (log scale)",
@@ -512,9 +566,12 @@ fn all_charts(run: &Run, models: &[String]) -> Result<Vec<String>, String> {
         |l| param(l, "idle").map(|i| i as f64),
         Metric::Throughput,
     );
-    if !series.is_empty() {
+    let title = "Throughput of the active connections vs idle connections";
+    if !series.is_empty() && !is_curve(&series) {
+        out.push(curve_left_out(lang, title, &series, "chart.axis.idle"));
+    } else if !series.is_empty() {
         out.push(charts::multiples(
-            "Throughput of the active connections vs idle connections",
+            title,
             &Axes {
                 x: "idle connections held open",
                 y: "requests per second",
@@ -1090,4 +1147,4 @@ fn env_html(run: &Run, lang: Lang, html: &mut String) {
     html.push_str("</p>");
 }
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td:has(.swatch){white-space:nowrap}.swatch{display:inline-block;vertical-align:middle;margin-right:5px}td:last-child{min-width:14em}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:12px}figure{margin:0;border:1px solid #eee;min-width:0}figure.multiples{grid-column:1/-1;border:0}figcaption{font-weight:600;margin:.3em 0}.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:8px}.panels svg{border:1px solid #eee}svg{display:block;max-width:100%;height:auto;box-sizing:border-box}figure>svg,.panels svg{width:100%}code{overflow-wrap:anywhere}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}@media (max-width:600px){body{margin:1em auto;padding:0 .5em}h1{font-size:1.3em}}@media print{body{max-width:none;margin:0;font-size:10pt}.toc{display:none}a{color:inherit;text-decoration:none}h2{break-after:avoid}figure,tr,.model{break-inside:avoid}.grid,.panels{display:block}.panels svg,figure>svg{width:auto;max-width:100%;display:inline-block}table{display:table;overflow:visible}td,th{font-size:8pt}pre{white-space:pre-wrap}}:lang(zh) body{font-family:system-ui,\"Noto Sans CJK SC\",\"Source Han Sans SC\",\"PingFang SC\",\"Hiragino Sans GB\",\"Microsoft YaHei\",\"WenQuanYi Micro Hei\",sans-serif}.verdict>div{margin:.6em 0;padding:.3em .8em;border-left:4px solid #2a6fb0;background:#f5f8fc}.verdict p{margin:.3em 0}.verdict ul{margin:.2em 0 .4em;padding-left:1.4em}";
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td:has(.swatch){white-space:nowrap}.swatch{display:inline-block;vertical-align:middle;margin-right:5px}td:last-child{min-width:14em}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:12px}figure{margin:0;border:1px solid #eee;min-width:0}figure.multiples{grid-column:1/-1;border:0}figcaption{font-weight:600;margin:.3em 0}.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:8px}.panels svg{border:1px solid #eee}svg{display:block;max-width:100%;height:auto;box-sizing:border-box}figure>svg,.panels svg{width:100%}code{overflow-wrap:anywhere}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}.left-out{grid-column:1/-1;color:#555;margin:.2em 0}@media (max-width:600px){body{margin:1em auto;padding:0 .5em}h1{font-size:1.3em}}@media print{body{max-width:none;margin:0;font-size:10pt}.toc{display:none}a{color:inherit;text-decoration:none}h2{break-after:avoid}figure,tr,.model{break-inside:avoid}.grid,.panels{display:block}.panels svg,figure>svg{width:auto;max-width:100%;display:inline-block}table{display:table;overflow:visible}td,th{font-size:8pt}pre{white-space:pre-wrap}}:lang(zh) body{font-family:system-ui,\"Noto Sans CJK SC\",\"Source Han Sans SC\",\"PingFang SC\",\"Hiragino Sans GB\",\"Microsoft YaHei\",\"WenQuanYi Micro Hei\",sans-serif}.verdict>div{margin:.6em 0;padding:.3em .8em;border-left:4px solid #2a6fb0;background:#f5f8fc}.verdict p{margin:.3em 0}.verdict ul{margin:.2em 0 .4em;padding-left:1.4em}";

@@ -33,10 +33,58 @@ fn report(args: &[&str]) -> Output {
     Command::new(REPORT).args(args).output().unwrap()
 }
 
+/// Adds copies of the run's echo lines at more connection counts, so that the echo chart
+/// has a curve to draw.
+fn add_connection_counts(dir: &Path, counts: &[u64]) {
+    let path = dir.join("results.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = text.clone();
+    for line in text.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        if line["scenario"] != "echo" {
+            continue;
+        }
+        for &c in counts {
+            let mut copy = line.clone();
+            copy["params"]["connections"] = c.into();
+            copy["cell"] =
+                format!("echo/{}/c={c},size=128", line["model"].as_str().unwrap()).into();
+            out.push_str(&copy.to_string());
+            out.push('\n');
+        }
+    }
+    std::fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn a_chart_with_fewer_than_three_points_is_left_out_with_a_sentence() {
+    // The base fixture measured echo at one connection count: no curve to draw.
+    let html = scratch_render("base");
+    assert!(
+        html.contains("<p class=\"left-out\"><strong>Echo throughput vs connections, 128-byte messages</strong>: not drawn. A curve needs at least 3 connection counts; this run measured 10."),
+        "{}",
+        &html[html.find("id=\"charts\"").unwrap()..][..600]
+    );
+    assert!(
+        !html.contains("<figcaption>Echo throughput vs connections"),
+        "never drawn as a dot"
+    );
+    // Two more counts make it a curve.
+    let scratch = scratch("base");
+    add_connection_counts(scratch.path(), &[100, 1000]);
+    assert!(report(&["render", scratch.path().to_str().unwrap()])
+        .status
+        .success());
+    let html = std::fs::read_to_string(scratch.path().join("report.html")).unwrap();
+    assert!(html.contains("<figcaption>Echo throughput vs connections, 128-byte messages"));
+    assert!(!html.contains("class=\"left-out\"><strong>Echo"));
+}
+
 #[test]
 fn rendered_html_has_every_chart_with_every_model() {
     let scratch = scratch("base");
     let dir = scratch.path();
+    add_connection_counts(dir, &[100, 1000]);
     let out = report(&["render", dir.to_str().unwrap()]);
     assert!(
         out.status.success(),
