@@ -153,7 +153,29 @@ fn panel_svg(
             .map_err(|e| format!("chart panel '{}': {e}", panel.title))?;
         root.present().map_err(|e| e.to_string())?;
     }
-    Ok(svg)
+    Ok(without_repeated_text(&svg))
+}
+
+/// The SVG without a `<text>` element that repeats one before it exactly (same place, same
+/// words): plotters' log axis yields the tick at a power of ten twice, and the label drawn
+/// twice over itself reads as bold.
+fn without_repeated_text(svg: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = String::with_capacity(svg.len());
+    let mut rest = svg;
+    while let Some(start) = rest.find("<text") {
+        let Some(len) = rest[start..].find("</text>") else {
+            break;
+        };
+        let element = &rest[start..start + len + "</text>".len()];
+        out.push_str(&rest[..start]);
+        if seen.insert(element) {
+            out.push_str(element);
+        }
+        rest = &rest[start + element.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn name_width(names: impl Iterator<Item = usize>) -> u32 {
@@ -364,7 +386,7 @@ pub fn bars(title: &str, axis: &ValueAxis, rows: &[Row]) -> Result<String, Strin
         draw_bars(&root, title, axis, rows).map_err(|e| format!("chart '{title}': {e}"))?;
         root.present().map_err(|e| e.to_string())?;
     }
-    Ok(svg)
+    Ok(without_repeated_text(&svg))
 }
 
 fn draw_bars(
@@ -520,7 +542,16 @@ fn compact(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{axis_label, percentile_label};
+    use super::{axis_label, percentile_label, without_repeated_text};
+
+    #[test]
+    fn a_label_is_drawn_once() {
+        let svg = "<svg><text x=\"1\">10</text><line/><text x=\"1\">10</text><text x=\"2\">10</text></svg>";
+        assert_eq!(
+            without_repeated_text(svg),
+            "<svg><text x=\"1\">10</text><line/><text x=\"2\">10</text></svg>"
+        );
+    }
 
     #[test]
     fn a_log_axis_names_one_two_and_five_only() {
