@@ -7,6 +7,7 @@
 //! logs); `summary` prints the human report; `run` ties them together for the binary.
 
 pub mod engine;
+pub mod http;
 pub mod limits;
 pub mod run;
 pub mod series;
