@@ -71,9 +71,10 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Checks every part of the request and builds its bytes. `body` is sent with a
-    /// Content-Length unless a header already frames it.
-    pub fn new(settings: Settings, body: &[u8]) -> Result<Spec, String> {
+    /// Checks every part of the request and builds its bytes. A `body`, even an empty one,
+    /// is sent with a Content-Length unless a header already frames it (a POST without one
+    /// may be refused with 411).
+    pub fn new(settings: Settings, body: Option<&[u8]>) -> Result<Spec, String> {
         let Settings {
             method,
             path,
@@ -115,12 +116,12 @@ impl Spec {
         for (name, value) in &fields {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        if !body.is_empty() && !has("content-length") && !has("transfer-encoding") {
+        if let Some(body) = body.filter(|_| !has("content-length") && !has("transfer-encoding")) {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(body.unwrap_or_default());
         Ok(Spec {
             expect_body: settings.expect_body.as_ref().map(|b| b.as_bytes().into()),
             head_only: method.eq_ignore_ascii_case("HEAD"),
@@ -539,7 +540,7 @@ mod tests {
             expect_body: expect_body.map(Into::into),
             ..Settings::hello("h")
         };
-        Arc::new(Spec::new(settings, b"").unwrap())
+        Arc::new(Spec::new(settings, None).unwrap())
     }
 
     /// Feeds `reply` split at every byte boundary (and whole); each split must give `want`.
@@ -691,7 +692,7 @@ mod tests {
             expect_status: 201,
             expect_body: None,
         };
-        let s = Spec::new(settings.clone(), b"data").unwrap();
+        let s = Spec::new(settings.clone(), Some(b"data")).unwrap();
         assert_eq!(
             &*s.bytes,
             b"POST /submit?x=1 HTTP/1.1\r\nHost: example:8080\r\nX-Token: abc\r\n\
@@ -701,10 +702,10 @@ mod tests {
             headers: vec!["host: other".into()],
             ..settings.clone()
         };
-        let s = Spec::new(with_host, b"").unwrap();
+        let s = Spec::new(with_host, Some(b"")).unwrap();
         assert_eq!(
             &*s.bytes,
-            b"POST /submit?x=1 HTTP/1.1\r\nhost: other\r\n\r\n"
+            b"POST /submit?x=1 HTTP/1.1\r\nhost: other\r\nContent-Length: 0\r\n\r\n"
         );
         for (bad, why) in [
             (vec!["nocolon".to_string()], "no colon"),
@@ -716,7 +717,7 @@ mod tests {
                     headers: bad,
                     ..settings.clone()
                 },
-                b"",
+                None,
             )
             .unwrap_err();
             assert!(e.contains(why), "{e}");
@@ -726,7 +727,7 @@ mod tests {
                 path: "/a b".into(),
                 ..settings.clone()
             },
-            b"",
+            None,
         )
         .unwrap_err();
         assert!(e.contains("not a request target"), "{e}");
@@ -735,7 +736,7 @@ mod tests {
                 method: "G T".into(),
                 ..settings
             },
-            b"",
+            None,
         )
         .unwrap_err();
         assert!(e.contains("not an HTTP method"), "{e}");

@@ -138,8 +138,8 @@ struct HttpArgs {
     /// the default one.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
-    /// Request body, sent with every request (with a Content-Length unless a --header gives
-    /// one, or Transfer-Encoding).
+    /// Request body, sent with every request (with a Content-Length, even when empty, unless
+    /// a --header gives one, or Transfer-Encoding).
     #[arg(long, conflicts_with = "body_file")]
     body: Option<String>,
     /// Request body read from FILE once, before the run.
@@ -186,10 +186,12 @@ impl HttpArgs {
             || self.body_file.is_some()
             || self.host.is_some();
         let body = match (&self.body, &self.body_file) {
-            (Some(text), _) => text.as_bytes().to_vec(),
-            (None, Some(path)) => std::fs::read(path)
-                .map_err(|e| Failure::Usage(format!("--body-file {}: {e}", path.display())))?,
-            (None, None) => Vec::new(),
+            (Some(text), _) => Some(text.as_bytes().to_vec()),
+            (None, Some(path)) => Some(
+                std::fs::read(path)
+                    .map_err(|e| Failure::Usage(format!("--body-file {}: {e}", path.display())))?,
+            ),
+            (None, None) => None,
         };
         let default = http::Settings::hello(addr);
         let settings = http::Settings {
@@ -205,7 +207,7 @@ impl HttpArgs {
                 (None, None) => default.host,
             },
             headers: self.headers.clone(),
-            body_bytes: body.len() as u64,
+            body_bytes: body.as_ref().map_or(0, |b| b.len() as u64),
             expect_status: self.expect_status,
             expect_body: match (&self.expect_body, described) {
                 (Some(text), _) => Some(text.clone()),
@@ -213,7 +215,7 @@ impl HttpArgs {
                 (None, true) => None,
             },
         };
-        http::Spec::new(settings, &body).map_err(Failure::Usage)
+        http::Spec::new(settings, body.as_deref()).map_err(Failure::Usage)
     }
 }
 

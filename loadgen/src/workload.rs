@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn http_reply_verified() {
-        let spec = http::Spec::new(http::Settings::hello("x"), b"").unwrap();
+        let spec = http::Spec::new(http::Settings::hello("x"), None).unwrap();
         let w = Workload::Http(Arc::new(spec));
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!";
         let mut r = w.request(0, 0);
