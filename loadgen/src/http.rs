@@ -105,14 +105,19 @@ impl Spec {
         }
         let has = |name: &str| fields.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         let mut head = format!("{method} {path} HTTP/1.1\r\n");
-        if !has("host") {
-            if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) {
+        // A Host header given with --header is the one sent, and the one recorded.
+        let host = match fields.iter().find(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            Some((_, value)) => value.to_string(),
+            None if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) => {
                 return Err(format!(
                     "--host '{host}' is not a host (printable ASCII without spaces)"
                 ));
             }
-            head.push_str(&format!("Host: {host}\r\n"));
-        }
+            None => {
+                head.push_str(&format!("Host: {host}\r\n"));
+                host.clone()
+            }
+        };
         for (name, value) in &fields {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -126,7 +131,7 @@ impl Spec {
             expect_body: settings.expect_body.as_ref().map(|b| b.as_bytes().into()),
             head_only: method.eq_ignore_ascii_case("HEAD"),
             bytes: bytes.into(),
-            settings,
+            settings: Settings { host, ..settings },
         })
     }
 }
@@ -706,6 +711,10 @@ mod tests {
         assert_eq!(
             &*s.bytes,
             b"POST /submit?x=1 HTTP/1.1\r\nhost: other\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            s.settings.host, "other",
+            "the Host sent is the one recorded"
         );
         for (bad, why) in [
             (vec!["nocolon".to_string()], "no colon"),

@@ -185,6 +185,14 @@ impl HttpArgs {
             || self.body.is_some()
             || self.body_file.is_some()
             || self.host.is_some();
+        let host_header = self.headers.iter().any(|h| {
+            h.split(':')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+        });
+        if self.host.is_some() && host_header {
+            return usage("give the Host header once: --host or --header 'Host: ...'");
+        }
         let body = match (&self.body, &self.body_file) {
             (Some(text), _) => Some(text.as_bytes().to_vec()),
             (None, Some(path)) => Some(

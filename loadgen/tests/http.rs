@@ -388,7 +388,7 @@ fn bad_http_options_are_refused_with_exit_2() {
     let (addr, seen) = server(always(HELLO, false));
     let url = format!("http://{addr}/");
     let missing = std::env::temp_dir().join("loadgen-no-such-body-file");
-    let cases: [(Vec<&str>, &str); 8] = [
+    let cases: [(Vec<&str>, &str); 9] = [
         (
             vec!["http", "-a", &addr, "--header", "nocolon"],
             "has no colon",
@@ -410,6 +410,10 @@ fn bad_http_options_are_refused_with_exit_2() {
             "--path belongs to the http scenario",
         ),
         (vec!["echo", &url], "belongs to the http scenario"),
+        (
+            vec!["http", &url, "--host", "a", "-H", "host: b"],
+            "give the Host header once",
+        ),
         (vec!["http", &url, "-a", &addr], "cannot be used with"),
         (vec!["http", &url, "--path", "/a b"], "cannot be used with"),
     ];
