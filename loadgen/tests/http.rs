@@ -117,17 +117,25 @@ fn take_request(input: &mut Vec<u8>) -> Option<Seen> {
     Some(Seen { head, body })
 }
 
-/// Runs loadgen with --json, killed at [`DEADLINE`]: its exit code, its JSON (Null if it
-/// printed none) and its stderr.
-fn loadgen(args: &[&str]) -> (i32, Value, String) {
+/// Runs loadgen, killed at [`DEADLINE`]: its exit code, stdout and stderr.
+fn run(args: &[&str]) -> (i32, String, String) {
     let mut child = Command::new(LOADGEN)
         .args(args)
-        .arg("--json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained as it runs: a result larger than a pipe's buffer must not block its exit.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -140,21 +148,20 @@ fn loadgen(args: &[&str]) -> (i32, Value, String) {
         }
         thread::sleep(Duration::from_millis(20));
     };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (status.code().expect("loadgen exited"), json, stderr)
+    let code = status.code().expect("loadgen exited");
+    (code, stdout.join().unwrap(), stderr.join().unwrap())
+}
+
+/// Runs loadgen with --json: its exit code, its JSON (Null if it printed none) and stderr.
+fn loadgen(args: &[&str]) -> (i32, Value, String) {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let (code, stdout, stderr) = run(&args);
+    (
+        code,
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stderr,
+    )
 }
 
 fn u(v: &Value, path: &str) -> u64 {
@@ -196,6 +203,14 @@ fn closing_replies_are_followed_by_a_new_connection_each() {
     // The first connect, and one after each close (the last may not finish before the end).
     assert!((33..=34).contains(&u(&r, "/connects")), "{r}");
     assert_eq!(seen.lock().unwrap().len(), 99);
+    let (code, summary, _) = run(&["http", "-a", &addr, "-c", "1", "--requests", "30"]);
+    assert_eq!(code, 0);
+    for line in [
+        "keep-alive GET /, expecting 200 \"Hello, World!\"",
+        "Server closes: 10 ",
+    ] {
+        assert!(summary.contains(line), "{line:?} not in\n{summary}");
+    }
 }
 
 #[test]
