@@ -581,7 +581,14 @@ impl Engine<'_> {
             };
             let n = match stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    self.fail(i, Instant::now(), ErrorClass::Reset);
+                    let now = Instant::now();
+                    // An HTTP body without a length ends here; any other reply was cut short.
+                    match self.conns[i].request.as_mut().and_then(Request::eof) {
+                        Some(outcome) => {
+                            self.settle(i, now, outcome);
+                        }
+                        None => self.fail(i, now, ErrorClass::Reset),
+                    }
                     return;
                 }
                 Ok(n) => n,
@@ -600,11 +607,9 @@ impl Engine<'_> {
                 self.fail(i, now, ErrorClass::Protocol); // bytes nobody asked for
                 return;
             };
-            match request.receive(&self.scratch[..n]) {
-                Ok(Progress::More) => {}
-                Ok(Progress::Done) => self.complete(i, now),
-                Err(Failure::Mismatch) => return self.fail(i, now, ErrorClass::Mismatch),
-                Err(Failure::Protocol) => return self.fail(i, now, ErrorClass::Protocol),
+            let outcome = request.receive(&self.scratch[..n]);
+            if !self.settle(i, now, outcome) {
+                return;
             }
             if n < self.scratch.len() && !to_eof {
                 return; // a short read: drained (epoll raises a new edge for new bytes)
@@ -612,7 +617,33 @@ impl Engine<'_> {
         }
     }
 
-    fn complete(&mut self, i: usize, now: Instant) {
+    /// Acts on what a reply's bytes (or the close) made of the request in flight; false when
+    /// the connection is gone (failed, or closed by the server and being reopened).
+    fn settle(&mut self, i: usize, now: Instant, outcome: Result<Progress, Failure>) -> bool {
+        match outcome {
+            Ok(Progress::More) => true,
+            Ok(Progress::Done) => {
+                self.complete(i, now, false);
+                true
+            }
+            Ok(Progress::DoneClose) => {
+                self.complete(i, now, true);
+                false
+            }
+            Err(Failure::Mismatch) => {
+                self.fail(i, now, ErrorClass::Mismatch);
+                false
+            }
+            Err(Failure::Protocol) => {
+                self.fail(i, now, ErrorClass::Protocol);
+                false
+            }
+        }
+    }
+
+    /// A verified reply. `closing`: the server ends the connection after it, so the next
+    /// request goes on a new one.
+    fn complete(&mut self, i: usize, now: Instant, closing: bool) {
         let conn = &mut self.conns[i];
         let request = conn
             .request
@@ -637,7 +668,10 @@ impl Engine<'_> {
         stats.requests += 1;
         stats.up_bytes += request.up_bytes;
         stats.down_bytes += request.down_bytes;
-        if self.plan.scenario == Scenario::Churn {
+        if closing {
+            stats.server_closes += 1;
+        }
+        if closing || self.plan.scenario == Scenario::Churn {
             self.connect(i, now);
         } else {
             self.on_ready(i, now);

@@ -2,11 +2,13 @@
 
 use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 
 use loadgen::engine::{Plan, Scenario};
+use loadgen::http;
 use loadgen::limits::{self, human_bytes};
 use loadgen::run::{self, Options};
 use loadgen::series::{self, MAX_INTERVALS};
@@ -31,9 +33,10 @@ const OWN_DESCRIPTORS: u64 = 16;
 ///
 /// Scenarios: echo (closed loop), rate (open loop at --rate), idle (--active echo while
 /// --idle connections sit open), churn (connect, one echo, close), bulk (transfer PUT then
-/// GET of --size bytes), http (keep-alive GET). `loadgen merge A.json B.json ...` merges runs,
-/// series included; `loadgen merge A.hlog B.hlog ...` merges interval logs (to stdout).
-/// rust_echo_bench's flags work too: -a, -c, -l, -t.
+/// GET of --size bytes), http (keep-alive HTTP/1.1 requests to any server: `loadgen http
+/// http://127.0.0.1:8080/path`, or `-a` and the HTTP options below). `loadgen merge A.json
+/// B.json ...` merges runs, series included; `loadgen merge A.hlog B.hlog ...` merges interval
+/// logs (to stdout). rust_echo_bench's flags work too: -a, -c, -l, -t.
 ///
 /// Exit status: 0 when the run measured what it was asked to; 1 when it failed (no request
 /// completed, errors above --max-error-rate or mismatches above --max-mismatch-rate, the
@@ -45,9 +48,19 @@ struct Cli {
     /// What each connection does.
     #[arg(value_enum, default_value = "echo")]
     scenario: Scenario,
+    /// `http`: the URL to request, as wrk takes it: http://HOST[:PORT][/PATH] gives the
+    /// address, the path and the Host header (plain HTTP only).
+    #[arg(value_name = "URL")]
+    url: Option<String>,
     /// Server address, HOST:PORT: 127.0.0.1:7000, localhost:7000, [::1]:7000 (or ::1:7000).
-    #[arg(short = 'a', long, visible_alias = "address")]
-    addr: String,
+    #[arg(
+        short = 'a',
+        long,
+        visible_alias = "address",
+        required_unless_present = "url",
+        conflicts_with = "url"
+    )]
+    addr: Option<String>,
     /// Connections (for `idle`: the active ones, unless --active is given).
     #[arg(short = 'c', long, visible_alias = "number", default_value_t = 50)]
     connections: usize,
@@ -105,6 +118,113 @@ struct Cli {
     /// microseconds) to FILE, as HistogramLogAnalyzer and the hdrhistogram crates read it.
     #[arg(long, value_name = "FILE")]
     hlog: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// What `loadgen http` sends and checks. Without a URL and without any of --path, --method,
+/// --header, --body, --body-file and --host, it sends what the built-in servers answer,
+/// `GET /`, and expects their `Hello, World!`.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "HTTP (the http scenario)")]
+struct HttpArgs {
+    /// Request target: path and query [default: /, or the URL's].
+    #[arg(long, conflicts_with = "url")]
+    path: Option<String>,
+    /// Request method [default: GET].
+    #[arg(long)]
+    method: Option<String>,
+    /// A request header, "Name: value"; repeat it for several. A Host header here replaces
+    /// the default one.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Request body, sent with every request (with a Content-Length, even when empty, unless
+    /// a --header gives one, or Transfer-Encoding).
+    #[arg(long, conflicts_with = "body_file")]
+    body: Option<String>,
+    /// Request body read from FILE once, before the run.
+    #[arg(long, value_name = "FILE")]
+    body_file: Option<std::path::PathBuf>,
+    /// The Host header [default: the address as given, -a's or the URL's HOST[:PORT]].
+    #[arg(long)]
+    host: Option<String>,
+    /// The status every reply must have; another is a mismatch.
+    #[arg(long, default_value_t = 200)]
+    expect_status: u16,
+    /// The body every reply must carry; another is a mismatch [default: `Hello, World!` for
+    /// the built-in servers' request (no URL and none of the options above); otherwise
+    /// bodies are read but not checked].
+    #[arg(long, value_name = "TEXT")]
+    expect_body: Option<String>,
+}
+
+impl HttpArgs {
+    /// The HTTP options given, by name, for a scenario that is not `http`.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("--path", self.path.is_some()),
+            ("--method", self.method.is_some()),
+            ("--header", !self.headers.is_empty()),
+            ("--body", self.body.is_some()),
+            ("--body-file", self.body_file.is_some()),
+            ("--host", self.host.is_some()),
+            ("--expect-status", self.expect_status != 200),
+            ("--expect-body", self.expect_body.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+
+    /// The request and its checks; `url` from the URL form, `addr` as the user gave it.
+    fn spec(&self, url: Option<&http::Url>, addr: &str) -> Result<http::Spec, Failure> {
+        let described = url.is_some()
+            || self.path.is_some()
+            || self.method.is_some()
+            || !self.headers.is_empty()
+            || self.body.is_some()
+            || self.body_file.is_some()
+            || self.host.is_some();
+        let host_header = self.headers.iter().any(|h| {
+            h.split(':')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+        });
+        if self.host.is_some() && host_header {
+            return usage("give the Host header once: --host or --header 'Host: ...'");
+        }
+        let body = match (&self.body, &self.body_file) {
+            (Some(text), _) => Some(text.as_bytes().to_vec()),
+            (None, Some(path)) => Some(
+                std::fs::read(path)
+                    .map_err(|e| Failure::Usage(format!("--body-file {}: {e}", path.display())))?,
+            ),
+            (None, None) => None,
+        };
+        let default = http::Settings::hello(addr);
+        let settings = http::Settings {
+            method: self.method.clone().unwrap_or(default.method),
+            path: match (url, &self.path) {
+                (Some(url), _) => url.path.clone(),
+                (None, Some(path)) => path.clone(),
+                (None, None) => default.path,
+            },
+            host: match (url, &self.host) {
+                (_, Some(host)) => host.clone(),
+                (Some(url), None) => url.host.clone(),
+                (None, None) => default.host,
+            },
+            headers: self.headers.clone(),
+            body_bytes: body.as_ref().map_or(0, |b| b.len() as u64),
+            expect_status: self.expect_status,
+            expect_body: match (&self.expect_body, described) {
+                (Some(text), _) => Some(text.clone()),
+                (None, false) => default.expect_body,
+                (None, true) => None,
+            },
+        };
+        http::Spec::new(settings, body.as_deref()).map_err(Failure::Usage)
+    }
 }
 
 /// Why loadgen stops without a clean run: a usage error exits 2, a failed run 1.
@@ -199,7 +319,22 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(cli: Cli) -> Result<(), Failure> {
-    let addrs = resolve(&cli.addr)?;
+    let url = match (&cli.url, cli.scenario) {
+        (Some(url), Scenario::Http) => Some(http::parse_url(url).map_err(Failure::Usage)?),
+        (Some(url), _) => return usage(format!("a URL ({url}) belongs to the http scenario")),
+        (None, _) => None,
+    };
+    let addr = match (&url, &cli.addr) {
+        (Some(url), _) => url.addr.clone(),
+        (None, Some(addr)) => addr.clone(),
+        (None, None) => return usage("give the server's address (-a HOST:PORT) or a URL"),
+    };
+    if cli.scenario != Scenario::Http {
+        if let Some(option) = cli.http.given().first() {
+            return usage(format!("{option} belongs to the http scenario"));
+        }
+    }
+    let addrs = resolve(&addr)?;
     let size = cli.size.unwrap_or(if cli.scenario == Scenario::Bulk {
         1 << 20
     } else {
@@ -227,9 +362,7 @@ fn run_cli(cli: Cli) -> Result<(), Failure> {
     };
     let total = (active as u64).saturating_add(idle as u64);
     let workload = match cli.scenario {
-        Scenario::Http => Workload::Http {
-            host: cli.addr.clone(),
-        },
+        Scenario::Http => Workload::Http(Arc::new(cli.http.spec(url.as_ref(), &addr)?)),
         Scenario::Bulk if size > MAX_TRANSFER => {
             return usage(format!(
                 "-l {size} is more than the transfer protocol's largest PUT or GET, \

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::engine::{self, Finished, Plan, Scenario, Share};
 use crate::series::{self, LiveInterval, Merged, Series};
 use crate::stats::{encode, Cpu, Fairness, LoadResult, Percentiles, Stats};
+use crate::workload::Workload;
 
 pub struct Options {
     pub plan: Plan,
@@ -167,6 +168,7 @@ pub fn run(options: &Options) -> io::Result<Measured> {
         unsent: stats.unsent,
         errors: stats.errors,
         connects: stats.connects,
+        server_closes: stats.server_closes,
         connects_per_s: stats.connects as f64 / duration_s,
         upload_bps: stats.up_bytes as f64 / duration_s,
         download_bps: stats.down_bytes as f64 / duration_s,
@@ -185,6 +187,10 @@ pub fn run(options: &Options) -> io::Result<Measured> {
         uncorrected_histogram: encode(&stats.uncorrected),
         series: Some(Series::of(&merged)),
         fairness: Some(Fairness::of(&per_connection)),
+        http: match &plan.workload {
+            Workload::Http(spec) => Some(spec.settings.clone()),
+            _ => None,
+        },
     };
     Ok(Measured {
         result,

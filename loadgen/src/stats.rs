@@ -50,6 +50,9 @@ pub struct Stats {
     pub up_bytes: u64,
     pub down_bytes: u64,
     pub connects: u64,
+    /// Replies after which the server ended the connection (HTTP `Connection: close`,
+    /// HTTP/1.0, a body that ran to the close); loadgen opened a new one each time.
+    pub server_closes: u64,
     pub errors: Errors,
     /// Requests of the open-loop schedule never sent because the run ended first.
     pub unsent: u64,
@@ -76,6 +79,7 @@ impl Stats {
             up_bytes: 0,
             down_bytes: 0,
             connects: 0,
+            server_closes: 0,
             errors: Errors::default(),
             unsent: 0,
             missed: 0,
@@ -98,6 +102,7 @@ impl Stats {
         self.up_bytes += other.up_bytes;
         self.down_bytes += other.down_bytes;
         self.connects += other.connects;
+        self.server_closes += other.server_closes;
         self.errors.add(&other.errors);
         self.unsent += other.unsent;
         self.missed += other.missed;
@@ -190,6 +195,9 @@ pub struct LoadResult {
     pub unsent: u64,
     pub errors: Errors,
     pub connects: u64,
+    /// Replies after which the server ended the connection, each followed by a new connect.
+    #[serde(default)]
+    pub server_closes: u64,
     pub connects_per_s: f64,
     pub upload_bps: f64,
     pub download_bps: f64,
@@ -213,6 +221,9 @@ pub struct LoadResult {
     /// of loadgen before it kept them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series: Option<crate::series::Series>,
+    /// `http`: the request sent and what its replies were checked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::http::Settings>,
     /// How evenly the active connections were served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fairness: Option<Fairness>,
@@ -362,6 +373,7 @@ pub fn merge(results: &[LoadResult]) -> io::Result<LoadResult> {
     merged.requests = 0;
     merged.errors = Errors::default();
     merged.connects = 0;
+    merged.server_closes = 0;
     merged.connections = 0;
     merged.threads = 0;
     merged.idle_open = 0;
@@ -381,6 +393,7 @@ pub fn merge(results: &[LoadResult]) -> io::Result<LoadResult> {
         merged.requests += r.requests;
         merged.errors.add(&r.errors);
         merged.connects += r.connects;
+        merged.server_closes += r.server_closes;
         merged.connections += r.connections;
         merged.threads += r.threads;
         merged.idle_open += r.idle_open;

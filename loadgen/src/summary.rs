@@ -13,10 +13,21 @@ pub fn render(r: &LoadResult) -> String {
         "{} test @ {}, {:.2}s measured",
         r.scenario, r.addr, r.duration_s
     );
-    let what = match r.scenario.as_str() {
-        // The request is a fixed `GET /`; --size does not shape it.
-        "http" => "keep-alive GET /".to_string(),
-        "bulk" => format!("{}-byte transfers", r.size),
+    let what = match (r.scenario.as_str(), &r.http) {
+        // --size does not shape an HTTP request.
+        ("http", Some(h)) => format!(
+            "keep-alive {} {}, expecting {}{}",
+            h.method,
+            h.path,
+            h.expect_status,
+            match &h.expect_body {
+                Some(body) if body.len() <= 40 => format!(" {body:?}"),
+                Some(body) => format!(" and a {}-byte body", body.len()),
+                None => " (body not checked)".to_string(),
+            }
+        ),
+        ("http", None) => "keep-alive GET /".to_string(),
+        ("bulk", _) => format!("{}-byte transfers", r.size),
         _ => format!("{}-byte messages", r.size),
     };
     let _ = writeln!(
@@ -87,6 +98,14 @@ pub fn render(r: &LoadResult) -> String {
     }
     if r.scenario == "churn" {
         let _ = writeln!(s, "Connects/sec: {:.1}", r.connects_per_s);
+    }
+    if r.server_closes > 0 {
+        let _ = writeln!(
+            s,
+            "Server closes: {} replies ended their connection (Connection: close, HTTP/1.0 or \
+             a body to the close); each was reopened",
+            r.server_closes
+        );
     }
     if r.scenario == "bulk" {
         let _ = writeln!(

@@ -110,6 +110,7 @@ mod tests {
             unsent: 0,
             errors,
             connects: 1,
+            server_closes: 0,
             connects_per_s: 1.0,
             upload_bps: 0.0,
             download_bps: 0.0,
@@ -125,6 +126,7 @@ mod tests {
             uncorrected_histogram: String::new(),
             series: None,
             fairness: None,
+            http: None,
         }
     }
 

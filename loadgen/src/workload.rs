@@ -3,7 +3,9 @@
 //! Every request differs from the one before (echo payloads carry the connection and the
 //! sequence number), so a stale, misordered or corrupted reply is caught byte by byte.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+
+use crate::http;
 
 /// How a verified exchange can fail; each counts in its own error class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,8 +21,9 @@ pub enum Failure {
 pub enum Workload {
     /// Send `size` bytes, expect the same bytes back.
     Echo { size: usize },
-    /// Keep-alive `GET /`, expect 200 with `Hello, World!`.
-    Http { host: String },
+    /// The same HTTP request on every connection (by default a keep-alive `GET /`, expecting
+    /// 200 with `Hello, World!`).
+    Http(Arc<http::Spec>),
     /// Alternate `PUT <size>` (expect `OK <size> <crc32c>`) and `GET <size>` (expect the pattern).
     Bulk { size: u64 },
 }
@@ -32,11 +35,14 @@ pub enum Progress {
     More,
     /// The reply is complete and correct.
     Done,
+    /// The reply is complete and correct, and the server ends the connection after it
+    /// (`Connection: close`, HTTP/1.0, a body that ran to the close).
+    DoneClose,
 }
 
 /// One request in flight: the bytes still to send and the reply still expected.
 pub struct Request {
-    head: Vec<u8>,
+    head: Head,
     sent: usize,
     /// Upload body still to send (bulk PUT), streamed from [`UPLOAD`].
     body_left: u64,
@@ -48,9 +54,26 @@ pub struct Request {
     pub down_bytes: u64,
 }
 
+/// A request's first bytes: its own (echo, transfer), or the run's one HTTP request, shared.
+enum Head {
+    Own(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Head {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Head::Own(bytes) => bytes,
+            Head::Shared(bytes) => bytes,
+        }
+    }
+}
+
 enum Reply {
     Echo { received: usize },
-    Http { buf: Vec<u8>, body: Option<usize> },
+    Http(http::Reply),
     PutAck { line: Vec<u8>, size: u64 },
     Download { received: u64, size: u64 },
 }
@@ -84,20 +107,17 @@ impl Workload {
     pub fn request(&self, conn: u32, seq: u64) -> Request {
         let (head, body_left, reply) = match self {
             Workload::Echo { size } => (
-                echo_payload(conn, seq, *size),
+                Head::Own(echo_payload(conn, seq, *size)),
                 0,
                 Reply::Echo { received: 0 },
             ),
-            Workload::Http { host } => (
-                format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes(),
+            Workload::Http(spec) => (
+                Head::Shared(Arc::clone(&spec.bytes)),
                 0,
-                Reply::Http {
-                    buf: Vec::new(),
-                    body: None,
-                },
+                Reply::Http(http::Reply::new(Arc::clone(spec))),
             ),
             Workload::Bulk { size } if seq.is_multiple_of(2) => (
-                format!("PUT {size}\n").into_bytes(),
+                Head::Own(format!("PUT {size}\n").into_bytes()),
                 *size,
                 Reply::PutAck {
                     line: Vec::new(),
@@ -105,7 +125,7 @@ impl Workload {
                 },
             ),
             Workload::Bulk { size } => (
-                format!("GET {size}\n").into_bytes(),
+                Head::Own(format!("GET {size}\n").into_bytes()),
                 0,
                 Reply::Download {
                     received: 0,
@@ -165,6 +185,15 @@ impl Request {
         self.body_offset = (self.body_offset + n) % UPLOAD_BLOCK;
     }
 
+    /// The server closed the connection while this request was in flight: the end of an
+    /// HTTP body that runs to the close, or `None` when the reply was cut short.
+    pub fn eof(&mut self) -> Option<Result<Progress, Failure>> {
+        match &mut self.reply {
+            Reply::Http(reply) => reply.eof(),
+            _ => None,
+        }
+    }
+
     /// Feeds reply bytes; all of `data` belongs to this request (one request in flight).
     pub fn receive(&mut self, data: &[u8]) -> Result<Progress, Failure> {
         match &mut self.reply {
@@ -183,10 +212,7 @@ impl Request {
                     Progress::More
                 })
             }
-            Reply::Http { buf, body } => {
-                buf.extend_from_slice(data);
-                http_reply(buf, body)
-            }
+            Reply::Http(reply) => reply.receive(data),
             Reply::PutAck { line, size } => {
                 line.extend_from_slice(data);
                 let Some(end) = line.iter().position(|&b| b == b'\n') else {
@@ -230,53 +256,6 @@ impl Request {
     }
 }
 
-const HELLO: &[u8] = b"Hello, World!";
-
-fn http_reply(buf: &[u8], body: &mut Option<usize>) -> Result<Progress, Failure> {
-    let head_len = match *body {
-        Some(head_len) => head_len,
-        None => {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(buf) {
-                Ok(httparse::Status::Partial) if buf.len() > 8192 => return Err(Failure::Protocol),
-                Ok(httparse::Status::Partial) => return Ok(Progress::More),
-                Err(_) => return Err(Failure::Protocol),
-                Ok(httparse::Status::Complete(head_len)) => {
-                    let length = response
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| {
-                            std::str::from_utf8(h.value)
-                                .ok()?
-                                .trim()
-                                .parse::<usize>()
-                                .ok()
-                        });
-                    if response.code != Some(200) || length != Some(HELLO.len()) {
-                        return Err(Failure::Protocol);
-                    }
-                    *body = Some(head_len);
-                    head_len
-                }
-            }
-        }
-    };
-    let got = &buf[head_len..];
-    if got.len() > HELLO.len() {
-        return Err(Failure::Protocol);
-    }
-    if got != &HELLO[..got.len()] {
-        return Err(Failure::Mismatch);
-    }
-    Ok(if got.len() == HELLO.len() {
-        Progress::Done
-    } else {
-        Progress::More
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,7 +275,7 @@ mod tests {
         let w = Workload::Echo { size: 128 };
         let (mut a, b) = (w.request(1, 5), w.request(1, 6));
         let sent = send_all(&mut a);
-        assert_ne!(sent, b.head, "consecutive requests differ");
+        assert_ne!(sent, &*b.head, "consecutive requests differ");
         assert_eq!(a.receive(&sent[..100]), Ok(Progress::More));
         assert_eq!(a.receive(&sent[100..]), Ok(Progress::Done));
         let mut c = w.request(1, 7);
@@ -312,7 +291,8 @@ mod tests {
 
     #[test]
     fn http_reply_verified() {
-        let w = Workload::Http { host: "x".into() };
+        let spec = http::Spec::new(http::Settings::hello("x"), None).unwrap();
+        let w = Workload::Http(Arc::new(spec));
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!";
         let mut r = w.request(0, 0);
         assert_eq!(r.receive(&ok[..20]), Ok(Progress::More));
@@ -320,7 +300,7 @@ mod tests {
         let mut r = w.request(0, 0);
         assert_eq!(
             r.receive(b"HTTP/1.1 500 Oops\r\nContent-Length: 13\r\n\r\n"),
-            Err(Failure::Protocol)
+            Err(Failure::Mismatch)
         );
         let mut r = w.request(0, 0);
         assert_eq!(
