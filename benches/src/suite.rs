@@ -567,6 +567,22 @@ mod tests {
     }
 
     #[test]
+    fn hosts_keys() {
+        let suite: Suite = toml::from_str(
+            "description = \"t\"\ntrials = 1\nwarmup = \"0s\"\nduration = \"1s\"\n\
+             server_host = \"srv\"\nload_hosts = [\"a\", \"b\"]\nserver_addr = \"10.0.0.5\"\n\
+             [[scenario]]\nscenario = \"echo\"\n",
+        )
+        .unwrap();
+        assert_eq!(suite.server_host.as_deref(), Some("srv"));
+        assert_eq!(
+            suite.load_hosts,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(suite.server_addr.as_deref(), Some("10.0.0.5"));
+    }
+
+    #[test]
     fn adaptive_keys() {
         let parse = |extra: &str| -> Result<Suite, String> {
             let text = format!(
