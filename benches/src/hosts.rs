@@ -913,11 +913,14 @@ impl Sampling {
                 if stopped.try_recv() != Err(mpsc::TryRecvError::Empty) {
                     return samples;
                 }
-                let Some((at, line)) = lines.next_until(Instant::now() + Duration::from_millis(50))
-                else {
-                    continue;
-                };
-                parse_sample_line(&line, at, &mut hz, &mut current, &mut samples);
+                match lines.0.recv_timeout(Duration::from_millis(50)) {
+                    Ok((at, line)) => {
+                        parse_sample_line(&line, at, &mut hz, &mut current, &mut samples)
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    // The sampler ended with the server: every sample is in.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return samples,
+                }
             }
         });
         Sampling { thread, stop }
