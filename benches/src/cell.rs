@@ -29,16 +29,18 @@ pub struct Setup {
     /// loadgen's reply and connect timeout.
     pub timeout: Duration,
     pub run_id: String,
+    /// Where the server and the loadgens run when not here (`bench run --server-host`).
+    pub hosts: Option<std::sync::Arc<crate::hosts::Prepared>>,
 }
 
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// PSS and context switches are read by a thread of their own at this pace: for a server of
 /// many threads they are slow to read, and must not hold up the CPU samples.
 const FULL_SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// How long past its planned time a cell may run before the watchdog ends it.
-const WATCHDOG_SLACK: Duration = Duration::from_secs(20);
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const WATCHDOG_SLACK: Duration = Duration::from_secs(20);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one cell and returns its result line (always one: failures are results too).
 pub fn run(cell: &Cell, setup: &Setup) -> Value {
@@ -58,7 +60,14 @@ pub fn run(cell: &Cell, setup: &Setup) -> Value {
         "loadgen": null,
         "noise": null,
     });
-    match measure(cell, setup) {
+    let measured = match &setup.hosts {
+        Some(hosts) => crate::hosts::measure(cell, setup, hosts).map(|(parts, figures)| {
+            line["hosts"] = figures;
+            parts
+        }),
+        None => measure(cell, setup),
+    };
+    match measured {
         Ok((load, server, loadgen, noise)) => {
             line["load"] = load;
             line["server"] = server;
@@ -77,7 +86,7 @@ pub fn run(cell: &Cell, setup: &Setup) -> Value {
     line
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Unsupported(String),
     Failed(String),
 }
@@ -133,14 +142,17 @@ pub(crate) fn pin_this_thread(cpus: &[usize]) -> std::io::Result<()> {
 }
 
 /// Collects a child's stderr on a thread; the last lines explain failures.
-fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+pub(crate) fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     collect_keeping(pipe, 64 * 1024)
 }
 
 /// Collects a child's output on a thread, keeping the last `keep` bytes or so: a log keeps
 /// its tail, a result (loadgen's JSON, 100 KiB and more with its interval series) must be
 /// kept whole ([`RESULT_LIMIT`]).
-fn collect_keeping(mut pipe: impl Read + Send + 'static, keep: usize) -> Arc<Mutex<String>> {
+pub(crate) fn collect_keeping(
+    mut pipe: impl Read + Send + 'static,
+    keep: usize,
+) -> Arc<Mutex<String>> {
     let sink = Arc::new(Mutex::new(String::new()));
     let writer = Arc::clone(&sink);
     thread::spawn(move || {
@@ -162,7 +174,7 @@ fn collect_keeping(mut pipe: impl Read + Send + 'static, keep: usize) -> Arc<Mut
 
 /// The most of loadgen's result kept: far above any result (a series of 600 intervals with
 /// their histograms is about 1 MiB), and a bound all the same.
-const RESULT_LIMIT: usize = 64 << 20;
+pub(crate) const RESULT_LIMIT: usize = 64 << 20;
 
 fn tail(text: &Arc<Mutex<String>>) -> String {
     let text = text.lock().unwrap();
@@ -176,14 +188,14 @@ fn tail(text: &Arc<Mutex<String>>) -> String {
 }
 
 /// `what`, then the last lines the child wrote to stderr, if it wrote any.
-fn with_tail(what: String, log: &Arc<Mutex<String>>) -> String {
+pub(crate) fn with_tail(what: String, log: &Arc<Mutex<String>>) -> String {
     match tail(log) {
         t if t.is_empty() => what,
         t => format!("{what}: {t}"),
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(crate) fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (_, Some(signal)) => format!(
@@ -224,7 +236,10 @@ fn signal_name(signal: i32) -> Option<&'static str> {
     })
 }
 
-fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), Outcome> {
+/// A measured cell's `load`, `server`, `loadgen` and `noise` objects.
+pub(crate) type Parts = (Value, Value, Value, Value);
+
+fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
     let (model, extra_args) = crate::suite::server_model(&cell.model).map_err(Outcome::Failed)?;
     let mut server = pinned(&setup.server, &setup.server_cpus)
         .args(extra_args)
@@ -399,7 +414,7 @@ fn noise_of(
     )
 }
 
-fn wait_for_text(text: &Arc<Mutex<String>>) -> String {
+pub(crate) fn wait_for_text(text: &Arc<Mutex<String>>) -> String {
     for _ in 0..100 {
         let t = text.lock().unwrap().clone();
         if t.ends_with('\n') {
@@ -468,7 +483,7 @@ fn stop(server: &mut Child) -> Result<(), String> {
     ))
 }
 
-fn loadgen_args(cell: &Cell, setup: &Setup, addr: &str) -> Vec<String> {
+pub(crate) fn loadgen_args(cell: &Cell, setup: &Setup, addr: &str) -> Vec<String> {
     let mut args = vec![
         cell.scenario.clone(),
         "--addr".into(),
@@ -491,7 +506,7 @@ fn loadgen_args(cell: &Cell, setup: &Setup, addr: &str) -> Vec<String> {
 }
 
 /// The `server` object: CPU over the measured window, peaks, and what they cost per unit.
-fn server_stats(
+pub(crate) fn server_stats(
     cell: &Cell,
     setup: &Setup,
     samples: &[Sample],

@@ -308,6 +308,7 @@ fn wall_clock(
                 duration: suite.duration,
                 timeout: suite.timeout,
                 run_id: id.to_string(),
+                hosts: None,
             },
         };
         runner::write_env(&run)?;

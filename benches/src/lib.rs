@@ -6,13 +6,15 @@
 //! `cell` runs one cell; `process_tree` samples /proc; `runner` owns the run directory
 //! (results, env.json, resume, progress); `summary` prints the ranking at the end. `gate`
 //! counts instructions per request under callgrind, and `ci` compares a base ref with the
-//! current build (the gate, plus wall-clock cells run interleaved) for pull requests.
+//! current build (the gate, plus wall-clock cells run interleaved) for pull requests. `hosts`
+//! runs a cell's server and loadgens on other machines over ssh and merges their results.
 
 pub mod adaptive;
 pub mod anatomy;
 pub mod cell;
 pub mod ci;
 pub mod gate;
+pub mod hosts;
 pub mod noise;
 pub mod plan;
 pub mod process_tree;

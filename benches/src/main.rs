@@ -9,7 +9,7 @@ use benches::cell::Setup;
 use benches::runner::{self, Run};
 use benches::suite::{self, BUILT_IN};
 use benches::summary;
-use benches::{anatomy, ci, gate, plan};
+use benches::{anatomy, ci, gate, hosts, plan};
 
 /// Run iomodels benchmark suites: each cell starts a pinned server, drives it with a pinned
 /// loadgen, samples the server's processes, and appends one JSON line to results.jsonl.
@@ -62,6 +62,9 @@ enum Commands {
         allow_failures: bool,
         #[command(flatten)]
         adaptive: AdaptiveArgs,
+        /// Boxed: the largest variant by far.
+        #[command(flatten)]
+        hosts: Box<HostsArgs>,
     },
     /// The CI gate: each model's user-space instructions per request under callgrind
     /// (a fixed echo workload; needs valgrind). Writes a JSON pass and prints a table.
@@ -204,6 +207,78 @@ struct AdaptiveArgs {
     rerun_noisy: bool,
 }
 
+/// Other machines: the server on one host, a loadgen on each load host, over ssh.
+#[derive(clap::Args, Debug, Default)]
+struct HostsArgs {
+    /// Run each cell's server on this ssh host (`host`, `user@host`, an alias of your ssh
+    /// config); needs --load-hosts. Overrides the suite's `server_host`.
+    #[arg(long, requires = "load_hosts")]
+    server_host: Option<String>,
+    /// Run one loadgen on each of these ssh hosts (comma-separated); the cell's connections
+    /// and rate are split over them and their results merged exactly.
+    #[arg(long, value_delimiter = ',', requires = "server_host")]
+    load_hosts: Option<Vec<String>>,
+    /// The address loadgens reach the server at [default: the server host's name].
+    #[arg(long)]
+    server_addr: Option<String>,
+    /// Where `server` and `loadgen` are on every host; relative to the remote home.
+    #[arg(long, default_value = benches::hosts::DEFAULT_REMOTE_DIR)]
+    remote_dir: String,
+    /// Copy this machine's `server` and `loadgen` to --remote-dir on the hosts (scp) before
+    /// checking that every host has the same build.
+    #[arg(long)]
+    push_binaries: bool,
+    /// An ssh configuration file instead of ~/.ssh/config (ssh -F).
+    #[arg(long)]
+    ssh_config: Option<PathBuf>,
+    /// Refuse hosts whose clocks disagree by more than this (e.g. 50ms).
+    #[arg(long, default_value = "50ms")]
+    max_clock_offset: String,
+}
+
+impl HostsArgs {
+    /// The hosts of a run (the command line's, else the suite's), checked and with their
+    /// clocks measured; `None` when the run is all here.
+    fn prepare(
+        &self,
+        request: &plan::Request,
+        suite: &suite::Suite,
+        server: &Path,
+        loadgen: &Path,
+    ) -> Result<Option<std::sync::Arc<hosts::Prepared>>, String> {
+        let server_host = request.server_host.clone().or(suite.server_host.clone());
+        let load_hosts = request.load_hosts.clone().or(suite.load_hosts.clone());
+        let (server_host, load) = match (server_host, load_hosts) {
+            (None, None) => return Ok(None),
+            (Some(s), Some(l)) => (s, l),
+            _ => return Err("a server host needs load hosts, and load hosts a server host".into()),
+        };
+        let max_offset = suite::parse_duration(&self.max_clock_offset)?;
+        let hosts = hosts::Hosts {
+            server: server_host,
+            server_addr: request.server_addr.clone().or(suite.server_addr.clone()),
+            load,
+            remote_dir: self.remote_dir.clone(),
+            ssh_config: self.ssh_config.clone(),
+            push: self.push_binaries,
+            max_offset,
+        };
+        eprintln!(
+            "checking hosts: server on {}, loadgens on {}",
+            hosts.server,
+            hosts.load.join(", ")
+        );
+        let prepared = hosts::prepare(hosts, server, loadgen)?;
+        let clocks: Vec<String> = prepared
+            .clocks
+            .iter()
+            .map(|(h, c)| format!("{h} {:+.1} ms (±{:.1})", c.offset_s * 1e3, c.rtt_s * 5e2))
+            .collect();
+        eprintln!("clock offsets from this machine: {}", clocks.join(", "));
+        Ok(Some(std::sync::Arc::new(prepared)))
+    }
+}
+
 impl AdaptiveArgs {
     fn apply(&self, suite: &mut suite::Suite) -> Result<(), String> {
         if let Some(p) = &self.precision {
@@ -337,6 +412,7 @@ fn main() -> ExitCode {
             bin_dir,
             allow_failures,
             adaptive,
+            hosts,
         } => {
             let given = Given {
                 suite,
@@ -346,6 +422,7 @@ fn main() -> ExitCode {
                 server_cpus,
                 load_cpus,
                 adaptive,
+                hosts,
             };
             let result = run(given, out, resume, allow_rebuilt, bin_dir);
             if let (Some(signal), Ok(_)) = (runner::interrupted(), &result) {
@@ -569,6 +646,7 @@ struct Given {
     server_cpus: Option<Vec<usize>>,
     load_cpus: Option<Vec<usize>>,
     adaptive: AdaptiveArgs,
+    hosts: Box<HostsArgs>,
 }
 
 impl Given {
@@ -596,6 +674,18 @@ impl Given {
             ("--max-trials", differs_opt(&a.max_trials, &plan.max_trials)),
             ("--max-time", differs_opt(&a.max_time, &plan.max_time)),
             ("--rerun-noisy", a.rerun_noisy && !plan.rerun_noisy),
+            (
+                "--server-host",
+                differs_opt(&self.hosts.server_host, &plan.server_host),
+            ),
+            (
+                "--load-hosts",
+                differs_opt(&self.hosts.load_hosts, &plan.load_hosts),
+            ),
+            (
+                "--server-addr",
+                differs_opt(&self.hosts.server_addr, &plan.server_addr),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))
@@ -620,6 +710,9 @@ impl Given {
             rerun_noisy: self.adaptive.rerun_noisy,
             server_cpus,
             load_cpus,
+            server_host: self.hosts.server_host.clone(),
+            load_hosts: self.hosts.load_hosts.clone(),
+            server_addr: self.hosts.server_addr.clone(),
         }
     }
 }
@@ -643,6 +736,14 @@ fn run(
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         suite::parse(&text, &path)?;
         Some((request, path, text))
+    };
+    // Unreachable or mismatched hosts are refused before a directory is made, too.
+    let fresh_hosts = match &fresh {
+        Some((request, path, text)) => {
+            let suite = suite::parse(text, path)?;
+            Some(given.hosts.prepare(request, &suite, &server, &loadgen)?)
+        }
+        None => None,
     };
     let root = runner::results_root();
     let (dir, run_id) = match (out, resume) {
@@ -737,6 +838,10 @@ fn run(
     if cells.is_empty() {
         return Err("no cells to run (check --models and --scenarios)".into());
     }
+    let hosts = match fresh_hosts {
+        Some(hosts) => hosts,
+        None => given.hosts.prepare(&request, &suite, &server, &loadgen)?,
+    };
     let (server_cpus, load_cpus) = (request.server_cpus.clone(), request.load_cpus.clone());
     if suite.raise_nofile {
         let needed = cells.iter().map(|c| c.connections()).max().unwrap_or(0) + 1024;
@@ -771,6 +876,7 @@ fn run(
             duration: suite.duration,
             timeout: suite.timeout,
             run_id,
+            hosts,
         },
         dir,
         suite,

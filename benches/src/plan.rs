@@ -25,6 +25,14 @@ pub struct Request {
     pub rerun_noisy: bool,
     pub server_cpus: Vec<usize>,
     pub load_cpus: Vec<usize>,
+    /// Where the cells ran when not here (`--server-host`, `--load-hosts`, `--server-addr`);
+    /// absent in plans from before hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_hosts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_addr: Option<String>,
 }
 
 /// A binary the run uses, and what identifies its build.

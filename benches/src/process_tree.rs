@@ -66,41 +66,18 @@ pub fn tree(root: i32) -> Vec<i32> {
 /// Samples the tree; with `full`, PSS and context switches too.
 pub fn sample(root: i32, full: bool) -> Sample {
     let pids = tree(root);
-    let mut s = Sample {
-        at: Instant::now(),
-        user_ticks: 0,
-        sys_ticks: 0,
-        runtime_ns: 0,
-        pss_kib: 0,
-        ctx_voluntary: 0,
-        ctx_involuntary: 0,
-        threads: 0,
-        processes: 0,
-        full,
-    };
+    let mut s = Sample::empty(Instant::now(), full);
     let mut alive = Vec::with_capacity(pids.len());
     for pid in pids {
         let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue; // exited since the tree was read
         };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
+        let Some(stat) = Stat::parse(&stat) else {
             continue;
         };
-        let fields: Vec<u64> = rest
-            .split_whitespace()
-            .skip(1)
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        // Skipping the state, index k holds stat(5) field k + 4: utime (14) is index 10.
-        if fields.len() < 18 {
-            continue;
-        }
-        s.user_ticks += fields[10] + fields[12];
-        s.sys_ticks += fields[11] + fields[13];
-        s.runtime_ns += (fields[12] + fields[13]) * 1_000_000_000 / ticks_per_second();
+        s.add(&stat);
+        s.runtime_ns += stat.reaped_ticks() * 1_000_000_000 / ticks_per_second();
         s.runtime_ns += cpu_clock_ns(pid).unwrap_or(0);
-        s.threads += fields[16];
-        s.processes += 1;
         alive.push(pid);
     }
     if !full {
@@ -118,6 +95,72 @@ pub fn sample(root: i32, full: bool) -> Sample {
         }
     }
     s
+}
+
+impl Sample {
+    /// A sample with nothing counted yet.
+    pub fn empty(at: Instant, full: bool) -> Sample {
+        Sample {
+            at,
+            user_ticks: 0,
+            sys_ticks: 0,
+            runtime_ns: 0,
+            pss_kib: 0,
+            ctx_voluntary: 0,
+            ctx_involuntary: 0,
+            threads: 0,
+            processes: 0,
+            full,
+        }
+    }
+
+    /// Counts one process's ticks, threads and itself (not its runtime: how that is known
+    /// differs between a local and a remote sample).
+    pub fn add(&mut self, stat: &Stat) {
+        self.user_ticks += stat.utime + stat.cutime;
+        self.sys_ticks += stat.stime + stat.cstime;
+        self.threads += stat.threads;
+        self.processes += 1;
+    }
+}
+
+/// The fields of one `/proc/PID/stat` line a sample uses, in clock ticks.
+#[derive(Clone, Copy, Debug)]
+pub struct Stat {
+    pub utime: u64,
+    pub stime: u64,
+    pub cutime: u64,
+    pub cstime: u64,
+    pub threads: u64,
+}
+
+impl Stat {
+    /// `None` for a line cut short (the process exited while it was read).
+    pub fn parse(line: &str) -> Option<Stat> {
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let (_, rest) = line.rsplit_once(')')?;
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // Skipping the state, index k holds stat(5) field k + 4: utime (14) is index 10.
+        if fields.len() < 18 {
+            return None;
+        }
+        Some(Stat {
+            utime: fields[10],
+            stime: fields[11],
+            cutime: fields[12],
+            cstime: fields[13],
+            threads: fields[16],
+        })
+    }
+
+    /// CPU of children already reaped.
+    pub fn reaped_ticks(&self) -> u64 {
+        self.cutime + self.cstime
+    }
 }
 
 /// A process's CPU time so far, all its threads (ended ones too), in nanoseconds; `None` if

@@ -357,7 +357,8 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
 /// later estimate of a suite's length on this machine (`suite::cell_overhead`). Runs of a
 /// few cells, or interrupted ones, say little and are not kept.
 fn record_overhead(run: &Run, cells: usize, took: std::time::Duration) {
-    if cells < 4 || interrupted().is_some() {
+    // Cells on other hosts pay ssh's start-up and the synchronised start, not this machine's.
+    if cells < 4 || interrupted().is_some() || run.setup.hosts.is_some() {
         return;
     }
     let measured = (run.suite.warmup + run.suite.duration) * cells as u32;
@@ -438,6 +439,12 @@ pub fn write_env(run: &Run) -> Result<(), String> {
         "git_dirty": output("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
         "nofile": {"soft": nofile.rlim_cur, "hard": nofile.rlim_max},
         "pinning": {"server_cpus": run.setup.server_cpus, "load_cpus": run.setup.load_cpus},
+        // The machine above is bench's; the cells ran on these (each line has their clocks).
+        "hosts": run.setup.hosts.as_ref().map(|h| json!({
+            "server": h.hosts.server,
+            "load": h.hosts.load,
+            "remote_dir": h.hosts.remote_dir,
+        })),
         "suite_file": run.suite_path,
         "suite": fs::read_to_string(&run.suite_path).unwrap_or_default(),
         "server": run.setup.server,

@@ -9,6 +9,8 @@
 //! precision = "5%"             # optional: adaptive trials (see below)
 //! max_trials = 8
 //! max_time = "5m"
+//! server_host = "srv"           # optional: the server on this ssh host ...
+//! load_hosts = ["l1", "l2"]      # ... and one loadgen on each of these (see `hosts`)
 //! [[scenario]]
 //! scenario = "echo"              # a loadgen scenario
 //! connections = [50, 500]        # every list is one axis of the grid
@@ -57,6 +59,15 @@ pub struct Suite {
     /// Adaptive trials: no round starts that would end past this time from the run's start.
     #[serde(default, deserialize_with = "duration_text::deserialize_option")]
     pub max_time: Option<Duration>,
+    /// Run the server on this host and a loadgen on each of `load_hosts`, over ssh (see
+    /// `hosts`); `bench run --server-host`/`--load-hosts` override them.
+    #[serde(default)]
+    pub server_host: Option<String>,
+    #[serde(default)]
+    pub load_hosts: Option<Vec<String>>,
+    /// The address loadgens reach the server at [default: `server_host` without `user@`].
+    #[serde(default)]
+    pub server_addr: Option<String>,
     #[serde(rename = "scenario")]
     pub scenarios: Vec<ScenarioGrid>,
 }
@@ -561,6 +572,22 @@ mod tests {
             .cells(&["a".into()], None, None)
             .unwrap();
         assert_eq!(cells[0].protocol, "transfer");
+    }
+
+    #[test]
+    fn hosts_keys() {
+        let suite: Suite = toml::from_str(
+            "description = \"t\"\ntrials = 1\nwarmup = \"0s\"\nduration = \"1s\"\n\
+             server_host = \"srv\"\nload_hosts = [\"a\", \"b\"]\nserver_addr = \"10.0.0.5\"\n\
+             [[scenario]]\nscenario = \"echo\"\n",
+        )
+        .unwrap();
+        assert_eq!(suite.server_host.as_deref(), Some("srv"));
+        assert_eq!(
+            suite.load_hosts,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(suite.server_addr.as_deref(), Some("10.0.0.5"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use loadgen::http;
 use loadgen::limits::{self, human_bytes};
 use loadgen::run::{self, Options};
 use loadgen::series::{self, MAX_INTERVALS};
+use loadgen::start_at;
 use loadgen::stats::{self, LoadResult};
 use loadgen::summary;
 use loadgen::verdict::{self, Thresholds};
@@ -118,6 +119,11 @@ struct Cli {
     /// microseconds) to FILE, as HistogramLogAnalyzer and the hdrhistogram crates read it.
     #[arg(long, value_name = "FILE")]
     hlog: Option<std::path::PathBuf>,
+    /// Start (the warmup, then the measured window) at this time, in seconds since the Unix
+    /// epoch on this host's clock: loadgens on several hosts measure one window. A start in
+    /// the past or more than an hour ahead is refused.
+    #[arg(long, value_name = "UNIX_TIME", value_parser = start_at::parse)]
+    start_at: Option<f64>,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -441,7 +447,13 @@ fn run_cli(cli: Cli) -> Result<(), Failure> {
             ));
         }
     }
+    if let Some(at) = cli.start_at {
+        start_at::wait_for(at, series::unix_now()).map_err(Failure::Usage)?;
+    }
     let addr = run::probe(&addrs, cli.timeout).map_err(|e| Failure::Run(e.to_string()))?;
+    if let Some(at) = cli.start_at {
+        start_at::sleep_until(at);
+    }
     let plan = Plan {
         scenario: cli.scenario,
         workload,
@@ -551,10 +563,10 @@ fn merge(paths: &[String]) -> ExitCode {
         .iter()
         .map(|p| {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?;
-            serde_json::from_str(&text)
-                .map_err(|e| format!("{p}: not a loadgen --json result: {e}"))
+            stats::results_in(&text).map_err(|e| format!("{p}: {e}"))
         })
-        .collect();
+        .collect::<Result<Vec<Vec<LoadResult>>, String>>()
+        .map(|r| r.concat());
     match results.and_then(|r| stats::merge(&r).map_err(|e| e.to_string())) {
         Ok(merged) => {
             print(&merged, json);

@@ -360,6 +360,29 @@ pub fn decode(text: &str) -> io::Result<Histogram<u64>> {
     Ok(bounded)
 }
 
+/// Every result in `text`: one `--json` result, or the lines of a log that hold results (each
+/// a line starting with `{`) among others. `kubectl logs` gives a pod's stdout and stderr as
+/// one stream, so a result comes with whatever loadgen said on stderr (why it exited 1), and
+/// the logs of several pods can be one file.
+pub fn results_in(text: &str) -> Result<Vec<LoadResult>, String> {
+    if let Ok(result) = serde_json::from_str::<LoadResult>(text) {
+        return Ok(vec![result]);
+    }
+    let results = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.trim_start().starts_with('{'))
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| format!("line {}: not a loadgen --json result: {e}", i + 1))
+        })
+        .collect::<Result<Vec<LoadResult>, String>>()?;
+    if results.is_empty() {
+        return Err("no loadgen --json result in it".into());
+    }
+    Ok(results)
+}
+
 /// Merges results from several processes or hosts: histograms added, counts summed, rates
 /// taken over the window that spans them all (earliest start to latest end; for runs started
 /// together that is their common window).
