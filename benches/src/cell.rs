@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::external;
 use crate::noise;
 use crate::process_tree::{self, Sample};
 use crate::suite::Cell;
@@ -29,6 +30,10 @@ pub struct Setup {
     /// loadgen's reply and connect timeout.
     pub timeout: Duration,
     pub run_id: String,
+    /// Servers run by command (`[[server]]`, `--server`): models by the names they carry.
+    pub externals: Vec<external::Server>,
+    /// The run directory (an external server's `{run}`).
+    pub run_dir: PathBuf,
 }
 
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +63,12 @@ pub fn run(cell: &Cell, setup: &Setup) -> Value {
         "loadgen": null,
         "noise": null,
     });
+    if let Some(server) = setup.externals.iter().find(|s| s.name == cell.model) {
+        line["external"] = json!({
+            "command": server.command,
+            "protocols": server.protocols,
+        });
+    }
     match measure(cell, setup) {
         Ok((load, server, loadgen, noise)) => {
             line["load"] = load;
@@ -133,7 +144,7 @@ pub(crate) fn pin_this_thread(cpus: &[usize]) -> std::io::Result<()> {
 }
 
 /// Collects a child's stderr on a thread; the last lines explain failures.
-fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+pub(crate) fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     collect_keeping(pipe, 64 * 1024)
 }
 
@@ -176,14 +187,14 @@ fn tail(text: &Arc<Mutex<String>>) -> String {
 }
 
 /// `what`, then the last lines the child wrote to stderr, if it wrote any.
-fn with_tail(what: String, log: &Arc<Mutex<String>>) -> String {
+pub(crate) fn with_tail(what: String, log: &Arc<Mutex<String>>) -> String {
     match tail(log) {
         t if t.is_empty() => what,
         t => format!("{what}: {t}"),
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(crate) fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (_, Some(signal)) => format!(
@@ -225,28 +236,53 @@ fn signal_name(signal: i32) -> Option<&'static str> {
 }
 
 fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), Outcome> {
-    let (model, extra_args) = crate::suite::server_model(&cell.model).map_err(Outcome::Failed)?;
-    let mut server = pinned(&setup.server, &setup.server_cpus)
-        .args(extra_args)
-        .args([
-            "--model",
-            model,
-            "--protocol",
-            &cell.protocol,
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Outcome::Failed(format!("cannot start {}: {e}", setup.server.display())))?;
-    let server_log = collect(server.stderr.take().expect("piped"));
-    let guard = KillOnDrop(&mut server);
-    let addr = wait_listening(guard.0, &server_log)?;
+    let external = setup.externals.iter().find(|s| s.name == cell.model);
+    // An external server may have CPUs of its own; the noise is read on those then.
+    let setup = &match external.and_then(|s| s.cpus.clone()) {
+        Some(cpus) => Setup {
+            server_cpus: cpus,
+            ..setup.clone()
+        },
+        None => setup.clone(),
+    };
+    let (mut server, server_log, addr) = match external {
+        Some(spec) => {
+            let running = external::start(spec, &cell.protocol, &setup.server_cpus, &setup.run_dir)
+                .map_err(Outcome::Failed)?;
+            let (log, addr) = (running.log.clone(), running.addr.clone());
+            (Server::External(running), log, addr)
+        }
+        None => {
+            let (model, extra_args) =
+                crate::suite::server_model(&cell.model).map_err(Outcome::Failed)?;
+            let mut child = pinned(&setup.server, &setup.server_cpus)
+                .args(extra_args)
+                .args([
+                    "--model",
+                    model,
+                    "--protocol",
+                    &cell.protocol,
+                    "--addr",
+                    "127.0.0.1:0",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| {
+                    Outcome::Failed(format!("cannot start {}: {e}", setup.server.display()))
+                })?;
+            let log = collect(child.stderr.take().expect("piped"));
+            let mut server = Server::BuiltIn(child);
+            let addr = wait_listening(server.child(), &log)?;
+            (server, log, addr)
+        }
+    };
+    let load_args = external.map(|s| s.load_args.clone()).unwrap_or_default();
     let mut loadgen = pinned(&setup.loadgen, &setup.load_cpus);
     loadgen
         .args(loadgen_args(cell, setup, &addr))
+        .args(load_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -257,7 +293,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), O
     // Whole: a cut result would not parse (a 5 s cell at 500 connections printed over 64 KiB).
     let loadgen_out = collect_keeping(loadgen.stdout.take().expect("piped"), RESULT_LIMIT);
     let started = Instant::now();
-    let server_pid = guard.0.id() as i32;
+    let server_pid = server.child().id() as i32;
     // The samplers stay off the server's CPUs: there, among 500 busy server threads, a
     // sample once waited 760 ms for its turn.
     let _ = pin_this_thread(&setup.load_cpus);
@@ -288,7 +324,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), O
     let deadline = started + setup.warmup + setup.duration + WATCHDOG_SLACK;
     let status = loop {
         if crate::runner::interrupted().is_some() {
-            // bench run was interrupted: stop loadgen here, the server with the guard.
+            // bench run was interrupted: stop loadgen here, the server as it drops.
             let _ = loadgen.kill();
             let _ = loadgen.wait();
             return Err(Outcome::Failed("interrupted".into()));
@@ -299,7 +335,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), O
         {
             break status;
         }
-        if let Ok(Some(status)) = guard.0.try_wait() {
+        if let Ok(Some(status)) = server.child().try_wait() {
             let _ = loadgen.kill();
             let _ = loadgen.wait();
             // Let the stderr reader catch the server's last words.
@@ -345,8 +381,12 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), O
             &loadgen_log,
         ))
     })?;
-    let clean = stop(guard.0);
-    let server_stats = server_stats(cell, setup, &samples, started, &load, clean.is_ok());
+    let clean = server.stop();
+    let mut server_stats = server_stats(cell, setup, &samples, started, &load, clean.is_ok());
+    if let Ok(Some(how)) = &clean {
+        server_stats["stop"] = json!(how);
+        server_stats["clean_exit"] = json!(how.starts_with("SIGTERM"));
+    }
     if let Err(reason) = clean {
         return Err(Outcome::Failed(with_tail(
             format!("server did not stop cleanly: {reason}"),
@@ -570,12 +610,42 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * scale).round() / scale
 }
 
-/// Kills the server if the cell ends early (an error path), so no process outlives it.
-struct KillOnDrop<'a>(&'a mut Child);
+/// The server of a cell: a built-in model, or an external server in a process group of its
+/// own. Dropped on every way out of a cell, it leaves no process behind.
+enum Server {
+    BuiltIn(Child),
+    External(external::Running),
+}
 
-impl Drop for KillOnDrop<'_> {
+impl Server {
+    fn child(&mut self) -> &mut Child {
+        match self {
+            Server::BuiltIn(child) => child,
+            Server::External(running) => &mut running.child,
+        }
+    }
+
+    /// Stops it: a built-in model must exit 0 on SIGTERM in time; an external server is
+    /// SIGKILLed after its grace period, which is said (`Some`) in the result line.
+    fn stop(&mut self) -> Result<Option<String>, String> {
+        match self {
+            Server::BuiltIn(child) => stop(child).map(|()| None),
+            Server::External(running) => running.stop().map(Some),
+        }
+    }
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        match self {
+            Server::BuiltIn(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Server::External(running) => {
+                external::kill_group(&mut running.child);
+                external::reap_leftovers(running.child.id() as i32);
+            }
+        }
     }
 }

@@ -308,6 +308,8 @@ fn wall_clock(
                 duration: suite.duration,
                 timeout: suite.timeout,
                 run_id: id.to_string(),
+                externals: suite.servers.clone(),
+                run_dir: dir.clone(),
             },
         };
         runner::write_env(&run)?;

@@ -60,6 +60,13 @@ enum Commands {
         /// Exit 0 even when cells failed (they are listed either way).
         #[arg(long)]
         allow_failures: bool,
+        /// Also measure a server of your own, by command (repeatable):
+        /// 'NAME:PROTOCOL[,PROTOCOL]=COMMAND ARGS', with {port} (a free port bench picks),
+        /// {addr}, {host}, {dir} (this directory) and {run} (the run directory) substituted,
+        /// e.g. 'py:echo,transfer=python3 server.py --port {port}'. It is ready when its port
+        /// accepts a connection; a suite's [[server]] table says more (docs/ARCHITECTURE.md).
+        #[arg(long = "server", value_name = "SPEC")]
+        servers: Vec<String>,
         #[command(flatten)]
         adaptive: AdaptiveArgs,
     },
@@ -336,6 +343,7 @@ fn main() -> ExitCode {
             load_cpus,
             bin_dir,
             allow_failures,
+            servers,
             adaptive,
         } => {
             let given = Given {
@@ -345,6 +353,7 @@ fn main() -> ExitCode {
                 trials,
                 server_cpus,
                 load_cpus,
+                servers,
                 adaptive,
             };
             let result = run(given, out, resume, allow_rebuilt, bin_dir);
@@ -568,6 +577,8 @@ struct Given {
     trials: Option<usize>,
     server_cpus: Option<Vec<usize>>,
     load_cpus: Option<Vec<usize>>,
+    /// `--server` specs.
+    servers: Vec<String>,
     adaptive: AdaptiveArgs,
 }
 
@@ -596,6 +607,10 @@ impl Given {
             ("--max-trials", differs_opt(&a.max_trials, &plan.max_trials)),
             ("--max-time", differs_opt(&a.max_time, &plan.max_time)),
             ("--rerun-noisy", a.rerun_noisy && !plan.rerun_noisy),
+            (
+                "--server",
+                !self.servers.is_empty() && self.servers != plan.servers,
+            ),
         ]
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))
@@ -620,6 +635,10 @@ impl Given {
             rerun_noisy: self.adaptive.rerun_noisy,
             server_cpus,
             load_cpus,
+            servers: self.servers.clone(),
+            servers_dir: (!self.servers.is_empty())
+                .then(|| std::env::current_dir().ok())
+                .flatten(),
         }
     }
 }
@@ -641,7 +660,7 @@ fn run(
         let path = suite::locate(&request.suite)?;
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        suite::parse(&text, &path)?;
+        with_servers(suite::parse(&text, &path)?, &request)?;
         Some((request, path, text))
     };
     let root = runner::results_root();
@@ -714,7 +733,7 @@ fn run(
             (request, path, text)
         }
     };
-    let mut suite = suite::parse(&suite_text, &suite_path)?;
+    let mut suite = with_servers(suite::parse(&suite_text, &suite_path)?, &request)?;
     if let Some(t) = request.trials {
         suite.trials = t.max(1);
         if suite.max_trials.is_some_and(|m| m < suite.trials) {
@@ -729,9 +748,19 @@ fn run(
     };
     adaptive.apply(&mut suite)?;
     let available: Vec<String> = gate::models(&server)?.into_iter().map(|m| m.name).collect();
+    // Servers of the command line run even where --models names others.
+    let only_models = request.models.clone().map(|mut models| {
+        for s in &request.servers {
+            let name = s.split_once(':').map_or(s.as_str(), |(n, _)| n.trim());
+            if !models.iter().any(|m| m == name) {
+                models.push(name.to_string());
+            }
+        }
+        models
+    });
     let cells = suite.cells(
         &available,
-        request.models.as_deref(),
+        only_models.as_deref(),
         request.scenarios.as_deref(),
     )?;
     if cells.is_empty() {
@@ -771,6 +800,8 @@ fn run(
             duration: suite.duration,
             timeout: suite.timeout,
             run_id,
+            externals: suite.servers.clone(),
+            run_dir: dir.clone(),
         },
         dir,
         suite,
@@ -779,6 +810,9 @@ fn run(
     };
     runner::write_env(&run)?;
     runner::catch_interrupts();
+    if !run.setup.externals.is_empty() {
+        benches::external::adopt_orphans();
+    }
     let lines = runner::execute_with(&run, adaptive.rerun_noisy)?;
     let precision: Option<serde_json::Value> =
         std::fs::read_to_string(run.dir.join("precision.json"))
@@ -806,6 +840,22 @@ fn run(
         .into_iter()
         .filter(|l| l["status"] == "failed")
         .collect())
+}
+
+/// The suite with the servers of `--server` added (their `{dir}`: where they were given), all
+/// checked as a suite's own are.
+fn with_servers(mut suite: suite::Suite, request: &plan::Request) -> Result<suite::Suite, String> {
+    let dir = match &request.servers_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().map_err(|e| e.to_string())?,
+    };
+    for spec in &request.servers {
+        suite
+            .servers
+            .push(benches::external::Server::from_arg(spec, &dir)?);
+    }
+    suite.check_servers()?;
+    Ok(suite)
 }
 
 fn workload(requests: u64) -> Result<gate::Workload, String> {

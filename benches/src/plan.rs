@@ -25,6 +25,11 @@ pub struct Request {
     pub rerun_noisy: bool,
     pub server_cpus: Vec<usize>,
     pub load_cpus: Vec<usize>,
+    /// `--server` specs as given, and the directory they were given in (their `{dir}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers_dir: Option<PathBuf>,
 }
 
 /// A binary the run uses, and what identifies its build.

@@ -15,6 +15,23 @@ pub const FAMILIES: [(&str, &[&str]); 7] = [
     ("reference runtime", &["tokio"]),
 ];
 
+/// The family of servers run by command (a suite's `[[server]]`, `bench run --server`): their
+/// result lines carry an `external` object, whatever their name.
+pub const EXTERNAL: &str = "external";
+
+/// The models of `lines` that are external servers.
+pub fn external_models(lines: &[serde_json::Value]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for line in lines.iter().filter(|l| l["external"].is_object()) {
+        if let Some(model) = line["model"].as_str() {
+            if !names.iter().any(|n| n == model) {
+                names.push(model.to_string());
+            }
+        }
+    }
+    names
+}
+
 /// A model's family; a model this table does not know is its own.
 pub fn family(model: &str) -> &str {
     FAMILIES
@@ -23,14 +40,21 @@ pub fn family(model: &str) -> &str {
         .map_or(model, |(name, _)| name)
 }
 
-/// `models` grouped by family, families in table order, then unknown models each alone.
-pub fn group<'a>(models: &[&'a str]) -> Vec<(String, Vec<&'a str>)> {
+/// `models` grouped by family, families in table order, then the `external` servers, then
+/// unknown models each alone.
+pub fn group<'a>(models: &[&'a str], external: &[String]) -> Vec<(String, Vec<&'a str>)> {
     let mut groups: Vec<(String, Vec<&'a str>)> = FAMILIES
         .iter()
-        .map(|(name, _)| (name.to_string(), Vec::new()))
+        .map(|(name, _)| name.to_string())
+        .chain([EXTERNAL.to_string()])
+        .map(|name| (name, Vec::new()))
         .collect();
     for &m in models {
-        let f = family(m);
+        let f = if external.iter().any(|e| e == m) {
+            EXTERNAL
+        } else {
+            family(m)
+        };
         match groups.iter_mut().find(|(name, _)| name == f) {
             Some((_, members)) => members.push(m),
             None => groups.push((f.to_string(), vec![m])),
@@ -65,11 +89,26 @@ mod tests {
             }
         }
         assert_eq!(rows, 16, "the README's table lists 16 models");
-        let grouped = group(&["tokio", "epoll-et", "threads", "custom"]);
+        let grouped = group(
+            &["tokio", "py", "epoll-et", "threads", "custom"],
+            &["py".to_string()],
+        );
         let names: Vec<&str> = grouped.iter().map(|g| g.0.as_str()).collect();
         assert_eq!(
             names,
-            ["blocking", "multiplexing", "reference runtime", "custom"]
+            [
+                "blocking",
+                "multiplexing",
+                "reference runtime",
+                "external",
+                "custom"
+            ]
         );
+        let lines = [
+            serde_json::json!({"model": "py", "external": {"command": ["x"]}}),
+            serde_json::json!({"model": "epoll-et"}),
+            serde_json::json!({"model": "py", "external": {"command": ["x"]}}),
+        ];
+        assert_eq!(external_models(&lines), ["py"]);
     }
 }

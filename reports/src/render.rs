@@ -87,7 +87,7 @@ pub fn render(run: &Run, out: &Path) -> Result<(), String> {
                 .as_ref()
                 .map(|a| anatomy_html(a, model))
                 .unwrap_or_default(),
-            model_doc_html(model)
+            external_html(run, model).unwrap_or_else(|| model_doc_html(model))
         );
     }
     // The slowloris lesson: what a silent client costs each model (measured in MODELS.md).
@@ -632,7 +632,7 @@ fn over_time_html(run: &Run, models: &[String], html: &mut String) -> Result<(),
         chosen.first().and_then(|(_, l)| series::intervals(l)).map_or(0.0, |(w, _)| w));
     let names: Vec<&str> = chosen.iter().map(|(m, _)| *m).collect();
     html.push_str("<div class=\"grid\">");
-    for (family, members) in families::group(&names) {
+    for (family, members) in families::group(&names, &families::external_models(&run.lines)) {
         for p99 in [false, true] {
             let mut lines = Vec::new();
             let mut styles = Vec::new();
@@ -883,6 +883,29 @@ fn anatomy_html(anatomy: &Value, model: &str) -> String {
         workload["size"],
         entry["connections"],
     )
+}
+
+/// What ran for an external server: its command and protocols, from its result lines.
+fn external_html(run: &Run, model: &str) -> Option<String> {
+    let line = run
+        .lines
+        .iter()
+        .find(|l| str_of(l, "model") == model && l["external"].is_object())?;
+    let words = |key: &str| -> Vec<String> {
+        line["external"][key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(format!(
+        "<p>An external server (family <em>external</em>), run by command: <code>{}</code>, speaking {}. bench started it pinned, sampled its whole process tree and stopped it with SIGTERM, as it does the built-in models.</p>",
+        escape(&words("command").join(" ")),
+        escape(&words("protocols").join(", "))
+    ))
 }
 
 /// The section of docs/MODELS.md whose heading names `model`, as HTML.
