@@ -13,6 +13,8 @@
 //! stop_grace = "2s"         # SIGTERM, then SIGKILL after this
 //! ready_timeout = "10s"
 //! load_args = []            # extra loadgen arguments for this server's cells
+//! needs = ["nginx"]         # programs that must be on PATH (the command's own is checked)
+//! install = "apt-get install nginx-light"   # said when one is missing
 //! ```
 //!
 //! Such a server is a model like the built-in ones: pinned, sampled, stopped and judged the
@@ -69,6 +71,9 @@ pub struct Server {
     pub ready_timeout: Duration,
     #[serde(default)]
     pub load_args: Vec<String>,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub install: Option<String>,
     /// `{dir}`: the suite file's directory, or the working directory of `--server`.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -124,6 +129,8 @@ impl Server {
             stop_grace: default_grace(),
             ready_timeout: default_ready_timeout(),
             load_args: Vec::new(),
+            needs: Vec::new(),
+            install: None,
             dir: dir.to_path_buf(),
         };
         server
@@ -201,6 +208,36 @@ impl Server {
         regex::Regex::new(&self.ready)
             .map(Some)
             .map_err(|e| e.to_string())
+    }
+
+    /// Every program it needs is there (its command's, unless a placeholder names it, and
+    /// `needs`); else which is not, and how to install it.
+    pub fn check_programs(&self) -> Result<(), String> {
+        let own = self.command.first().filter(|p| !p.contains('{'));
+        for program in own.into_iter().chain(&self.needs) {
+            let found = if program.contains('/') {
+                self.dir.join(program).is_file()
+            } else {
+                std::env::var_os("PATH").is_some_and(|path| {
+                    std::env::split_paths(&path).any(|d| d.join(program).is_file())
+                })
+            };
+            if !found {
+                return Err(format!(
+                    "server '{}' needs {program}, which is not {}{}",
+                    self.name,
+                    if program.contains('/') {
+                        "there"
+                    } else {
+                        "on PATH"
+                    },
+                    self.install
+                        .as_ref()
+                        .map_or(String::new(), |i| format!(": install it ({i})"))
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether the server speaks `protocol`.

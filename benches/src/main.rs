@@ -855,6 +855,9 @@ fn with_servers(mut suite: suite::Suite, request: &plan::Request) -> Result<suit
             .push(benches::external::Server::from_arg(spec, &dir)?);
     }
     suite.check_servers()?;
+    for server in &suite.servers {
+        server.check_programs()?;
+    }
     Ok(suite)
 }
 

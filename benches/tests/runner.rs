@@ -7,26 +7,13 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BENCH: &str = env!("CARGO_BIN_EXE_bench");
-
-/// The `server` and `loadgen` binaries, built once next to `bench`.
-fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "servers", "-p", "loadgen"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building server and loadgen failed");
-        Path::new(BENCH).parent().unwrap().to_path_buf()
-    })
-}
+mod support;
+use support::{bin_dir, BENCH};
 
 /// A scratch directory, removed when the test ends.
 fn temp_dir(name: &str) -> tempfile::TempDir {
