@@ -247,8 +247,14 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<(Value, Value, Value, Value), O
     };
     let (mut server, server_log, addr) = match external {
         Some(spec) => {
-            let running = external::start(spec, &cell.protocol, &setup.server_cpus, &setup.run_dir)
-                .map_err(Outcome::Failed)?;
+            let running = external::start(
+                spec,
+                &cell.protocol,
+                &setup.server_cpus,
+                &setup.run_dir,
+                &[],
+            )
+            .map_err(Outcome::Failed)?;
             let (log, addr) = (running.log.clone(), running.addr.clone());
             (Server::External(running), log, addr)
         }

@@ -301,14 +301,16 @@ pub struct Running {
     grace: Duration,
 }
 
-/// Starts `server` for a cell of `protocol`, pinned to `cpus`, with `{run}` = `run_dir`, and
-/// waits until it is ready: its ready line seen (if it has one), then its port open. On
-/// failure nothing of it is left.
+/// Starts `server` for a cell of `protocol`, pinned to `cpus`, with `{run}` = `run_dir`, its
+/// command after the words of `prefix` (the gate's `valgrind ...`), and waits until it is
+/// ready: its ready line seen (if it has one), then its port open. On failure nothing of it
+/// is left.
 pub fn start(
     server: &Server,
     protocol: &str,
     cpus: &[usize],
     run_dir: &Path,
+    prefix: &[String],
 ) -> Result<Running, String> {
     let port = match &server.port {
         Port::Fixed(port) => {
@@ -333,11 +335,10 @@ pub fn start(
             _ => return None,
         })
     };
-    let words = server
-        .command
-        .iter()
-        .map(|w| substitute(w, &value))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut words = prefix.to_vec();
+    for word in &server.command {
+        words.push(substitute(word, &value)?);
+    }
     let mut command = Command::new(&words[0]);
     command
         .args(&words[1..])

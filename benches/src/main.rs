@@ -88,6 +88,11 @@ enum Commands {
         /// Extra arguments for every server (e.g. `--server-arg=--threads=2`).
         #[arg(long, allow_hyphen_values = true)]
         server_arg: Vec<String>,
+        /// A server of your own, measured like a model (repeatable): 'NAME:echo=COMMAND ARGS'
+        /// as for `bench run --server`. With it, built-in models run only if --models names
+        /// them.
+        #[arg(long = "server", value_name = "SPEC")]
+        servers: Vec<String>,
         /// Directory holding the `server` binary [default: next to `bench`].
         #[arg(long)]
         bin_dir: Option<PathBuf>,
@@ -106,7 +111,8 @@ enum Commands {
     /// summary. Exit 1 only when the gate finds a regression (see docs/CI.md).
     Ci {
         /// The base to compare against: a branch, tag or commit (e.g. origin/main, HEAD~1).
-        base_ref: String,
+        /// Not needed when every --server has a --base-server and no built-in model runs.
+        base_ref: Option<String>,
         /// Percent growth in instructions per request that fails the job.
         #[arg(long, default_value_t = 2.0)]
         threshold: f64,
@@ -142,6 +148,14 @@ enum Commands {
         /// Directory holding the candidate's `server` and `loadgen` [default: next to `bench`].
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// The candidate's own server (repeatable): 'NAME:echo=COMMAND ARGS'. Without a
+        /// --base-server of its name, the same command runs at BASE_REF ({dir} in the base's
+        /// worktree). With it, built-in models run only if --models names them.
+        #[arg(long = "server", value_name = "SPEC")]
+        servers: Vec<String>,
+        /// The base's command for a --server of the same name (e.g. the base's binary).
+        #[arg(long = "base-server", value_name = "SPEC")]
+        base_servers: Vec<String>,
     },
     /// Each model's system calls and context switches per request: the server runs under
     /// perf (syscall tracepoints) or strace while loadgen sends a known number of echo
@@ -269,8 +283,9 @@ fn main() -> ExitCode {
             bmf,
             requests,
             server_arg,
+            servers,
             bin_dir,
-        } => gate(models, out, bmf, requests, server_arg, bin_dir),
+        } => gate(models, out, bmf, requests, server_arg, servers, bin_dir),
         Commands::GateCompare {
             base,
             new,
@@ -289,9 +304,13 @@ fn main() -> ExitCode {
             out,
             candidate_arg,
             bin_dir,
+            servers,
+            base_servers,
         } => {
             let options = (|| {
                 let (server, loadgen) = binaries(bin_dir)?;
+                let externals = external_servers(&servers)?;
+                let base_externals = external_servers(&base_servers)?;
                 let cpus = std::thread::available_parallelism()
                     .map(|n| n.get())
                     .unwrap_or(1);
@@ -314,6 +333,8 @@ fn main() -> ExitCode {
                     } else {
                         vec![0]
                     },
+                    externals,
+                    base_externals,
                 })
             })();
             return match options.and_then(|o| ci::run(&o)) {
@@ -890,29 +911,60 @@ fn gate_models(server: &Path, only: Option<Vec<String>>) -> Result<Vec<gate::Mod
     }
 }
 
+/// The servers of `--server` specs given here (their `{dir}`: the working directory), each
+/// refused with its reason, and its program checked.
+fn external_servers(specs: &[String]) -> Result<Vec<benches::external::Server>, String> {
+    let dir = std::env::current_dir().map_err(|e| e.to_string())?;
+    specs
+        .iter()
+        .map(|spec| {
+            let server = benches::external::Server::from_arg(spec, &dir)?;
+            if !server.speaks("echo") {
+                return Err(format!(
+                    "--server '{spec}': the gate's workload is echo; declare it (NAME:echo=...)"
+                ));
+            }
+            server.check_programs()?;
+            Ok(server)
+        })
+        .collect()
+}
+
 fn gate(
     only_models: Option<Vec<String>>,
     out: Option<PathBuf>,
     bmf: Option<PathBuf>,
     requests: u64,
     server_args: Vec<String>,
+    servers: Vec<String>,
     bin_dir: Option<PathBuf>,
 ) -> Result<(), String> {
     let (server, _) = binaries(bin_dir)?;
     let workload = workload(requests)?;
-    let models = gate_models(&server, only_models)?;
+    let externals = external_servers(&servers)?;
+    let models = if externals.is_empty() || only_models.is_some() {
+        gate_models(&server, only_models)?
+    } else {
+        Vec::new()
+    };
     let out = out.unwrap_or_else(|| runner::workspace_root().join("target/gate/gate.json"));
     let work = out.with_extension("work");
     eprintln!(
-        "gate: {} models under callgrind, {} and {} echo requests each",
-        models.len(),
+        "gate: {} under callgrind, {} and {} echo requests each",
+        benches::count(models.len() + externals.len(), "server"),
         workload.short,
         workload.long
     );
     let started = std::time::Instant::now();
-    let pass = gate::pass(&server, &models, &workload, &server_args, &work, |m| {
-        eprintln!("  {m}")
-    })?;
+    let pass = gate::pass(
+        &server,
+        &models,
+        &externals,
+        &workload,
+        &server_args,
+        &work,
+        |m| eprintln!("  {m}"),
+    )?;
     eprintln!("gate: {:.0?}", started.elapsed());
     ci::write_json(&out, &pass)?;
     if let Some(bmf) = bmf {

@@ -342,3 +342,34 @@ fn a_server_that_leaves_a_daemon_behind_fails_and_the_daemon_is_ended() {
         "{reason}"
     );
 }
+
+#[test]
+fn ci_for_an_external_server_refuses_what_it_cannot_compare() {
+    let scratch = scratch("ci");
+    let dir = scratch.path();
+    let ci = |args: &[&str]| {
+        Command::new(BENCH)
+            .arg("ci")
+            .args(args)
+            .args(["--out", dir.join("ci").to_str().unwrap()])
+            .args(["--bin-dir", bin_dir().to_str().unwrap()])
+            .current_dir(dir)
+            .output()
+            .expect("run bench ci")
+    };
+    let sh = "x:echo=sh -c 'exit 1' {port}";
+    assert_refused(
+        &ci(&["--server", sh]),
+        "--server x: give a --base-server of the same name, or a BASE_REF to run it at",
+    );
+    assert_refused(
+        &ci(&["--server", sh, "--base-server", "y:echo=sh {port}"]),
+        "--base-server y: no --server of that name to compare it with",
+    );
+    assert_refused(
+        &ci(&["--server", "x:http=sh {port}"]),
+        "the gate's workload is echo",
+    );
+    assert_refused(&ci(&[]), "a BASE_REF is needed");
+    assert_nothing_left(dir);
+}
