@@ -232,10 +232,16 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "## iomodels benchmarks: `{}` (base) vs `{}`{} (candidate)\n",
-        base_commit.as_deref().map_or("--base-server", short),
-        short(&head),
-        if dirty { " with local changes" } else { "" }
+        "## iomodels benchmarks: {} (base) vs {} (candidate)\n",
+        base_commit
+            .as_deref()
+            .map_or("`--base-server`".to_string(), |c| format!("`{}`", short(c))),
+        // Without a base ref the servers compared are the commands given, not this tree.
+        match (&base_commit, dirty) {
+            (None, _) => "`--server`".to_string(),
+            (Some(_), true) => format!("`{}` with local changes", short(&head)),
+            (Some(_), false) => format!("`{}`", short(&head)),
+        }
     );
     s.push_str(&gate::markdown(
         &rows,
