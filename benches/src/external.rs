@@ -439,7 +439,8 @@ fn free_port() -> Result<u16, String> {
 /// SIGKILL to the child's whole group, then the child reaped.
 pub fn kill_group(child: &mut Child) {
     // SAFETY: kill(2) on the group our child leads (process_group(0) made its pid the
-    // group's id); the child is not reaped yet, so the id is still ours.
+    // group's id). The kernel does not reuse an id while a process of its group lives; once
+    // none does, the call finds nothing (ESRCH), unless pids wrapped around within the stop.
     unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
     let _ = child.kill();
     let _ = child.wait();
@@ -462,7 +463,8 @@ impl Running {
             if status.is_some() && members(pid).is_empty() {
                 break;
             }
-            thread::sleep(Duration::from_millis(5));
+            // Each look reads every process's stat: not too often.
+            thread::sleep(Duration::from_millis(10));
         }
         let took = started.elapsed().as_millis();
         let stragglers = members(pid);
