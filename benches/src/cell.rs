@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::external;
 use crate::noise;
 use crate::process_tree::{self, Sample};
 use crate::suite::Cell;
@@ -31,6 +32,10 @@ pub struct Setup {
     pub run_id: String,
     /// Where the server and the loadgens run when not here (`bench run --server-host`).
     pub hosts: Option<std::sync::Arc<crate::hosts::Prepared>>,
+    /// Servers run by command (`[[server]]`, `--server`): models by the names they carry.
+    pub externals: Vec<external::Server>,
+    /// The run directory (an external server's `{run}`).
+    pub run_dir: PathBuf,
 }
 
 pub(crate) const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +65,12 @@ pub fn run(cell: &Cell, setup: &Setup) -> Value {
         "loadgen": null,
         "noise": null,
     });
+    if let Some(server) = setup.externals.iter().find(|s| s.name == cell.model) {
+        line["external"] = json!({
+            "command": server.command,
+            "protocols": server.protocols,
+        });
+    }
     let measured = match &setup.hosts {
         Some(hosts) => crate::hosts::measure(cell, setup, hosts).map(|(parts, figures)| {
             line["hosts"] = figures;
@@ -240,28 +251,59 @@ fn signal_name(signal: i32) -> Option<&'static str> {
 pub(crate) type Parts = (Value, Value, Value, Value);
 
 fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
-    let (model, extra_args) = crate::suite::server_model(&cell.model).map_err(Outcome::Failed)?;
-    let mut server = pinned(&setup.server, &setup.server_cpus)
-        .args(extra_args)
-        .args([
-            "--model",
-            model,
-            "--protocol",
-            &cell.protocol,
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Outcome::Failed(format!("cannot start {}: {e}", setup.server.display())))?;
-    let server_log = collect(server.stderr.take().expect("piped"));
-    let guard = KillOnDrop(&mut server);
-    let addr = wait_listening(guard.0, &server_log)?;
+    let external = setup.externals.iter().find(|s| s.name == cell.model);
+    // An external server may have CPUs of its own; the noise is read on those then.
+    let setup = &match external.and_then(|s| s.cpus.clone()) {
+        Some(cpus) => Setup {
+            server_cpus: cpus,
+            ..setup.clone()
+        },
+        None => setup.clone(),
+    };
+    let (mut server, server_log, addr) = match external {
+        Some(spec) => {
+            let running = external::start(
+                spec,
+                &cell.protocol,
+                &setup.server_cpus,
+                &setup.run_dir,
+                &[],
+            )
+            .map_err(Outcome::Failed)?;
+            let (log, addr) = (running.log.clone(), running.addr.clone());
+            (Server::External(running), log, addr)
+        }
+        None => {
+            let (model, extra_args) =
+                crate::suite::server_model(&cell.model).map_err(Outcome::Failed)?;
+            let mut child = pinned(&setup.server, &setup.server_cpus)
+                .args(extra_args)
+                .args([
+                    "--model",
+                    model,
+                    "--protocol",
+                    &cell.protocol,
+                    "--addr",
+                    "127.0.0.1:0",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| {
+                    Outcome::Failed(format!("cannot start {}: {e}", setup.server.display()))
+                })?;
+            let log = collect(child.stderr.take().expect("piped"));
+            let mut server = Server::BuiltIn(child);
+            let addr = wait_listening(server.child(), &log)?;
+            (server, log, addr)
+        }
+    };
+    let load_args = external.map(|s| s.load_args.clone()).unwrap_or_default();
     let mut loadgen = pinned(&setup.loadgen, &setup.load_cpus);
     loadgen
         .args(loadgen_args(cell, setup, &addr))
+        .args(load_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -272,7 +314,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
     // Whole: a cut result would not parse (a 5 s cell at 500 connections printed over 64 KiB).
     let loadgen_out = collect_keeping(loadgen.stdout.take().expect("piped"), RESULT_LIMIT);
     let started = Instant::now();
-    let server_pid = guard.0.id() as i32;
+    let server_pid = server.child().id() as i32;
     // The samplers stay off the server's CPUs: there, among 500 busy server threads, a
     // sample once waited 760 ms for its turn.
     let _ = pin_this_thread(&setup.load_cpus);
@@ -303,7 +345,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
     let deadline = started + setup.warmup + setup.duration + WATCHDOG_SLACK;
     let status = loop {
         if crate::runner::interrupted().is_some() {
-            // bench run was interrupted: stop loadgen here, the server with the guard.
+            // bench run was interrupted: stop loadgen here, the server as it drops.
             let _ = loadgen.kill();
             let _ = loadgen.wait();
             return Err(Outcome::Failed("interrupted".into()));
@@ -314,7 +356,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
         {
             break status;
         }
-        if let Ok(Some(status)) = guard.0.try_wait() {
+        if let Ok(Some(status)) = server.child().try_wait() {
             let _ = loadgen.kill();
             let _ = loadgen.wait();
             // Let the stderr reader catch the server's last words.
@@ -360,8 +402,12 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
             &loadgen_log,
         ))
     })?;
-    let clean = stop(guard.0);
-    let server_stats = server_stats(cell, setup, &samples, started, &load, clean.is_ok());
+    let clean = server.stop();
+    let mut server_stats = server_stats(cell, setup, &samples, started, &load, clean.is_ok());
+    if let Ok(Some(how)) = &clean {
+        server_stats["stop"] = json!(how);
+        server_stats["clean_exit"] = json!(how.starts_with("SIGTERM"));
+    }
     if let Err(reason) = clean {
         return Err(Outcome::Failed(with_tail(
             format!("server did not stop cleanly: {reason}"),
@@ -585,12 +631,42 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * scale).round() / scale
 }
 
-/// Kills the server if the cell ends early (an error path), so no process outlives it.
-struct KillOnDrop<'a>(&'a mut Child);
+/// The server of a cell: a built-in model, or an external server in a process group of its
+/// own. Dropped on every way out of a cell, it leaves no process behind.
+enum Server {
+    BuiltIn(Child),
+    External(external::Running),
+}
 
-impl Drop for KillOnDrop<'_> {
+impl Server {
+    fn child(&mut self) -> &mut Child {
+        match self {
+            Server::BuiltIn(child) => child,
+            Server::External(running) => &mut running.child,
+        }
+    }
+
+    /// Stops it: a built-in model must exit 0 on SIGTERM in time; an external server is
+    /// SIGKILLed after its grace period, which is said (`Some`) in the result line.
+    fn stop(&mut self) -> Result<Option<String>, String> {
+        match self {
+            Server::BuiltIn(child) => stop(child).map(|()| None),
+            Server::External(running) => running.stop().map(Some),
+        }
+    }
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        match self {
+            Server::BuiltIn(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Server::External(running) => {
+                external::kill_group(&mut running.child);
+                external::reap_leftovers(running.child.id() as i32);
+            }
+        }
     }
 }

@@ -23,10 +23,12 @@ use serde_json::Value;
 use crate::cell::{self, Setup};
 use crate::gate::{self, ModelInfo, Workload};
 use crate::runner::{self, Run};
-use crate::suite;
+use crate::{external, suite};
 
 pub struct Options {
-    pub base_ref: String,
+    /// The base commit; needed for the built-in models, and for an external server without a
+    /// base command of its own.
+    pub base_ref: Option<String>,
     /// Gate threshold, a fraction.
     pub threshold: f64,
     /// Wall-clock threshold for `report compare`, a fraction.
@@ -45,6 +47,12 @@ pub struct Options {
     pub candidate_args: Vec<String>,
     pub server_cpus: Vec<usize>,
     pub load_cpus: Vec<usize>,
+    /// The candidate's external servers (`--server`), and the base's by the same names
+    /// (`--base-server`). One without a base command runs at the base ref as it is written
+    /// with `{dir}` moved into the base's worktree. With external servers, the built-in
+    /// models are measured only when `models` names them.
+    pub externals: Vec<external::Server>,
+    pub base_externals: Vec<external::Server>,
 }
 
 /// The outcome: the summary, and whether the job should fail.
@@ -69,8 +77,8 @@ fn git(args: &[&str], dir: &Path) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// Checks out `commit` in `target/ci-bench/base` and builds its `server` there.
-pub fn build_base(commit: &str, dir: &Path) -> Result<PathBuf, String> {
+/// Checks out `commit` in `target/ci-bench/base`; returns the tree.
+fn checkout_base(commit: &str, dir: &Path) -> Result<PathBuf, String> {
     let root = runner::workspace_root();
     let tree = dir.join("base");
     if tree.exists() {
@@ -92,6 +100,12 @@ pub fn build_base(commit: &str, dir: &Path) -> Result<PathBuf, String> {
         ],
         &root,
     )?;
+    Ok(tree)
+}
+
+/// Checks out `commit` in `target/ci-bench/base` and builds its `server` there.
+pub fn build_base(commit: &str, dir: &Path) -> Result<PathBuf, String> {
+    let tree = checkout_base(commit, dir)?;
     let target = dir.join("base-target");
     eprintln!("building the base server ({commit}) in {}", tree.display());
     gate::build_server(&tree, &target, &[])
@@ -103,21 +117,67 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let started = Instant::now();
     let root = runner::workspace_root();
     fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
-    let base_commit = git(
-        &[
-            "rev-parse",
-            "--verify",
-            &format!("{}^{{commit}}", opts.base_ref),
-        ],
-        &root,
-    )?;
+    let built_in = opts.models.is_some() || opts.externals.is_empty();
+    let unpaired: Vec<&str> = opts
+        .externals
+        .iter()
+        .filter(|s| !opts.base_externals.iter().any(|b| b.name == s.name))
+        .map(|s| s.name.as_str())
+        .collect();
+    if let Some(b) = opts
+        .base_externals
+        .iter()
+        .find(|b| !opts.externals.iter().any(|s| s.name == b.name))
+    {
+        return Err(format!(
+            "--base-server {}: no --server of that name to compare it with",
+            b.name
+        ));
+    }
+    let base_commit = match &opts.base_ref {
+        Some(base_ref) => Some(git(
+            &["rev-parse", "--verify", &format!("{base_ref}^{{commit}}")],
+            &root,
+        )?),
+        None if built_in => {
+            return Err("a BASE_REF is needed to compare the built-in models (or give only --server and --base-server)".into())
+        }
+        None if !unpaired.is_empty() => {
+            return Err(format!(
+                "--server {}: give a --base-server of the same name, or a BASE_REF to run it at",
+                unpaired.join(", ")
+            ))
+        }
+        None => None,
+    };
     let head = git(&["rev-parse", "HEAD"], &root)?;
     let dirty = !git(&["status", "--porcelain", "--untracked-files=no"], &root)?.is_empty();
-    let base_server = build_base(&base_commit, &opts.dir)?;
+    let (base_tree, base_server) = match &base_commit {
+        Some(commit) if built_in => {
+            let server = build_base(commit, &opts.dir)?;
+            (Some(opts.dir.join("base")), Some(server))
+        }
+        Some(commit) => (Some(checkout_base(commit, &opts.dir)?), None),
+        None => (None, None),
+    };
+    let base_externals = opts
+        .externals
+        .iter()
+        .map(
+            |s| match opts.base_externals.iter().find(|b| b.name == s.name) {
+                Some(b) => b.clone(),
+                None => at_base(s, &root, base_tree.as_deref().expect("a base tree")),
+            },
+        )
+        .collect::<Vec<_>>();
+    let base_server = base_server.unwrap_or_else(|| opts.server.clone());
 
     // The gate.
-    let base_models = gate::models(&base_server)?;
-    let new_models = gate::models(&opts.server)?;
+    let (base_models, new_models) = if built_in {
+        (gate::models(&base_server)?, gate::models(&opts.server)?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let pick = |all: &[ModelInfo]| -> Vec<ModelInfo> {
         all.iter()
             .filter(|m| {
@@ -133,6 +193,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let base_pass = gate::pass(
         &base_server,
         &pick(&base_models),
+        &base_externals,
         &opts.workload,
         &[],
         &opts.dir.join("gate/base.work"),
@@ -149,6 +210,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let new_pass = gate::pass(
         &opts.server,
         &pick(&new_models),
+        &opts.externals,
         &opts.workload,
         &opts.candidate_args,
         &opts.dir.join("gate/new.work"),
@@ -164,16 +226,22 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     // The advisory wall-clock comparison.
     let wall = match &opts.wall_suite {
         None => None,
-        Some(name) => Some(wall_clock(opts, name, &base_server)?),
+        Some(name) => Some(wall_clock(opts, name, &base_server, &base_externals)?),
     };
 
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "## iomodels benchmarks: `{}` (base) vs `{}`{} (candidate)\n",
-        short(&base_commit),
-        short(&head),
-        if dirty { " with local changes" } else { "" }
+        "## iomodels benchmarks: {} (base) vs {} (candidate)\n",
+        base_commit
+            .as_deref()
+            .map_or("`--base-server`".to_string(), |c| format!("`{}`", short(c))),
+        // Without a base ref the servers compared are the commands given, not this tree.
+        match (&base_commit, dirty) {
+            (None, _) => "`--server`".to_string(),
+            (Some(_), true) => format!("`{}` with local changes", short(&head)),
+            (Some(_), false) => format!("`{}`", short(&head)),
+        }
     );
     s.push_str(&gate::markdown(
         &rows,
@@ -217,7 +285,7 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let _ = writeln!(
         s,
         "\n<sub>`bench ci {}` in {:.0?}. Results under `{}`.</sub>",
-        opts.base_ref,
+        opts.base_ref.as_deref().unwrap_or(""),
         Duration::from_secs(started.elapsed().as_secs()),
         opts.dir.display()
     );
@@ -265,6 +333,19 @@ fn fold_wall_table(markdown: &str) -> String {
     s
 }
 
+/// An external server as the base ref has it: `{dir}` moved from this workspace into the
+/// base's worktree (a directory outside the workspace stays where it is).
+fn at_base(server: &external::Server, root: &Path, tree: &Path) -> external::Server {
+    let dir = match server.dir.strip_prefix(root) {
+        Ok(inside) => tree.join(inside),
+        Err(_) => server.dir.clone(),
+    };
+    external::Server {
+        dir,
+        ..server.clone()
+    }
+}
+
 fn short(commit: &str) -> &str {
     &commit[..commit.len().min(10)]
 }
@@ -275,22 +356,39 @@ fn wall_clock(
     opts: &Options,
     suite_name: &str,
     base_server: &Path,
+    base_externals: &[external::Server],
 ) -> Result<(String, usize, (PathBuf, PathBuf)), String> {
     let suite_path = suite::locate(suite_name)?;
     let mut suite = suite::load(&suite_path)?;
     if let Some(t) = opts.trials {
         suite.trials = t.max(1);
     }
+    suite.servers = opts.externals.clone();
+    suite.check_servers()?;
     let available: Vec<String> = gate::models(&opts.server)?
         .into_iter()
         .map(|m| m.name)
         .collect();
-    let cells = suite.cells(&available, opts.models.as_deref(), None)?;
+    // With external servers, the built-in models run only when named.
+    let only: Option<Vec<String>> = match &opts.models {
+        Some(models) => Some(
+            models
+                .iter()
+                .cloned()
+                .chain(opts.externals.iter().map(|s| s.name.clone()))
+                .collect(),
+        ),
+        None if !opts.externals.is_empty() => {
+            Some(opts.externals.iter().map(|s| s.name.clone()).collect())
+        }
+        None => None,
+    };
+    let cells = suite.cells(&available, only.as_deref(), None)?;
     let dirs = (opts.dir.join("wall/base"), opts.dir.join("wall/new"));
     let mut runs = Vec::new();
-    for (dir, server, id) in [
-        (&dirs.0, base_server, "base"),
-        (&dirs.1, &*opts.server, "candidate"),
+    for (dir, server, id, externals) in [
+        (&dirs.0, base_server, "base", base_externals),
+        (&dirs.1, &*opts.server, "candidate", &opts.externals[..]),
     ] {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -309,6 +407,8 @@ fn wall_clock(
                 timeout: suite.timeout,
                 run_id: id.to_string(),
                 hosts: None,
+                externals: externals.to_vec(),
+                run_dir: dir.clone(),
             },
         };
         runner::write_env(&run)?;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{cell, process_tree};
+use crate::{cell, external, process_tree};
 
 /// The gate's fixed workload.
 #[derive(Clone, Debug)]
@@ -218,16 +218,40 @@ pub fn measure(
     extra_args: &[String],
     work: &Path,
 ) -> Result<Measurement, String> {
+    difference(&model.name, workload, |requests| {
+        count(server, model, workload, requests, extra_args, work)
+    })
+}
+
+/// Measures an external server (`bench gate --server`) as [`measure`] does a model: its
+/// command under callgrind, children traced through exec (a shell's, a script
+/// interpreter's), every process's count summed.
+pub fn measure_external(
+    server: &external::Server,
+    workload: &Workload,
+    work: &Path,
+) -> Result<Measurement, String> {
+    difference(&server.name, workload, |requests| {
+        count_external(server, workload, requests, work)
+    })
+}
+
+/// The figure from a short and a long run of `count`.
+fn difference(
+    name: &str,
+    workload: &Workload,
+    mut count: impl FnMut(u64) -> Result<Count, String>,
+) -> Result<Measurement, String> {
     if workload.long <= workload.short {
         return Err("the long run must have more requests than the short one".into());
     }
-    let short = count(server, model, workload, workload.short, extra_args, work)?;
-    let long = count(server, model, workload, workload.long, extra_args, work)?;
+    let short = count(workload.short)?;
+    let long = count(workload.long)?;
     let extra = long.requests - short.requests;
     let per_request = (long.instructions as f64 - short.instructions as f64) / extra as f64;
     let fixed = short.instructions as f64 - per_request * short.requests as f64;
     Ok(Measurement {
-        model: model.name.clone(),
+        model: name.to_string(),
         per_request,
         fixed,
         runs: [short, long],
@@ -311,6 +335,62 @@ fn count(
         return Err(format!(
             "{processes} processes wrote counts, expected {expected}: a process's instructions would be missing"
         ));
+    }
+    Ok(Count {
+        requests,
+        instructions,
+        processes,
+    })
+}
+
+/// One run of an external server under callgrind with `requests` requests, as [`count`].
+fn count_external(
+    server: &external::Server,
+    workload: &Workload,
+    requests: u64,
+    work: &Path,
+) -> Result<Count, String> {
+    let _ = fs::remove_dir_all(work);
+    fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let prefix: Vec<String> = [
+        "valgrind",
+        "--tool=callgrind",
+        "--quiet",
+        "--vgdb=no",
+        "--trace-children=yes",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([format!(
+        "--callgrind-out-file={}",
+        work.join("callgrind.out.%p").display()
+    )])
+    .collect();
+    // Under callgrind a start is slower, and so is the exit that writes the counts.
+    let server = external::Server {
+        ready_timeout: server.ready_timeout.max(LISTEN_TIMEOUT),
+        stop_grace: EXIT_TIMEOUT,
+        ..server.clone()
+    };
+    let cpus: Vec<usize> = (0..thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    let mut running = external::start(&server, "echo", &cpus, work, &prefix)?;
+    let pid = running.child.id() as i32;
+    let addr: SocketAddr = running.addr.parse().expect("an address bench wrote");
+    let result = (|| {
+        let before = settle(pid, None, false)?;
+        drive(addr, workload, requests, false, || wait_idle(pid))?;
+        settle(pid, Some(before), false)?;
+        Ok::<_, String>(())
+    })();
+    let stopped = running.stop();
+    result.map_err(|e| cell::with_tail(e, &running.log))?;
+    let how = stopped.map_err(|e| cell::with_tail(e, &running.log))?;
+    if !how.starts_with("SIGTERM") {
+        return Err(format!("{how}: callgrind wrote no counts"));
+    }
+    let (instructions, processes) = totals(work)?;
+    if processes == 0 {
+        return Err("no process wrote a count".into());
     }
     Ok(Count {
         requests,
@@ -503,9 +583,11 @@ fn wait_timeout(
 
 /// A gate pass over `models`: the JSON document `bench gate` writes. Each model is measured
 /// in its own directory under `work`; `progress` hears about each one as it ends.
+/// `externals` are measured after the models, each keyed by its name and gated.
 pub fn pass(
     server: &Path,
     models: &[ModelInfo],
+    externals: &[external::Server],
     workload: &Workload,
     extra_args: &[String],
     work: &Path,
@@ -513,34 +595,49 @@ pub fn pass(
 ) -> Result<Value, String> {
     let valgrind = valgrind_version()?;
     let mut results = serde_json::Map::new();
-    for model in models {
+    let subjects = models
+        .iter()
+        .map(|m| (m.name.as_str(), Some(m), None))
+        .chain(externals.iter().map(|s| (s.name.as_str(), None, Some(s))));
+    for (name, model, external) in subjects {
         let started = Instant::now();
-        let entry = if !model.supported {
-            json!({"status": "unsupported", "reason": model.reason})
-        } else {
-            match measure(server, model, workload, extra_args, &work.join(&model.name)) {
-                Ok(m) => {
-                    let mut v = m.to_json();
-                    v["status"] = json!("ok");
-                    v["gated"] = json!(model.not_gated().is_none());
-                    if let Some(why) = model.not_gated() {
-                        v["why_not_gated"] = json!(why);
-                    }
-                    v
-                }
-                Err(reason) => json!({"status": "failed", "reason": reason}),
+        let measured = match (model, external) {
+            (Some(model), _) if !model.supported => Err(None),
+            (Some(model), _) => {
+                measure(server, model, workload, extra_args, &work.join(name)).map_err(Some)
             }
+            (None, Some(s)) => measure_external(s, workload, &work.join(name)).map_err(Some),
+            (None, None) => unreachable!("a subject is a model or an external server"),
+        };
+        let not_gated = model.and_then(ModelInfo::not_gated);
+        let entry = match measured {
+            Ok(m) => {
+                let mut v = m.to_json();
+                v["status"] = json!("ok");
+                v["gated"] = json!(not_gated.is_none());
+                if let Some(why) = not_gated {
+                    v["why_not_gated"] = json!(why);
+                }
+                if let Some(s) = external {
+                    v["external"] = json!({"command": s.command});
+                }
+                v
+            }
+            Err(None) => {
+                json!({"status": "unsupported", "reason": model.and_then(|m| m.reason.clone())})
+            }
+            Err(Some(reason)) => json!({"status": "failed", "reason": reason}),
         };
         progress(&format!(
             "{:<16} {} ({:.1} s)",
-            model.name,
+            name,
             match entry["instructions_per_request"].as_f64() {
                 Some(v) => format!("{v:.1} instructions/request"),
                 None => entry["status"].as_str().unwrap_or("?").to_string(),
             },
             started.elapsed().as_secs_f64()
         ));
-        results.insert(model.name.clone(), entry);
+        results.insert(name.to_string(), entry);
     }
     Ok(json!({
         "schema": 1,

@@ -3,7 +3,8 @@
 //! one JSON line to the run's `results.jsonl` as soon as the cell ends.
 //!
 //! `suite` reads suite files and expands them into cells (trials interleaved across models);
-//! `cell` runs one cell; `process_tree` samples /proc; `runner` owns the run directory
+//! `cell` runs one cell; `external` starts, watches and stops a server given by
+//! command (`[[server]]`, `--server`); `process_tree` samples /proc; `runner` owns the run directory
 //! (results, env.json, resume, progress); `summary` prints the ranking at the end. `gate`
 //! counts instructions per request under callgrind, and `ci` compares a base ref with the
 //! current build (the gate, plus wall-clock cells run interleaved) for pull requests. `hosts`
@@ -13,6 +14,7 @@ pub mod adaptive;
 pub mod anatomy;
 pub mod cell;
 pub mod ci;
+pub mod external;
 pub mod gate;
 pub mod hosts;
 pub mod noise;

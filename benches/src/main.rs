@@ -60,6 +60,13 @@ enum Commands {
         /// Exit 0 even when cells failed (they are listed either way).
         #[arg(long)]
         allow_failures: bool,
+        /// Also measure a server of your own, by command (repeatable):
+        /// 'NAME:PROTOCOL[,PROTOCOL]=COMMAND ARGS', with {port} (a free port bench picks),
+        /// {addr}, {host}, {dir} (this directory) and {run} (the run directory) substituted,
+        /// e.g. 'py:echo,transfer=python3 server.py --port {port}'. It is ready when its port
+        /// accepts a connection; a suite's [[server]] table says more (docs/ARCHITECTURE.md).
+        #[arg(long = "server", value_name = "SPEC")]
+        servers: Vec<String>,
         #[command(flatten)]
         adaptive: AdaptiveArgs,
         /// Boxed: the largest variant by far.
@@ -84,6 +91,11 @@ enum Commands {
         /// Extra arguments for every server (e.g. `--server-arg=--threads=2`).
         #[arg(long, allow_hyphen_values = true)]
         server_arg: Vec<String>,
+        /// A server of your own, measured like a model (repeatable): 'NAME:echo=COMMAND ARGS'
+        /// as for `bench run --server`. With it, built-in models run only if --models names
+        /// them.
+        #[arg(long = "server", value_name = "SPEC")]
+        servers: Vec<String>,
         /// Directory holding the `server` binary [default: next to `bench`].
         #[arg(long)]
         bin_dir: Option<PathBuf>,
@@ -102,7 +114,8 @@ enum Commands {
     /// summary. Exit 1 only when the gate finds a regression (see docs/CI.md).
     Ci {
         /// The base to compare against: a branch, tag or commit (e.g. origin/main, HEAD~1).
-        base_ref: String,
+        /// Not needed when every --server has a --base-server and no built-in model runs.
+        base_ref: Option<String>,
         /// Percent growth in instructions per request that fails the job.
         #[arg(long, default_value_t = 2.0)]
         threshold: f64,
@@ -138,6 +151,14 @@ enum Commands {
         /// Directory holding the candidate's `server` and `loadgen` [default: next to `bench`].
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// The candidate's own server (repeatable): 'NAME:echo=COMMAND ARGS'. Without a
+        /// --base-server of its name, the same command runs at BASE_REF ({dir} in the base's
+        /// worktree). With it, built-in models run only if --models names them.
+        #[arg(long = "server", value_name = "SPEC")]
+        servers: Vec<String>,
+        /// The base's command for a --server of the same name (e.g. the base's binary).
+        #[arg(long = "base-server", value_name = "SPEC")]
+        base_servers: Vec<String>,
     },
     /// Each model's system calls and context switches per request: the server runs under
     /// perf (syscall tracepoints) or strace while loadgen sends a known number of echo
@@ -337,8 +358,9 @@ fn main() -> ExitCode {
             bmf,
             requests,
             server_arg,
+            servers,
             bin_dir,
-        } => gate(models, out, bmf, requests, server_arg, bin_dir),
+        } => gate(models, out, bmf, requests, server_arg, servers, bin_dir),
         Commands::GateCompare {
             base,
             new,
@@ -357,9 +379,13 @@ fn main() -> ExitCode {
             out,
             candidate_arg,
             bin_dir,
+            servers,
+            base_servers,
         } => {
             let options = (|| {
                 let (server, loadgen) = binaries(bin_dir)?;
+                let externals = external_servers(&servers)?;
+                let base_externals = external_servers(&base_servers)?;
                 let cpus = std::thread::available_parallelism()
                     .map(|n| n.get())
                     .unwrap_or(1);
@@ -382,6 +408,8 @@ fn main() -> ExitCode {
                     } else {
                         vec![0]
                     },
+                    externals,
+                    base_externals,
                 })
             })();
             return match options.and_then(|o| ci::run(&o)) {
@@ -411,6 +439,7 @@ fn main() -> ExitCode {
             load_cpus,
             bin_dir,
             allow_failures,
+            servers,
             adaptive,
             hosts,
         } => {
@@ -421,6 +450,7 @@ fn main() -> ExitCode {
                 trials,
                 server_cpus,
                 load_cpus,
+                servers,
                 adaptive,
                 hosts,
             };
@@ -645,6 +675,8 @@ struct Given {
     trials: Option<usize>,
     server_cpus: Option<Vec<usize>>,
     load_cpus: Option<Vec<usize>>,
+    /// `--server` specs.
+    servers: Vec<String>,
     adaptive: AdaptiveArgs,
     hosts: Box<HostsArgs>,
 }
@@ -686,6 +718,10 @@ impl Given {
                 "--server-addr",
                 differs_opt(&self.hosts.server_addr, &plan.server_addr),
             ),
+            (
+                "--server",
+                !self.servers.is_empty() && self.servers != plan.servers,
+            ),
         ]
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))
@@ -713,6 +749,10 @@ impl Given {
             server_host: self.hosts.server_host.clone(),
             load_hosts: self.hosts.load_hosts.clone(),
             server_addr: self.hosts.server_addr.clone(),
+            servers: self.servers.clone(),
+            servers_dir: (!self.servers.is_empty())
+                .then(|| std::env::current_dir().ok())
+                .flatten(),
         }
     }
 }
@@ -734,7 +774,7 @@ fn run(
         let path = suite::locate(&request.suite)?;
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        suite::parse(&text, &path)?;
+        with_servers(suite::parse(&text, &path)?, &request)?;
         Some((request, path, text))
     };
     // Unreachable or mismatched hosts are refused before a directory is made, too.
@@ -815,7 +855,7 @@ fn run(
             (request, path, text)
         }
     };
-    let mut suite = suite::parse(&suite_text, &suite_path)?;
+    let mut suite = with_servers(suite::parse(&suite_text, &suite_path)?, &request)?;
     if let Some(t) = request.trials {
         suite.trials = t.max(1);
         if suite.max_trials.is_some_and(|m| m < suite.trials) {
@@ -830,9 +870,19 @@ fn run(
     };
     adaptive.apply(&mut suite)?;
     let available: Vec<String> = gate::models(&server)?.into_iter().map(|m| m.name).collect();
+    // Servers of the command line run even where --models names others.
+    let only_models = request.models.clone().map(|mut models| {
+        for s in &request.servers {
+            let name = s.split_once(':').map_or(s.as_str(), |(n, _)| n.trim());
+            if !models.iter().any(|m| m == name) {
+                models.push(name.to_string());
+            }
+        }
+        models
+    });
     let cells = suite.cells(
         &available,
-        request.models.as_deref(),
+        only_models.as_deref(),
         request.scenarios.as_deref(),
     )?;
     if cells.is_empty() {
@@ -877,6 +927,8 @@ fn run(
             timeout: suite.timeout,
             run_id,
             hosts,
+            externals: suite.servers.clone(),
+            run_dir: dir.clone(),
         },
         dir,
         suite,
@@ -885,6 +937,9 @@ fn run(
     };
     runner::write_env(&run)?;
     runner::catch_interrupts();
+    if !run.setup.externals.is_empty() {
+        benches::external::adopt_orphans();
+    }
     let lines = runner::execute_with(&run, adaptive.rerun_noisy)?;
     let precision: Option<serde_json::Value> =
         std::fs::read_to_string(run.dir.join("precision.json"))
@@ -912,6 +967,25 @@ fn run(
         .into_iter()
         .filter(|l| l["status"] == "failed")
         .collect())
+}
+
+/// The suite with the servers of `--server` added (their `{dir}`: where they were given), all
+/// checked as a suite's own are.
+fn with_servers(mut suite: suite::Suite, request: &plan::Request) -> Result<suite::Suite, String> {
+    let dir = match &request.servers_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().map_err(|e| e.to_string())?,
+    };
+    for spec in &request.servers {
+        suite
+            .servers
+            .push(benches::external::Server::from_arg(spec, &dir)?);
+    }
+    suite.check_servers()?;
+    for server in &suite.servers {
+        server.check_programs()?;
+    }
+    Ok(suite)
 }
 
 fn workload(requests: u64) -> Result<gate::Workload, String> {
@@ -943,29 +1017,60 @@ fn gate_models(server: &Path, only: Option<Vec<String>>) -> Result<Vec<gate::Mod
     }
 }
 
+/// The servers of `--server` specs given here (their `{dir}`: the working directory), each
+/// refused with its reason, and its program checked.
+fn external_servers(specs: &[String]) -> Result<Vec<benches::external::Server>, String> {
+    let dir = std::env::current_dir().map_err(|e| e.to_string())?;
+    specs
+        .iter()
+        .map(|spec| {
+            let server = benches::external::Server::from_arg(spec, &dir)?;
+            if !server.speaks("echo") {
+                return Err(format!(
+                    "--server '{spec}': the gate's workload is echo; declare it (NAME:echo=...)"
+                ));
+            }
+            server.check_programs()?;
+            Ok(server)
+        })
+        .collect()
+}
+
 fn gate(
     only_models: Option<Vec<String>>,
     out: Option<PathBuf>,
     bmf: Option<PathBuf>,
     requests: u64,
     server_args: Vec<String>,
+    servers: Vec<String>,
     bin_dir: Option<PathBuf>,
 ) -> Result<(), String> {
     let (server, _) = binaries(bin_dir)?;
     let workload = workload(requests)?;
-    let models = gate_models(&server, only_models)?;
+    let externals = external_servers(&servers)?;
+    let models = if externals.is_empty() || only_models.is_some() {
+        gate_models(&server, only_models)?
+    } else {
+        Vec::new()
+    };
     let out = out.unwrap_or_else(|| runner::workspace_root().join("target/gate/gate.json"));
     let work = out.with_extension("work");
     eprintln!(
-        "gate: {} models under callgrind, {} and {} echo requests each",
-        models.len(),
+        "gate: {} under callgrind, {} and {} echo requests each",
+        benches::count(models.len() + externals.len(), "server"),
         workload.short,
         workload.long
     );
     let started = std::time::Instant::now();
-    let pass = gate::pass(&server, &models, &workload, &server_args, &work, |m| {
-        eprintln!("  {m}")
-    })?;
+    let pass = gate::pass(
+        &server,
+        &models,
+        &externals,
+        &workload,
+        &server_args,
+        &work,
+        |m| eprintln!("  {m}"),
+    )?;
     eprintln!("gate: {:.0?}", started.elapsed());
     ci::write_json(&out, &pass)?;
     if let Some(bmf) = bmf {

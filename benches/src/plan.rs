@@ -33,6 +33,11 @@ pub struct Request {
     pub load_hosts: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_addr: Option<String>,
+    /// `--server` specs as given, and the directory they were given in (their `{dir}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers_dir: Option<PathBuf>,
 }
 
 /// A binary the run uses, and what identifies its build.

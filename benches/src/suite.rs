@@ -15,7 +15,13 @@
 //! scenario = "echo"              # a loadgen scenario
 //! connections = [50, 500]        # every list is one axis of the grid
 //! size = [128]
+//! [[server]]                     # a server run by command, a model like the others
+//! name = "py"                    # (keys: see `external`)
+//! command = ["python3", "{dir}/server.py", "--port", "{port}"]
+//! protocols = ["echo"]
 //! ```
+//! A suite's servers run beside its models, on the scenarios whose protocol they declare.
+//!
 //! A cell is one (model, scenario, parameters, trial). Cells are ordered trial by trial, and
 //! within a trial model by model for each parameter set (A B C A B C), so drift of a shared
 //! machine spreads over every model evenly.
@@ -70,6 +76,10 @@ pub struct Suite {
     pub server_addr: Option<String>,
     #[serde(rename = "scenario")]
     pub scenarios: Vec<ScenarioGrid>,
+    /// Servers run by command beside the models (`[[server]]`, see `external`), and those
+    /// `bench run --server` adds.
+    #[serde(default, rename = "server")]
+    pub servers: Vec<crate::external::Server>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -239,7 +249,16 @@ pub fn load(path: &Path) -> Result<Suite, String> {
 
 /// A suite from its TOML text; errors name `path`, where the text came from.
 pub fn parse(text: &str, path: &Path) -> Result<Suite, String> {
-    let suite: Suite = toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut suite: Suite = toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+    // `{dir}` of a suite's servers: the suite file's directory, wherever bench runs from.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    for server in &mut suite.servers {
+        server.dir = dir.clone();
+    }
     if suite.trials == 0 {
         return Err(format!("{}: trials must be at least 1", path.display()));
     }
@@ -266,13 +285,54 @@ const SCENARIOS: [(&str, &str); 6] = [
 ];
 
 impl Suite {
-    /// Adaptive keys make sense together.
+    /// Adaptive keys make sense together, and so do servers and scenarios.
     pub fn check(&self) -> Result<(), String> {
+        self.check_servers()?;
         if self.precision.is_none() && (self.max_trials.is_some() || self.max_time.is_some()) {
             return Err("max_trials and max_time need a precision target".into());
         }
         if self.max_trials.is_some_and(|m| m < self.trials) {
             return Err("max_trials is below trials".into());
+        }
+        Ok(())
+    }
+
+    /// Each server is valid, named once, and speaks a protocol of some scenario; a scenario
+    /// that names a server among its models speaks a protocol the server declares.
+    pub fn check_servers(&self) -> Result<(), String> {
+        let speaks: Vec<String> = self
+            .scenarios
+            .iter()
+            .filter_map(|g| g.protocol().ok())
+            .collect();
+        for (i, server) in self.servers.iter().enumerate() {
+            server.check()?;
+            if self.servers[..i].iter().any(|s| s.name == server.name) {
+                return Err(format!("server '{}': name: given twice", server.name));
+            }
+            if !speaks.iter().any(|p| server.speaks(p)) {
+                return Err(format!(
+                    "server '{}': protocols: declares {}, which no scenario of this suite speaks ({})",
+                    server.name,
+                    server.protocols.join(", "),
+                    speaks.join(", ")
+                ));
+            }
+            for grid in &self.scenarios {
+                let named = grid
+                    .models
+                    .as_ref()
+                    .is_some_and(|m| m.contains(&server.name));
+                let protocol = grid.protocol()?;
+                if named && !server.speaks(&protocol) {
+                    return Err(format!(
+                        "scenario '{}' names server '{}', which does not declare protocol '{protocol}' (protocols: {})",
+                        grid.scenario,
+                        server.name,
+                        server.protocols.join(", ")
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -298,19 +358,45 @@ impl Suite {
             Models::Keyword(k) => return Err(format!("models = \"{k}\": use \"all\" or a list")),
             Models::List(list) => list.clone(),
         };
+        let external = |name: &str| self.servers.iter().find(|s| s.name == name);
+        if let Some(s) = self.servers.iter().find(|s| available.contains(&s.name)) {
+            return Err(format!(
+                "server '{}': name: a built-in model's; give it another",
+                s.name
+            ));
+        }
         for m in suite_models.iter().chain(only_models.unwrap_or_default()) {
             let (base, _) = server_model(m)?;
-            if !available.iter().any(|a| a == base) {
+            if !available.iter().any(|a| a == base) && external(m).is_none() {
                 return Err(format!(
-                    "unknown model '{m}'; the server lists: {}",
-                    available.join(", ")
+                    "unknown model '{m}'; the server lists: {}{}",
+                    available.join(", "),
+                    match self.servers.len() {
+                        0 => String::new(),
+                        _ => format!(
+                            "; this suite's servers: {}",
+                            self.servers
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
                 ));
             }
         }
         // Models named on the command line replace the suite's list: `--models
         // epoll-et,poll` runs poll even where the suite names other models, and aliases such
-        // as `epoll-et#2` are series of their own.
-        let suite_models = only_models.map(<[String]>::to_vec).unwrap_or(suite_models);
+        // as `epoll-et#2` are series of their own. The suite's servers run beside its
+        // models unless the command line names models and not them.
+        let mut suite_models = only_models.map(<[String]>::to_vec).unwrap_or(suite_models);
+        if only_models.is_none() {
+            for s in &self.servers {
+                if !suite_models.contains(&s.name) {
+                    suite_models.push(s.name.clone());
+                }
+            }
+        }
         let in_suite: Vec<&str> = self.scenarios.iter().map(|g| g.scenario.as_str()).collect();
         if let Some(bad) = only_scenarios
             .unwrap_or_default()
@@ -339,9 +425,14 @@ impl Suite {
                     if grid.models.as_ref().is_some_and(|m| !m.contains(&base)) {
                         continue;
                     }
+                    // A server runs the scenarios of the protocols it declares.
+                    let protocol = grid.protocol()?;
+                    if external(model).is_some_and(|s| !s.speaks(&protocol)) {
+                        continue;
+                    }
                     cells.push(Cell {
                         model: model.clone(),
-                        protocol: grid.protocol()?,
+                        protocol,
                         scenario: grid.scenario.clone(),
                         params: params.clone(),
                         trial,
@@ -441,7 +532,7 @@ impl ScenarioGrid {
 }
 
 /// Durations written as "300ms", "1s", "2m".
-mod duration_text {
+pub(crate) mod duration_text {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

@@ -72,7 +72,7 @@ fn measure(model: &str, extra_work: u32, tag: &str) -> (f64, Value) {
     } else {
         vec![]
     };
-    let pass = gate::pass(server(), &[info], &workload(), &args, &work, |_| {}).unwrap();
+    let pass = gate::pass(server(), &[info], &[], &workload(), &args, &work, |_| {}).unwrap();
     let _ = std::fs::remove_dir_all(&work);
     let m = &pass["models"][model];
     assert_eq!(m["status"], "ok", "{model}: {m}");

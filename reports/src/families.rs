@@ -16,6 +16,11 @@ pub const FAMILIES: [(&str, &[&str]); 7] = [
     ("reference runtime", &["tokio"]),
 ];
 
+/// The family of servers run by command (a suite's `[[server]]`, `bench run --server`): their
+/// result lines carry an `external` object, whatever their name, and they share the charts'
+/// last panel.
+pub const EXTERNAL: &str = "external";
+
 /// A model's family; a model this table does not know is its own.
 pub fn family(model: &str) -> &str {
     FAMILIES
@@ -60,7 +65,8 @@ pub fn panel_of(model: &str) -> Option<(usize, usize)> {
 }
 
 /// `models` in panels: panels in table order, each model in its panel's order (an alias
-/// after its base model), models of no panel together in an "other" panel; a panel of more
+/// after its base model), models of no panel (external servers: bench refuses any other
+/// unknown name) together in an "external" panel; a panel of more
 /// than `MAX_PER_PANEL` split into numbered parts.
 pub fn panels<'a>(models: &[&'a str]) -> Vec<(String, Vec<&'a str>)> {
     let mut sorted: Vec<(usize, usize, bool, usize, &'a str)> = models
@@ -75,7 +81,7 @@ pub fn panels<'a>(models: &[&'a str]) -> Vec<(String, Vec<&'a str>)> {
     let mut out = Vec::new();
     for p in 0..=PANELS.len() {
         let members: Vec<&str> = sorted.iter().filter(|s| s.0 == p).map(|s| s.4).collect();
-        let name = PANELS.get(p).map_or("other", |(name, _)| name);
+        let name = PANELS.get(p).map_or(EXTERNAL, |(name, _)| name);
         let parts = members.len().div_ceil(MAX_PER_PANEL);
         for (k, chunk) in members.chunks(MAX_PER_PANEL).enumerate() {
             let title = if parts > 1 {
@@ -87,23 +93,6 @@ pub fn panels<'a>(models: &[&'a str]) -> Vec<(String, Vec<&'a str>)> {
         }
     }
     out
-}
-
-/// `models` grouped by family, families in table order, then unknown models each alone.
-pub fn group<'a>(models: &[&'a str]) -> Vec<(String, Vec<&'a str>)> {
-    let mut groups: Vec<(String, Vec<&'a str>)> = FAMILIES
-        .iter()
-        .map(|(name, _)| (name.to_string(), Vec::new()))
-        .collect();
-    for &m in models {
-        let f = family(m);
-        match groups.iter_mut().find(|(name, _)| name == f) {
-            Some((_, members)) => members.push(m),
-            None => groups.push((f.to_string(), vec![m])),
-        }
-    }
-    groups.retain(|(_, members)| !members.is_empty());
-    groups
 }
 
 #[cfg(test)]
@@ -133,12 +122,6 @@ mod tests {
         assert_eq!(rows, 16, "the README's table lists 16 models");
         let paneled: usize = PANELS.iter().map(|(_, m)| m.len()).sum();
         assert_eq!(paneled, rows, "every model of the table is in one panel");
-        let grouped = group(&["tokio", "epoll-et", "threads", "custom"]);
-        let names: Vec<&str> = grouped.iter().map(|g| g.0.as_str()).collect();
-        assert_eq!(
-            names,
-            ["blocking", "multiplexing", "reference runtime", "custom"]
-        );
     }
 
     #[test]
@@ -156,7 +139,7 @@ mod tests {
                 "readiness (2 of 2)",
                 "completion",
                 "libraries and runtimes",
-                "other"
+                "external"
             ]
         );
         assert!(panels.iter().all(|p| p.1.len() <= MAX_PER_PANEL));

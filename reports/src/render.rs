@@ -116,7 +116,7 @@ pub fn render_in(run: &Run, out: &Path, lang: Lang) -> Result<(), String> {
                 .as_ref()
                 .map(|a| anatomy_html(a, model, lang))
                 .unwrap_or_default(),
-            model_doc_html(model, lang)
+            external_html(run, model, lang).unwrap_or_else(|| model_doc_html(model, lang))
         );
     }
     // The slowloris lesson: what a silent client costs each model (measured in MODELS.md).
@@ -985,6 +985,31 @@ fn anatomy_html(anatomy: &Value, model: &str, lang: Lang) -> String {
             ]
         )
     )
+}
+
+/// What ran for an external server: its command and protocols, from its result lines.
+fn external_html(run: &Run, model: &str, lang: Lang) -> Option<String> {
+    let line = run
+        .lines
+        .iter()
+        .find(|l| str_of(l, "model") == model && l["external"].is_object())?;
+    let words = |key: &str| -> Vec<String> {
+        line["external"][key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(lang.say(
+        "model.external",
+        &[
+            ("command", &escape(&words("command").join(" "))),
+            ("protocols", &escape(&words("protocols").join(", "))),
+        ],
+    ))
 }
 
 /// The section of docs/MODELS.md (or its translation) whose heading names `model`, as HTML.

@@ -36,6 +36,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("summary.higher", "higher is better"),
     ("summary.lower", "lower is better"),
     ("summary.cpu", "CPU per request"),
+    ("model.external", "<p>An external server (family <em>external</em>), run by command: <code>{command}</code>, speaking {protocols}. bench started it pinned, sampled its whole process tree and stopped it with SIGTERM, as it does the built-in models.</p>"),
     ("h2.charts", "Charts"),
     ("chart.left_out", "<strong>{title}</strong>: not drawn. A curve needs at least {min} {axis}; this run measured {values}. The <code>quick</code> and <code>full</code> suites draw it."),
     ("chart.axis.connections", "connection counts"),

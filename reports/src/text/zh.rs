@@ -33,6 +33,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("summary.higher", "越高越好"),
     ("summary.lower", "越低越好"),
     ("summary.cpu", "每请求 CPU"),
+    ("model.external", "<p>外部服务器（<em>external</em> 类），按命令运行：<code>{command}</code>，协议 {protocols}。bench 像对待内置模型一样把它绑定到 CPU 上启动、采样其整个进程树，并用 SIGTERM 停止它。</p>"),
     ("h2.charts", "图表"),
     ("chart.left_out", "<strong>{title}</strong>：未绘制。一条曲线至少需要 {min} 个{axis}，本次运行只测了 {values}。<code>quick</code> 和 <code>full</code> 套件会画出它。"),
     ("chart.axis.connections", "连接数"),
