@@ -108,8 +108,34 @@ pub struct ScenarioGrid {
     pub active: Vec<u64>,
     #[serde(default)]
     pub idle: Vec<u64>,
-    /// Only these models run this scenario (for example: the idle sweep's multiplexers).
+    /// Only these models run this scenario (for example: the idle sweep's multiplexers); see
+    /// [`ScenarioGrid::runs`] for how aliases and variants match.
     pub models: Option<Vec<String>>,
+}
+
+impl ScenarioGrid {
+    /// Whether `model` (a suite or `--models` name) runs this scenario. A list names models
+    /// by name; an alias (`epoll-et#2`) runs where its model does; a variant with server
+    /// options (`uring-multishot+bundle`) runs where it is named, or where its model is named
+    /// and the list names no variant of it (a list that names variants chooses among them).
+    pub fn runs(&self, model: &str, base: &str) -> bool {
+        let Some(list) = &self.models else {
+            return true;
+        };
+        let names = |m: &str| list.iter().any(|x| x == m);
+        // `epoll-et#2+extra-work=5000` without its alias number: `epoll-et+extra-work=5000`.
+        let (head, options) = model.split_once('+').unwrap_or((model, ""));
+        let head = head.split('#').next().unwrap_or(head);
+        let unaliased = match options {
+            "" => head.to_string(),
+            _ => format!("{head}+{options}"),
+        };
+        if names(model) || names(&unaliased) || (options.is_empty() && names(base)) {
+            return true;
+        }
+        let variant_named = list.iter().any(|x| x.starts_with(&format!("{base}+")));
+        model.contains('+') && names(base) && !variant_named
+    }
 }
 
 /// One cell of a run.
@@ -422,7 +448,7 @@ impl Suite {
             for (grid, params) in &groups {
                 for model in &suite_models {
                     let base = server_model(model)?.0.to_string();
-                    if grid.models.as_ref().is_some_and(|m| !m.contains(&base)) {
+                    if !grid.runs(model, &base) {
                         continue;
                     }
                     // A server runs the scenarios of the protocols it declares.
@@ -703,6 +729,35 @@ mod tests {
         assert!(parse("precision = \"150%\"").is_err());
         assert!(parse("max_trials = 5").is_err(), "without a target");
         assert!(parse("precision = \"5%\"\nmax_trials = 2").is_err());
+    }
+
+    #[test]
+    fn a_scenario_list_names_models_aliases_follow_and_named_variants_choose() {
+        let grid = |list: &[&str]| ScenarioGrid {
+            scenario: "echo".into(),
+            protocol: None,
+            connections: vec![1],
+            size: vec![],
+            rate: vec![],
+            active: vec![],
+            idle: vec![],
+            models: Some(list.iter().map(|m| m.to_string()).collect()),
+        };
+        let runs = |g: &ScenarioGrid, m: &str| g.runs(m, server_model(m).unwrap().0);
+        let plain = grid(&["epoll-et", "uring-multishot"]);
+        assert!(runs(&plain, "epoll-et") && runs(&plain, "epoll-et#2"));
+        assert!(
+            runs(&plain, "uring-multishot+bundle"),
+            "no variant named: the model's"
+        );
+        assert!(!runs(&plain, "uring") && !runs(&plain, "uring+zerocopy"));
+        let chosen = grid(&["uring-multishot", "uring-multishot+bundle"]);
+        assert!(runs(&chosen, "uring-multishot") && runs(&chosen, "uring-multishot+bundle"));
+        assert!(
+            !runs(&chosen, "uring-multishot+send-in-place"),
+            "a list naming variants chooses among them"
+        );
+        assert!(runs(&chosen, "uring-multishot#2"));
     }
 
     #[test]
