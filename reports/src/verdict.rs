@@ -62,10 +62,19 @@ pub fn verdicts(groups: &[Group], lang: Lang) -> Vec<ScenarioVerdict> {
             sentences.extend(ties_elsewhere(lead, &mine, lang));
             sentences.extend(scan_reason(&mine, lang));
             sentences.extend(switch_reason(lead, lang));
-            for g in &mine {
-                for model in g.lines.keys() {
-                    sentences.extend(by_design(model, &g.lines[model], lang));
-                }
+            // One sentence per model and scenario, from its most telling cell (the largest
+            // count): the same cap in every cell of a sweep is said once.
+            let mut models: Vec<&String> = mine.iter().flat_map(|g| g.lines.keys()).collect();
+            models.sort();
+            models.dedup();
+            for model in models {
+                let lines: Vec<&Value> = mine
+                    .iter()
+                    .filter_map(|g| g.lines.get(model))
+                    .flatten()
+                    .copied()
+                    .collect();
+                sentences.extend(by_design(model, &lines, lang));
             }
             Some(ScenarioVerdict {
                 scenario: scenario.to_string(),

@@ -818,6 +818,44 @@ fn the_verdict_says_who_wins_what_ties_and_why_in_words() {
     );
 }
 
+/// A model that limits itself in every cell of a sweep is described once per scenario, from
+/// its largest count, not once per cell.
+#[test]
+fn a_limit_by_design_is_said_once_per_scenario() {
+    let scratch = scratch("base");
+    let path = scratch.path().join("results.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let template: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let mut out = text.clone();
+    for c in [10u64, 100, 1000] {
+        for trial in 1..=3u64 {
+            let mut line = template.clone();
+            line["model"] = "iterative".into();
+            line["cell"] = format!("echo/iterative/c={c},size=128").into();
+            line["params"]["connections"] = c.into();
+            line["trial"] = trial.into();
+            line["load"]["connections"] = c.into();
+            line["load"]["starved_connections"] = (c - 1).into();
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+    }
+    std::fs::write(&path, out).unwrap();
+    assert!(report(&["render", scratch.path().to_str().unwrap()])
+        .status
+        .success());
+    let html = std::fs::read_to_string(scratch.path().join("report.html")).unwrap();
+    let verdict = section(&html, "verdict");
+    assert_eq!(
+        verdict
+            .matches("iterative serves one client at a time")
+            .count(),
+        1,
+        "{verdict}"
+    );
+    assert!(verdict.contains("999 of 1000 connections"), "{verdict}");
+}
+
 /// With fewer than 3 trials nothing separates, and the verdict says so in words.
 #[test]
 fn an_all_tie_is_stated_in_words() {
