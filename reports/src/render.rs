@@ -100,8 +100,8 @@ pub fn render_in(run: &Run, out: &Path, lang: Lang) -> Result<(), String> {
         html.push_str(&figure);
     }
     html.push_str("</div>");
-    over_time_html(run, &models, &mut html)?;
-    fairness_html(run, &models, &mut html)?;
+    over_time_html(run, &models, lang, &mut html)?;
+    fairness_html(run, &models, lang, &mut html)?;
     let _ = write!(html, "<h2 id=\"models\">{}</h2>", lang.get("h2.models"));
     let anatomy = std::fs::read_to_string(run.dir.join("anatomy.json"))
         .ok()
@@ -509,7 +509,7 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
             |l| param(l, "connections").map(|c| c as f64),
             Metric::Throughput,
         );
-        let title = format!("Echo throughput vs connections, {size}-byte messages");
+        let title = lang.say("chart.echo.title", &[("size", &size)]);
         if !series.is_empty() && !is_curve(&series) {
             out.push(curve_left_out(
                 lang,
@@ -521,8 +521,8 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
             out.push(charts::multiples(
                 &title,
                 &Axes {
-                    x: "connections (log scale)",
-                    y: "requests per second",
+                    x: lang.get("chart.echo.x"),
+                    y: lang.get("chart.rps"),
                     x_scale: Scale::Log,
                     y_scale: Scale::Linear,
                 },
@@ -531,7 +531,7 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
             )?);
         }
     }
-    if let Some(html) = spectrum(run, models)? {
+    if let Some(html) = spectrum(run, models, lang)? {
         out.push(html);
     }
     let series = series_by_model(
@@ -542,15 +542,15 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
         |l| param(l, "rate").map(|r| r as f64),
         Metric::P99,
     );
-    let title = "Latency vs offered load (open loop, corrected p99)";
+    let title = lang.get("chart.rate.title");
     if !series.is_empty() && !is_curve(&series) {
         out.push(curve_left_out(lang, title, &series, "chart.axis.rates"));
     } else if !series.is_empty() {
         out.push(charts::multiples(
             title,
             &Axes {
-                x: "offered load, requests per second",
-                y: "p99 latency, µs (log scale)",
+                x: lang.get("chart.rate.x"),
+                y: lang.get("chart.rate.y"),
                 x_scale: Scale::Linear,
                 y_scale: Scale::Log,
             },
@@ -566,15 +566,15 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
         |l| param(l, "idle").map(|i| i as f64),
         Metric::Throughput,
     );
-    let title = "Throughput of the active connections vs idle connections";
+    let title = lang.get("chart.idle.title");
     if !series.is_empty() && !is_curve(&series) {
         out.push(curve_left_out(lang, title, &series, "chart.axis.idle"));
     } else if !series.is_empty() {
         out.push(charts::multiples(
             title,
             &Axes {
-                x: "idle connections held open",
-                y: "requests per second",
+                x: lang.get("chart.idle.x"),
+                y: lang.get("chart.rps"),
                 x_scale: Scale::Linear,
                 y_scale: Scale::Linear,
             },
@@ -590,8 +590,8 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
     let churn = representative(run, "churn");
     if let Some(svg) = bar_chart(
         models,
-        "Connection churn: connect, one echo, close",
-        &linear("connections per second (median, 95% CI)"),
+        lang.get("chart.churn.title"),
+        &linear(lang.get("chart.churn.x")),
         &churn,
         |l| l["load"]["connects_per_s"].as_f64(),
     )? {
@@ -599,13 +599,13 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
     }
     let bulk = representative(run, "bulk");
     for (field, way) in [
-        ("upload_bps", "upload (PUT)"),
-        ("download_bps", "download (GET)"),
+        ("upload_bps", lang.get("chart.bulk.up")),
+        ("download_bps", lang.get("chart.bulk.down")),
     ] {
         if let Some(svg) = bar_chart(
             models,
-            &format!("Bulk transfer, {way}"),
-            &linear("MB/s (median, 95% CI)"),
+            &lang.say("chart.bulk.title", &[("way", &way)]),
+            &linear(lang.get("chart.bulk.x")),
             &bulk,
             |l| l["load"][field].as_f64().map(|b| b / 1e6),
         )? {
@@ -627,8 +627,8 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
         .unwrap_or_default();
     if let Some(svg) = bar_chart(
         models,
-        &format!("Server CPU per request (echo {params})"),
-        &linear("µs of server CPU per request (median, 95% CI)"),
+        &lang.say("chart.cpu.title", &[("params", &params)]),
+        &linear(lang.get("chart.cpu.x")),
         &echo,
         |l| l["server"]["cpu_us_per_request"].as_f64(),
     )? {
@@ -644,12 +644,12 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
     let log = spans_decades(pss_cells.iter().filter_map(|l| pss(l)));
     if let Some(svg) = bar_chart(
         models,
-        "Server memory per connection (peak PSS / connections)",
+        lang.get("chart.pss.title"),
         &ValueAxis {
             desc: if log {
-                "KiB per connection (median, 95% CI; log scale)"
+                lang.get("chart.pss.x_log")
             } else {
-                "KiB per connection (median, 95% CI)"
+                lang.get("chart.pss.x")
             },
             log,
             range: None,
@@ -663,7 +663,7 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
 }
 
 /// The HdrHistogram-style percentile spectrum: latency at 50% .. 99.99%, trials merged.
-fn spectrum(run: &Run, models: &[String]) -> Result<Option<String>, String> {
+fn spectrum(run: &Run, models: &[String], lang: Lang) -> Result<Option<String>, String> {
     let scenario = if run.ok().any(|l| str_of(l, "scenario") == "rate") {
         "rate"
     } else {
@@ -703,19 +703,17 @@ fn spectrum(run: &Run, models: &[String]) -> Result<Option<String>, String> {
         return Ok(None);
     }
     let params = cells.first().map(|l| str_of(l, "cell")).unwrap_or_default();
-    let title = format!(
-        "Latency spectrum, {}",
-        params
-            .split('/')
-            .next_back()
-            .map(|p| format!("{scenario} {p}"))
-            .unwrap_or_default()
-    );
+    let cell = params
+        .split('/')
+        .next_back()
+        .map(|p| format!("{scenario} {p}"))
+        .unwrap_or_default();
+    let title = lang.say("chart.spectrum.title", &[("cell", &cell)]);
     charts::multiples(
         &title,
         &Axes {
-            x: "percentile (log scale of 1 in N requests slower)",
-            y: "latency, µs (log scale)",
+            x: lang.get("chart.spectrum.x"),
+            y: lang.get("chart.spectrum.y"),
             x_scale: Scale::Percentile,
             y_scale: Scale::Log,
         },
@@ -767,7 +765,12 @@ fn median_trial<'a>(lines: &[&'a Value]) -> Option<&'a Value> {
 
 /// Throughput and p99 over time in one cell, one trial per model (its median), as small
 /// multiples: a panel per family, every panel of a quantity on the same scale.
-fn over_time_html(run: &Run, models: &[String], html: &mut String) -> Result<(), String> {
+fn over_time_html(
+    run: &Run,
+    models: &[String],
+    lang: Lang,
+    html: &mut String,
+) -> Result<(), String> {
     let Some((params, name)) = over_time_cell(run) else {
         return Ok(());
     };
@@ -813,9 +816,11 @@ fn over_time_html(run: &Run, models: &[String], html: &mut String) -> Result<(),
     } else {
         (1.0, 10.0)
     };
-    let _ = write!(html, "<h2 id=\"over-time\">Over time: echo <code>{}</code></h2><p>Requests per second and corrected p99 latency per {} ms interval of the measured window, one trial per model (the one with the median throughput), a panel per family of models; the panels of a chart share their scales. A dip shows a stall (a pause of the server, a reaping, a loop that stopped), a slope a warm-up.</p>",
-        escape(&name),
-        chosen.first().and_then(|(_, l)| series::intervals(l)).map_or(0.0, |(w, _)| w));
+    let ms = chosen
+        .first()
+        .and_then(|(_, l)| series::intervals(l))
+        .map_or(0.0, |(w, _)| w);
+    html.push_str(&lang.say("over.intro", &[("cell", &escape(&name)), ("ms", &ms)]));
     let ids = Identities::new(models);
     for p99 in [false, true] {
         let series = chosen
@@ -827,18 +832,14 @@ fn over_time_html(run: &Run, models: &[String], html: &mut String) -> Result<(),
             })
             .collect();
         let figure = charts::multiples(
-            if p99 {
-                "p99 latency over time"
+            lang.get(if p99 {
+                "over.p99.title"
             } else {
-                "Throughput over time"
-            },
+                "over.rps.title"
+            }),
             &Axes {
-                x: "seconds into the measured window",
-                y: if p99 {
-                    "p99 latency, µs (log scale)"
-                } else {
-                    "requests per second"
-                },
+                x: lang.get("over.x"),
+                y: lang.get(if p99 { "chart.rate.y" } else { "chart.rps" }),
                 x_scale: Scale::Linear,
                 y_scale: if p99 { Scale::Log } else { Scale::Linear },
             },
@@ -855,22 +856,21 @@ fn over_time_html(run: &Run, models: &[String], html: &mut String) -> Result<(),
         })
         .collect();
     if stalled.is_empty() {
-        html.push_str(
-            "<p>No model's throughput fell below half its median in any interval of this cell.</p>",
-        );
+        html.push_str(lang.get("over.none"));
     } else {
-        let _ = write!(
-            html,
-            "<p>Throughput below half its median: {}.</p>",
-            stalled.join("; ")
-        );
+        html.push_str(&lang.say("over.stalls", &[("list", &stalled.join("; "))]));
     }
     Ok(())
 }
 
 /// Jain's fairness index per model for each scenario and parameters, with the connections a
 /// model never served named on its bar (the blocking pools serve at most their workers).
-fn fairness_html(run: &Run, models: &[String], html: &mut String) -> Result<(), String> {
+fn fairness_html(
+    run: &Run,
+    models: &[String],
+    lang: Lang,
+    html: &mut String,
+) -> Result<(), String> {
     let mut groups: BTreeMap<(String, String), BTreeMap<String, Vec<&Value>>> = BTreeMap::new();
     for line in run.ok().filter(|l| series::served(l).is_some()) {
         let cell = str_of(line, "cell");
@@ -885,7 +885,7 @@ fn fairness_html(run: &Run, models: &[String], html: &mut String) -> Result<(), 
     if groups.is_empty() {
         return Ok(());
     }
-    html.push_str("<h2 id=\"fairness\">Fairness across connections</h2><p>Requests each connection completed in the measured window, summed up as Jain's index: 1 when every connection got as many, k/n when k of n got the same and the others none (the median over trials). A model that served only some of its connections says how many: a pool of N workers serves at most N at once.</p>");
+    html.push_str(lang.get("fair.intro"));
     let ids = Identities::new(models);
     html.push_str("<div class=\"grid\">");
     for ((scenario, params), by_model) in &groups {
@@ -903,8 +903,10 @@ fn fairness_html(run: &Run, models: &[String], html: &mut String) -> Result<(), 
                 .filter_map(|l| series::served(l))
                 .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
             let note = match served {
-                0 => Some("none served".to_string()),
-                s if s < connections => Some(format!("at most {s} of {connections} served")),
+                0 => Some(lang.get("fair.none").to_string()),
+                s if s < connections => {
+                    Some(lang.say("fair.some", &[("served", &s), ("conns", &connections)]))
+                }
                 _ => None,
             };
             let jain = median(&jains).clamp(0.0, 1.0);
@@ -920,9 +922,9 @@ fn fairness_html(run: &Run, models: &[String], html: &mut String) -> Result<(), 
             });
         }
         let svg = charts::bars(
-            &format!("Fairness: {scenario} {params}"),
+            &lang.say("fair.title", &[("cell", &format!("{scenario} {params}"))]),
             &ValueAxis {
-                desc: "Jain's fairness index (1: every connection served alike)",
+                desc: lang.get("fair.x"),
                 log: false,
                 range: Some((0.0, 1.0)),
             },

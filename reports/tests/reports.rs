@@ -893,9 +893,13 @@ fn the_page_renders_in_chinese_with_the_same_numbers() {
         "各场景汇总：梯队",
         "各模型：做了什么，本次运行测得什么",
         "<th>梯队</th><th>模型</th>",
+        // The charts' titles and axes come from the same table.
+        "延迟分布，",
+        "百分位（对数刻度",
     ] {
         assert!(zh.contains(heading), "{heading}");
     }
+    assert!(!zh.contains("Latency spectrum"), "no English chart title left");
     let verdict = section(&zh, "verdict");
     assert!(verdict.contains("epoll-et 胜出，90.00k req/s（3 次试验的中位数），是下一梯队最优者 threads（40.00k req/s）的 2.25 倍。"), "{verdict}");
     assert!(
