@@ -71,9 +71,12 @@ fn range(values: impl Iterator<Item = f64>, scale: Scale) -> (f64, f64) {
         return (1.0, 10.0);
     }
     if log {
-        // From a power of ten: plotters puts log ticks only from the first power of ten in
-        // range, so a smallest value of 50 would otherwise sit left of every labelled tick.
-        (10f64.powf((lo / 1.5).log10().floor()), hi * 1.5)
+        // Just below the power of ten at or under the smallest value: plotters puts log
+        // ticks only from the first power of ten in range, so a smallest value of 50 would
+        // otherwise sit left of every labelled tick; and a smallest value of 10 starts the
+        // axis near 10, not a whole empty decade earlier at 1.
+        let decade = 10f64.powf(lo.log10().floor());
+        (decade / 1.3, hi * 1.5)
     } else {
         (0.0, if hi > 0.0 { hi * 1.1 } else { 1.0 })
     }
