@@ -474,7 +474,11 @@ impl Running {
             Some(s) if s.success() || s.signal() == Some(libc::SIGTERM) => {
                 format!("SIGTERM ({}, after {took} ms)", cell::describe(s))
             }
-            Some(s) => return Err(format!("server {} on SIGTERM", cell::describe(s))),
+            Some(s) => {
+                // What it left behind is ended all the same before the error is told.
+                let _ = reap_leftovers(pid);
+                return Err(format!("server {} on SIGTERM", cell::describe(s)));
+            }
             None => format!("SIGKILL: still running {:?} after SIGTERM", self.grace),
         };
         let mut left = if status.is_some() {

@@ -373,6 +373,8 @@ fn count_external(
         ..server.clone()
     };
     let cpus: Vec<usize> = (0..thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    // A daemonised child of the server is re-parented to bench, so the stop can end it.
+    external::adopt_orphans();
     let mut running = external::start(&server, "echo", &cpus, work, &prefix)?;
     let pid = running.child.id() as i32;
     let addr: SocketAddr = running.addr.parse().expect("an address bench wrote");

@@ -274,6 +274,14 @@ impl HostsArgs {
             (Some(s), Some(l)) => (s, l),
             _ => return Err("a server host needs load hosts, and load hosts a server host".into()),
         };
+        if let Some(external) = suite.servers.first() {
+            // A remote cell starts the built-in `server` on its host; a command of this
+            // machine's user cannot be assumed to exist there.
+            return Err(format!(
+                "external servers ('{}') run on this machine only: not with --server-host or server_host",
+                external.name
+            ));
+        }
         let max_offset = suite::parse_duration(&self.max_clock_offset)?;
         let hosts = hosts::Hosts {
             server: server_host,
@@ -780,7 +788,7 @@ fn run(
     // Unreachable or mismatched hosts are refused before a directory is made, too.
     let fresh_hosts = match &fresh {
         Some((request, path, text)) => {
-            let suite = suite::parse(text, path)?;
+            let suite = with_servers(suite::parse(text, path)?, request)?;
             Some(given.hosts.prepare(request, &suite, &server, &loadgen)?)
         }
         None => None,

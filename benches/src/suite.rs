@@ -122,7 +122,17 @@ impl ScenarioGrid {
         let Some(list) = &self.models else {
             return true;
         };
-        let names = |m: &str| list.iter().any(|x| x == m);
+        // A list entry is taken without its alias number too: `epoll-et#2+bundle` names the
+        // variant `epoll-et+bundle`.
+        let plain = |x: &str| -> String {
+            let (head, options) = x.split_once('+').unwrap_or((x, ""));
+            let head = head.split('#').next().unwrap_or(head);
+            match options {
+                "" => head.to_string(),
+                _ => format!("{head}+{options}"),
+            }
+        };
+        let names = |m: &str| list.iter().any(|x| x == m || plain(x) == m);
         // `epoll-et#2+extra-work=5000` without its alias number: `epoll-et+extra-work=5000`.
         let (head, options) = model.split_once('+').unwrap_or((model, ""));
         let head = head.split('#').next().unwrap_or(head);
@@ -133,7 +143,9 @@ impl ScenarioGrid {
         if names(model) || names(&unaliased) || (options.is_empty() && names(base)) {
             return true;
         }
-        let variant_named = list.iter().any(|x| x.starts_with(&format!("{base}+")));
+        let variant_named = list
+            .iter()
+            .any(|x| plain(x).starts_with(&format!("{base}+")));
         model.contains('+') && names(base) && !variant_named
     }
 }
@@ -758,6 +770,9 @@ mod tests {
             "a list naming variants chooses among them"
         );
         assert!(runs(&chosen, "uring-multishot#2"));
+        let aliased = grid(&["uring-multishot", "uring-multishot#2+bundle"]);
+        assert!(!runs(&aliased, "uring-multishot+send-in-place"));
+        assert!(runs(&aliased, "uring-multishot+bundle"));
     }
 
     #[test]

@@ -199,6 +199,27 @@ fn an_unknown_placeholder_is_refused_when_the_suite_is_read() {
 }
 
 #[test]
+fn an_external_server_is_refused_with_remote_hosts() {
+    let scratch = scratch("remote");
+    let dir = scratch.path();
+    // Refused before any host is reached (these names do not resolve).
+    let output = run(
+        dir,
+        HEAD,
+        &[
+            "--server",
+            "x:echo=sh -c true {port}",
+            "--server-host",
+            "server.invalid",
+            "--load-hosts",
+            "load.invalid",
+        ],
+    );
+    assert_refused(&output, "external servers ('x') run on this machine only");
+    assert!(!dir.join("run").exists());
+}
+
+#[test]
 fn a_protocol_the_server_does_not_declare_is_refused() {
     let scratch = scratch("protocol");
     let dir = scratch.path();

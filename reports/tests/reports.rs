@@ -899,7 +899,10 @@ fn the_page_renders_in_chinese_with_the_same_numbers() {
     ] {
         assert!(zh.contains(heading), "{heading}");
     }
-    assert!(!zh.contains("Latency spectrum"), "no English chart title left");
+    assert!(
+        !zh.contains("Latency spectrum"),
+        "no English chart title left"
+    );
     let verdict = section(&zh, "verdict");
     assert!(verdict.contains("epoll-et 胜出，90.00k req/s（3 次试验的中位数），是下一梯队最优者 threads（40.00k req/s）的 2.25 倍。"), "{verdict}");
     assert!(

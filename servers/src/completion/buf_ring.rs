@@ -78,6 +78,8 @@ impl BufRing {
     /// but the last). Called before any of them is given back, which reuses their places.
     pub fn filled(&self, first: u16, len: usize, out: &mut Vec<u16>) {
         let start = self.position[first as usize];
+        // The kernel flags a buffer (IORING_CQE_F_BUFFER) only for buffers it took off the
+        // ring, so a completion that names one took at least that one, also at 0 bytes.
         for i in 0..len.div_ceil(self.size).max(1) {
             let at = start.wrapping_add(i as u16) & self.mask;
             out.push(self.placed[at as usize]);

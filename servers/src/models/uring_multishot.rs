@@ -62,6 +62,10 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
         }
     };
     let in_place = config.ring.send_in_place;
+    // Buffers held by echoes sent in place. A client that stops reading holds its buffer
+    // until its send completes: at most half the ring is lent so, the rest copies, so the
+    // ring never runs dry for the other connections.
+    let mut lent = 0usize;
     // The buffers one recv completion filled (several with --bundle), reused.
     let mut filled = Vec::new();
     let pause = types::Timespec::new().nsec(100_000_000);
@@ -163,6 +167,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                         match conns.get_mut(slot) {
                             Some(conn)
                                 if in_place
+                                    && lent < BUFFERS as usize / 2
                                     && len > 0
                                     && len <= buffers.size()
                                     && conn.can_send_in_place() =>
@@ -171,6 +176,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                                 // the ring when its send completes.
                                 let bytes = buffers.buffer(first, len);
                                 conn.echo_in_place(first, bytes.as_ptr(), len);
+                                lent += 1;
                                 filled.clear();
                             }
                             Some(conn) if len > 0 => {
@@ -207,6 +213,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     };
                     if let Some(bid) = conn.send_completion(result, cqe.flags()) {
                         buffers.give_back(bid); // an echo sent in place, all of it
+                        lent -= 1;
                     }
                     slot
                 }
