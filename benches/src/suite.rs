@@ -122,8 +122,8 @@ impl ScenarioGrid {
         let Some(list) = &self.models else {
             return true;
         };
-        // A list entry is taken without its alias number too: `epoll-et#2+bundle` names the
-        // variant `epoll-et+bundle`.
+        // A name without its alias number: `epoll-et#2+bundle` is the variant
+        // `epoll-et+bundle`; list entries and the model are compared both ways.
         let plain = |x: &str| -> String {
             let (head, options) = x.split_once('+').unwrap_or((x, ""));
             let head = head.split('#').next().unwrap_or(head);
@@ -133,20 +133,14 @@ impl ScenarioGrid {
             }
         };
         let names = |m: &str| list.iter().any(|x| x == m || plain(x) == m);
-        // `epoll-et#2+extra-work=5000` without its alias number: `epoll-et+extra-work=5000`.
-        let (head, options) = model.split_once('+').unwrap_or((model, ""));
-        let head = head.split('#').next().unwrap_or(head);
-        let unaliased = match options {
-            "" => head.to_string(),
-            _ => format!("{head}+{options}"),
-        };
-        if names(model) || names(&unaliased) || (options.is_empty() && names(base)) {
+        let is_variant = model.contains('+');
+        if names(model) || names(&plain(model)) || (!is_variant && names(base)) {
             return true;
         }
         let variant_named = list
             .iter()
             .any(|x| plain(x).starts_with(&format!("{base}+")));
-        model.contains('+') && names(base) && !variant_named
+        is_variant && names(base) && !variant_named
     }
 }
 

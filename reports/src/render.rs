@@ -452,26 +452,35 @@ fn spans_decades(values: impl Iterator<Item = f64>) -> bool {
 /// collapse, whatever the text around it promises).
 pub const CURVE_POINTS: usize = 3;
 
-/// Whether `series` can be drawn as a curve: some series has [`CURVE_POINTS`] x values.
-fn is_curve(series: &[Series]) -> bool {
-    series.iter().any(|s| {
-        let mut xs: Vec<f64> = s.points.iter().map(|p| p.0).collect();
-        xs.sort_by(f64::total_cmp);
-        xs.dedup();
-        xs.len() >= CURVE_POINTS
-    })
-}
-
-/// What stands in for a curve this run cannot draw.
-fn curve_left_out(lang: Lang, title: &str, series: &[Series], axis: &str) -> String {
-    let mut xs: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
-        .collect();
+/// The distinct x values of `points`, in order.
+fn distinct_x<'a>(points: impl Iterator<Item = &'a (f64, f64)>) -> Vec<f64> {
+    let mut xs: Vec<f64> = points.map(|p| p.0).collect();
     xs.sort_by(f64::total_cmp);
     xs.dedup();
+    xs
+}
+
+/// A chart of curves: the small multiples of `series` when some series has
+/// [`CURVE_POINTS`] x values, else a sentence saying what the run measured (`axis`, a text
+/// key naming the x values) and which suites draw it; nothing without series.
+fn curve_chart(
+    lang: Lang,
+    title: &str,
+    axes: &Axes,
+    axis: &str,
+    series: Vec<Series>,
+) -> Result<Option<String>, String> {
+    if series.is_empty() {
+        return Ok(None);
+    }
+    if series
+        .iter()
+        .any(|s| distinct_x(s.points.iter()).len() >= CURVE_POINTS)
+    {
+        return charts::multiples(title, axes, &charts::panels(series), None).map(Some);
+    }
     // Connection counts and rates are whole numbers: no decimals.
-    let values: Vec<String> = xs
+    let values: Vec<String> = distinct_x(series.iter().flat_map(|s| s.points.iter()))
         .iter()
         .map(|x| match x.abs() >= 1000.0 {
             true => fmt_num(*x),
@@ -487,7 +496,7 @@ fn curve_left_out(lang: Lang, title: &str, series: &[Series], axis: &str) -> Str
             ("min", &CURVE_POINTS),
         ],
     );
-    format!("<p class=\"left-out\">{sentence}</p>")
+    Ok(Some(format!("<p class=\"left-out\">{sentence}</p>")))
 }
 
 fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, String> {
@@ -509,27 +518,20 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
             |l| param(l, "connections").map(|c| c as f64),
             Metric::Throughput,
         );
+        let axes = Axes {
+            x: lang.get("chart.echo.x"),
+            y: lang.get("chart.rps"),
+            x_scale: Scale::Log,
+            y_scale: Scale::Linear,
+        };
         let title = lang.say("chart.echo.title", &[("size", &size)]);
-        if !series.is_empty() && !is_curve(&series) {
-            out.push(curve_left_out(
-                lang,
-                &title,
-                &series,
-                "chart.axis.connections",
-            ));
-        } else if !series.is_empty() {
-            out.push(charts::multiples(
-                &title,
-                &Axes {
-                    x: lang.get("chart.echo.x"),
-                    y: lang.get("chart.rps"),
-                    x_scale: Scale::Log,
-                    y_scale: Scale::Linear,
-                },
-                &charts::panels(series),
-                None,
-            )?);
-        }
+        out.extend(curve_chart(
+            lang,
+            &title,
+            &axes,
+            "chart.axis.connections",
+            series,
+        )?);
     }
     if let Some(html) = spectrum(run, models, lang)? {
         out.push(html);
@@ -542,22 +544,14 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
         |l| param(l, "rate").map(|r| r as f64),
         Metric::P99,
     );
+    let axes = Axes {
+        x: lang.get("chart.rate.x"),
+        y: lang.get("chart.rate.y"),
+        x_scale: Scale::Linear,
+        y_scale: Scale::Log,
+    };
     let title = lang.get("chart.rate.title");
-    if !series.is_empty() && !is_curve(&series) {
-        out.push(curve_left_out(lang, title, &series, "chart.axis.rates"));
-    } else if !series.is_empty() {
-        out.push(charts::multiples(
-            title,
-            &Axes {
-                x: lang.get("chart.rate.x"),
-                y: lang.get("chart.rate.y"),
-                x_scale: Scale::Linear,
-                y_scale: Scale::Log,
-            },
-            &charts::panels(series),
-            None,
-        )?);
-    }
+    out.extend(curve_chart(lang, title, &axes, "chart.axis.rates", series)?);
     let series = series_by_model(
         run,
         models,
@@ -566,22 +560,14 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
         |l| param(l, "idle").map(|i| i as f64),
         Metric::Throughput,
     );
+    let axes = Axes {
+        x: lang.get("chart.idle.x"),
+        y: lang.get("chart.rps"),
+        x_scale: Scale::Linear,
+        y_scale: Scale::Linear,
+    };
     let title = lang.get("chart.idle.title");
-    if !series.is_empty() && !is_curve(&series) {
-        out.push(curve_left_out(lang, title, &series, "chart.axis.idle"));
-    } else if !series.is_empty() {
-        out.push(charts::multiples(
-            title,
-            &Axes {
-                x: lang.get("chart.idle.x"),
-                y: lang.get("chart.rps"),
-                x_scale: Scale::Linear,
-                y_scale: Scale::Linear,
-            },
-            &charts::panels(series),
-            None,
-        )?);
-    }
+    out.extend(curve_chart(lang, title, &axes, "chart.axis.idle", series)?);
     let linear = |desc| ValueAxis {
         desc,
         log: false,

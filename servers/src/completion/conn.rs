@@ -220,7 +220,7 @@ impl Conn {
 
     /// A send completed with `n` bytes written. Returns the provided buffer it was sent
     /// from in place, once all of it is sent, for the ring.
-    pub fn sent(&mut self, n: usize) -> Option<u16> {
+    fn sent(&mut self, n: usize) -> Option<u16> {
         self.send_armed = false;
         if n > 0 {
             self.idle.progress();

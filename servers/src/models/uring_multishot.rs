@@ -162,8 +162,6 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 Op::Recv(slot) => {
                     if let Some(first) = cqueue::buffer_select(cqe.flags()) {
                         let len = result.max(0) as usize;
-                        filled.clear();
-                        buffers.filled(first, len, &mut filled);
                         match conns.get_mut(slot) {
                             Some(conn)
                                 if in_place
@@ -177,20 +175,22 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                                 let bytes = buffers.buffer(first, len);
                                 conn.echo_in_place(first, bytes.as_ptr(), len);
                                 lent += 1;
-                                filled.clear();
                             }
-                            Some(conn) if len > 0 => {
-                                let mut left = len;
+                            conn => {
+                                filled.clear();
+                                buffers.filled(first, len, &mut filled);
+                                if let Some(conn) = conn.filter(|_| len > 0) {
+                                    let mut left = len;
+                                    for &bid in &filled {
+                                        let piece = left.min(buffers.size());
+                                        conn.received(buffers.buffer(bid, piece));
+                                        left -= piece;
+                                    }
+                                }
                                 for &bid in &filled {
-                                    let piece = left.min(buffers.size());
-                                    conn.received(buffers.buffer(bid, piece));
-                                    left -= piece;
+                                    buffers.give_back(bid);
                                 }
                             }
-                            _ => {}
-                        }
-                        for &bid in &filled {
-                            buffers.give_back(bid);
                         }
                     }
                     let Some(conn) = conns.get_mut(slot) else {
