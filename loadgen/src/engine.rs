@@ -88,6 +88,8 @@ struct Conn {
     /// (closed loop), or the connect (churn).
     intended: Instant,
     sent_at: Instant,
+    /// Open loop: when the connection joined the free list (its last reply was handled).
+    free_since: Instant,
     idle: bool,
     /// Requests this connection completed in the measured window.
     completed: u64,
@@ -284,6 +286,7 @@ pub fn run(
                 seq: 0,
                 intended: start,
                 sent_at: start,
+                free_since: start,
                 idle: i >= share.active,
                 completed: 0,
                 connected: false,
@@ -425,6 +428,8 @@ impl Engine<'_> {
                 return;
             };
             let i = self.free.pop_front().expect("a free connection");
+            let free_since = self.conns[i].free_since;
+            self.pace(at, free_since, now);
             self.issue(i, at);
         }
     }
@@ -520,8 +525,14 @@ impl Engine<'_> {
             Scenario::Rate => {
                 self.advance_schedule(now);
                 match self.schedule.as_mut().and_then(Schedule::take) {
-                    Some(at) => self.issue(i, at),
-                    None => self.free.push_back(i),
+                    Some(at) => {
+                        self.pace(at, now, now);
+                        self.issue(i, at);
+                    }
+                    None => {
+                        self.conns[i].free_since = now;
+                        self.free.push_back(i);
+                    }
                 }
             }
             Scenario::Churn if self.may_issue(now) => self.issue(i, connected_since),
@@ -533,6 +544,24 @@ impl Engine<'_> {
             }
             _ => {}
         }
+    }
+
+    /// Open loop: splits how late a slot due at `due` goes out at `now` on a connection free
+    /// since `free_since` into the time it waited for a free connection (every one had a
+    /// request in flight: the server had not answered yet) and the time loadgen itself took
+    /// to send once both were there (its own pacing: a late wake-up, a busy loop, the VM).
+    fn pace(&mut self, due: Instant, free_since: Instant, now: Instant) {
+        if due < self.measure_from {
+            return;
+        }
+        let ready = due.max(free_since);
+        let micros = |d: Duration| d.as_micros() as u64;
+        self.stats
+            .wait
+            .saturating_record(micros(ready.saturating_duration_since(due)));
+        self.stats
+            .late
+            .saturating_record(micros(now.saturating_duration_since(ready)));
     }
 
     fn issue(&mut self, i: usize, intended: Instant) {

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::{self, Finished, Plan, Scenario, Share};
 use crate::series::{self, LiveInterval, Merged, Series};
-use crate::stats::{encode, Cpu, Fairness, LoadResult, Percentiles, Stats};
+use crate::stats::{encode, Cpu, Fairness, LoadResult, Pacing, Percentiles, Stats};
 use crate::workload::Workload;
 
 pub struct Options {
@@ -187,6 +187,8 @@ pub fn run(options: &Options) -> io::Result<Measured> {
         uncorrected_histogram: encode(&stats.uncorrected),
         series: Some(Series::of(&merged)),
         fairness: Some(Fairness::of(&per_connection)),
+        pacing: matches!(plan.scenario, Scenario::Rate)
+            .then(|| Pacing::of(&stats.wait, &stats.late)),
         http: match &plan.workload {
             Workload::Http(spec) => Some(spec.settings.clone()),
             _ => None,

@@ -45,6 +45,10 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     /// From the moment each request was actually written.
     pub uncorrected: Histogram<u64>,
+    /// Open loop, per measured request, in µs: how long it waited for a free connection
+    /// after its intended time, and how late loadgen sent it once one was free.
+    pub wait: Histogram<u64>,
+    pub late: Histogram<u64>,
     pub requests: u64,
     pub bytes_read: u64,
     pub up_bytes: u64,
@@ -74,6 +78,8 @@ impl Stats {
         Stats {
             latency: new_histogram(),
             uncorrected: new_histogram(),
+            wait: new_histogram(),
+            late: new_histogram(),
             requests: 0,
             bytes_read: 0,
             up_bytes: 0,
@@ -97,6 +103,8 @@ impl Stats {
         self.uncorrected
             .add(&other.uncorrected)
             .expect("same histogram bounds");
+        self.wait.add(&other.wait).expect("same histogram bounds");
+        self.late.add(&other.late).expect("same histogram bounds");
         self.requests += other.requests;
         self.bytes_read += other.bytes_read;
         self.up_bytes += other.up_bytes;
@@ -227,6 +235,34 @@ pub struct LoadResult {
     /// How evenly the active connections were served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fairness: Option<Fairness>,
+    /// Open loop: where the time between a request's intended and actual send went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<Pacing>,
+}
+
+/// Open loop: the corrected latency of a request is its uncorrected latency plus how late it
+/// went out, and that lateness has two causes this splits apart. `wait_us`: it came due while
+/// every connection had a request in flight (the server had not answered yet: the server's
+/// doing, as wrk2's correction intends). `late_us`: a connection was free and loadgen still
+/// sent after the due time (its own pacing: a late wake-up, a long turn of its loop, the
+/// VM pausing its CPU). A tail made of `late_us` is the load generator's, not the server's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pacing {
+    pub wait_us: Percentiles,
+    pub late_us: Percentiles,
+    pub wait_histogram: String,
+    pub late_histogram: String,
+}
+
+impl Pacing {
+    pub fn of(wait: &Histogram<u64>, late: &Histogram<u64>) -> Pacing {
+        Pacing {
+            wait_us: Percentiles::of(wait),
+            late_us: Percentiles::of(late),
+            wait_histogram: encode(wait),
+            late_histogram: encode(late),
+        }
+    }
 }
 
 /// How evenly the requests completed in the measured window spread over the active
@@ -462,6 +498,17 @@ pub fn merge(results: &[LoadResult]) -> io::Result<LoadResult> {
                  same loadgen version",
             ))
         }
+    };
+    let pacing: Vec<&Pacing> = results.iter().filter_map(|r| r.pacing.as_ref()).collect();
+    merged.pacing = if pacing.len() == results.len() {
+        let (mut wait, mut late) = (new_histogram(), new_histogram());
+        for p in pacing {
+            wait.add(decode(&p.wait_histogram)?).expect("same bounds");
+            late.add(decode(&p.late_histogram)?).expect("same bounds");
+        }
+        Some(Pacing::of(&wait, &late))
+    } else {
+        None
     };
     let fairness: Vec<Fairness> = results.iter().filter_map(|r| r.fairness).collect();
     merged.fairness = (fairness.len() == results.len())

@@ -55,6 +55,17 @@ pub fn render(r: &LoadResult) -> String {
     if r.target_rps.is_some() {
         row(&mut s, "  uncorrected", &r.uncorrected_latency_us);
     }
+    if let Some(pacing) = &r.pacing {
+        // corrected = uncorrected + how late it went out, split by cause.
+        row(&mut s, "  + waited   ", &pacing.wait_us);
+        row(&mut s, "  + late     ", &pacing.late_us);
+        let _ = writeln!(
+            s,
+            "  (a request's corrected latency = its uncorrected + the time it waited for a free \
+             connection, the server's doing + how late loadgen sent it once one was free, \
+             loadgen's own pacing)"
+        );
+    }
     let _ = writeln!(
         s,
         "  {} requests in {:.2}s, {:.1} MiB read",

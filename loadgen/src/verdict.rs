@@ -126,6 +126,7 @@ mod tests {
             uncorrected_histogram: String::new(),
             series: None,
             fairness: None,
+            pacing: None,
             http: None,
         }
     }

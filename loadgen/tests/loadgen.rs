@@ -287,6 +287,19 @@ fn a_stall_shows_in_corrected_latency_only() {
         uncorrected_p99 < 50_000,
         "uncorrected p99 {uncorrected_p99} us"
     );
+    // Where the delay went: those requests waited for the one connection (the server's
+    // doing), while loadgen's own lateness with a connection free stays a small part of it.
+    let (wait_p99, late_p99) = (u(&r, "/pacing/wait_us/p99"), u(&r, "/pacing/late_us/p99"));
+    assert!(
+        wait_p99 > 100_000,
+        "wait p99 {wait_p99} us: {}",
+        r["pacing"]
+    );
+    assert!(
+        late_p99 * 10 < wait_p99,
+        "late p99 {late_p99} us: {}",
+        r["pacing"]
+    );
 }
 
 /// An echo server for 128-byte messages that counts the requests each connection carried.
@@ -454,6 +467,10 @@ fn merge_adds_histograms_exactly() {
         "the merged histogram is the sum, bucket for bucket"
     );
     assert_eq!(u(&merged, "/latency_us/max"), union.max());
+    assert!(
+        parts[0].get("pacing").is_none() && merged.get("pacing").is_none(),
+        "pacing is the open loop's"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
