@@ -5,7 +5,8 @@
 //! `suite` reads suite files and expands them into cells (trials interleaved across models);
 //! `cell` runs one cell; `external` starts, watches and stops a server given by
 //! command (`[[server]]`, `--server`); `process_tree` samples /proc; `runner` owns the run directory
-//! (results, env.json, resume, progress); `summary` prints the ranking at the end. `gate`
+//! (results, env.json, resume, progress); `summary` prints the ranking at the end; `pauses` checks, before a run, how long the machine
+//! stops a busy CPU. `gate`
 //! counts instructions per request under callgrind, and `ci` compares a base ref with the
 //! current build (the gate, plus wall-clock cells run interleaved) for pull requests. `hosts`
 //! runs a cell's server and loadgens on other machines over ssh and merges their results.
@@ -18,6 +19,7 @@ pub mod external;
 pub mod gate;
 pub mod hosts;
 pub mod noise;
+pub mod pauses;
 pub mod plan;
 pub mod process_tree;
 pub mod runner;

@@ -428,6 +428,19 @@ pub fn write_env(run: &Run) -> Result<(), String> {
     };
     // SAFETY: getrlimit writes into a valid rlimit.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) };
+    // The machine check: only where the cells run (remote hosts are not checked).
+    let pauses = run.setup.hosts.is_none().then(|| {
+        let mut cpus = run.setup.server_cpus.clone();
+        cpus.extend(&run.setup.load_cpus);
+        cpus.sort_unstable();
+        cpus.dedup();
+        let window = crate::pauses::WINDOW;
+        let pauses = crate::pauses::to_json(window, &crate::pauses::measure(&cpus, window));
+        if let Some(said) = crate::pauses::describe(&pauses) {
+            eprintln!("{said}");
+        }
+        pauses
+    });
     let env = json!({
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "cpu_model": cpu_model,
@@ -439,6 +452,7 @@ pub fn write_env(run: &Run) -> Result<(), String> {
         "git_dirty": output("git", &["status", "--porcelain"]).map(|s| !s.is_empty()),
         "nofile": {"soft": nofile.rlim_cur, "hard": nofile.rlim_max},
         "pinning": {"server_cpus": run.setup.server_cpus, "load_cpus": run.setup.load_cpus},
+        "pauses": pauses,
         // The machine above is bench's; the cells ran on these (each line has their clocks).
         "hosts": run.setup.hosts.as_ref().map(|h| json!({
             "server": h.hosts.server,

@@ -243,7 +243,7 @@ pub fn cell_overhead() -> (Duration, bool) {
         .unwrap_or((Duration::from_millis(400), false))
 }
 
-pub const BUILT_IN: [&str; 7] = [
+pub const BUILT_IN: [&str; 8] = [
     "smoke",
     "quick",
     "full",
@@ -251,6 +251,7 @@ pub const BUILT_IN: [&str; 7] = [
     "ci",
     "uring",
     "uring-options",
+    "tail",
 ];
 
 /// Finds a suite by built-in name (a file in `benches/suites/`) or path.

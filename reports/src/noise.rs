@@ -16,6 +16,11 @@ pub const LOADGEN_SATURATED: f64 = 0.95;
 /// ... while the server's CPUs were busy less than this: the server was waiting for load.
 pub const SERVER_IDLE: f64 = 0.80;
 
+/// An open-loop p99 at least this long (µs) ...
+pub const LATE_FLOOR_US: f64 = 200.0;
+/// ... of which loadgen's own lateness at p99 is at least this share.
+pub const LATE_SHARE: f64 = 0.5;
+
 /// Why a cell may not have measured its server; empty when it is clean or unknown (no
 /// `noise` object: runs from before it existed, failed cells).
 pub fn flags(line: &Value) -> Vec<String> {
@@ -48,6 +53,18 @@ pub fn flags(line: &Value) -> Vec<String> {
     } else {
         loadgen >= LOADGEN_SATURATED
     };
+    // The open loop's tail measures the server only if loadgen sent on time: a p99 that is
+    // mostly loadgen's own lateness (a connection was free, loadgen had not sent yet) is the
+    // load generator's, or its CPU's.
+    let late = line["load"]["pacing"]["late_us"]["p99"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let p99 = line["load"]["latency_us"]["p99"].as_f64().unwrap_or(0.0);
+    if open_loop && p99 >= LATE_FLOOR_US && late >= LATE_SHARE * p99 {
+        reasons.push(format!(
+            "loadgen sent late: its own lateness at p99 was {late:.0} µs of a {p99:.0} µs p99"
+        ));
+    }
     if loadgen_limited && server_busy < SERVER_IDLE {
         reasons.push(format!(
             "loadgen saturated ({:.0}% of its CPUs) while the server's CPUs were {:.0}% busy",
@@ -95,5 +112,23 @@ mod tests {
         assert_eq!(flags(&open).len(), 2);
         open["load"]["behind_schedule"] = json!(true);
         assert_eq!(flags(&open).len(), 3);
+    }
+
+    #[test]
+    fn an_open_loop_tail_of_loadgen_lateness_is_flagged() {
+        let clean = json!({"server_cpus": {"busy": 0.4}, "load_cpus": {"busy": 1.0}});
+        let mut open = line("rate", clean);
+        let pacing = |late: u64| json!({"late_us": {"p99": late}, "wait_us": {"p99": 0}});
+        open["load"]["latency_us"] = json!({"p99": 900});
+        open["load"]["pacing"] = pacing(40);
+        assert!(flags(&open).is_empty(), "the server's tail");
+        open["load"]["pacing"] = pacing(600);
+        let reasons = flags(&open);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("loadgen sent late"), "{reasons:?}");
+        // A short tail is not worth a flag, whoever made it.
+        open["load"]["latency_us"] = json!({"p99": 120});
+        open["load"]["pacing"] = pacing(100);
+        assert!(flags(&open).is_empty());
     }
 }

@@ -261,6 +261,9 @@ fn summary_html(run: &Run, groups: &[Group], lang: Lang, html: &mut String) {
             &[("rule", &escape(lang.get("tiers.rule")))]
         )
     );
+    if let Some(said) = pauses_sentence(&run.env["pauses"], lang) {
+        let _ = write!(html, "<p>{said}</p>");
+    }
     if let Some(p) = &precision {
         let cells = p["cells"].as_object();
         let met = cells.map_or(0, |c| c.values().filter(|v| v["outcome"] == "met").count());
@@ -1134,6 +1137,39 @@ fn failures_html(run: &Run, lang: Lang, html: &mut String) {
         );
     }
     html.push_str("</table>");
+}
+
+/// The machine check of `env.json` (`pauses`, written by bench before the run) in words.
+fn pauses_sentence(pauses: &Value, lang: Lang) -> Option<String> {
+    let cpus = pauses["cpus"].as_array()?;
+    let sum = |key: &str| cpus.iter().filter_map(|c| c[key].as_u64()).sum::<u64>();
+    let longest = cpus.iter().filter_map(|c| c["longest_us"].as_u64()).max()?;
+    let window = format!("{}", pauses["window_s"].as_f64()?);
+    Some(match sum("over_1ms") {
+        0 => lang.say(
+            "summary.pauses_none",
+            &[
+                ("cpus", &cpus.len()),
+                ("window", &window),
+                ("longest", &longest),
+            ],
+        ),
+        count => lang.say(
+            "summary.pauses",
+            &[
+                ("cpus", &cpus.len()),
+                ("window", &window),
+                (
+                    "times",
+                    &match count {
+                        1 => lang.get("times.one").to_string(),
+                        n => lang.say("times.many", &[("n", &n)]),
+                    },
+                ),
+                ("longest", &format!("{:.1}", longest as f64 / 1000.0)),
+            ],
+        ),
+    })
 }
 
 fn env_html(run: &Run, lang: Lang, html: &mut String) {

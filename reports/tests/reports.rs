@@ -1012,3 +1012,39 @@ fn compare_html_names_both_runs_and_draws_the_forest_plot() {
         at += found;
     }
 }
+
+/// The machine check bench runs before a run (`env.json` `pauses`) is said in words on the
+/// page, in each language; a run without one (from before it existed) says nothing.
+#[test]
+fn the_machine_check_is_said_in_words() {
+    let render = |pauses: serde_json::Value, lang: &str| {
+        let scratch = scratch("base");
+        let dir = scratch.path();
+        let path = dir.join("env.json");
+        let mut env: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        env["pauses"] = pauses;
+        std::fs::write(&path, env.to_string()).unwrap();
+        let out = report(&["render", dir.to_str().unwrap(), "--lang", lang]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(dir.join("report.html")).unwrap()
+    };
+    let paused = serde_json::json!({"window_s": 1.0, "cpus": [
+        {"cpu": 0, "over_100us": 4, "over_1ms": 0, "longest_us": 300, "paused_us": 900},
+        {"cpu": 1, "over_100us": 9, "over_1ms": 3, "longest_us": 4100, "paused_us": 9000}]});
+    let html = render(paused.clone(), "en");
+    assert!(
+        html.contains("a CPU stopped for 1 ms or more 3 times (longest 4.1 ms)"),
+        "{}",
+        &html[html.find("id=\"summary\"").unwrap()..][..800]
+    );
+    assert!(render(paused, "zh").contains("停顿 1 毫秒以上共 3 次（最长 4.1 毫秒）"));
+    let quiet = serde_json::json!({"window_s": 1.0, "cpus": [
+        {"cpu": 0, "over_100us": 1, "over_1ms": 0, "longest_us": 240, "paused_us": 240}]});
+    assert!(render(quiet, "en").contains("no CPU stopped for 1 ms or more (longest 240 µs)"));
+    assert!(!render(serde_json::Value::Null, "en").contains("Machine check"));
+}
