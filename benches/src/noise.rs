@@ -203,19 +203,33 @@ mod tests {
         let cpus: Vec<usize> = (0..std::thread::available_parallelism().unwrap().get()).collect();
         let start = Sample::take(&cpus, me);
         let from = start.at;
-        let spin = Instant::now();
-        while spin.elapsed() < Duration::from_millis(300) {
+        // Spin until this thread has had 300 ms of CPU, however busy the machine is (other
+        // tests run beside this one), within a bound on the wall clock.
+        let thread_cpu_ns = || {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: writes into a valid timespec.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+            t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+        };
+        let (spun_from, wall) = (thread_cpu_ns(), Instant::now());
+        while thread_cpu_ns() - spun_from < 300_000_000 && wall.elapsed() < Duration::from_secs(20)
+        {
             std::hint::black_box(0u64);
         }
+        let spun_s = (thread_cpu_ns() - spun_from) as f64 / 1e9;
         let end = Sample::take(&cpus, me);
         let until = end.at;
         let noise = summarise(&[start, end], from, until, &cpus[..1], &cpus, Some(0.0));
-        // "loadgen" is this process here: at least the spinning thread's 300 ms of CPU over
-        // about 300 ms (other tests' threads may add to it), and no more than its CPUs hold.
+        // "loadgen" is this process here: at least the spinning thread's CPU seconds (other
+        // tests' threads may add to it), and no more than its CPUs hold.
         let loadgen = noise["loadgen_cpu"].as_f64().unwrap();
+        let window = noise["window_s"].as_f64().unwrap();
         assert!(
-            loadgen * cpus.len() as f64 > 0.5 && loadgen <= 1.05,
-            "{noise}"
+            loadgen * cpus.len() as f64 * window >= spun_s - 0.01 && loadgen <= 1.05,
+            "{noise}, spun {spun_s} s"
         );
         assert!(noise["window_s"].as_f64().unwrap() >= 0.3);
         assert!(
