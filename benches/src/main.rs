@@ -622,7 +622,12 @@ fn list(bin_dir: Option<PathBuf>) -> Result<(), String> {
     for name in BUILT_IN {
         let s = suite::load(&suite::locate(name)?)?;
         let cells = s.cells(&names, None, None)?;
-        let scenarios: Vec<&str> = s.scenarios.iter().map(|g| g.scenario.as_str()).collect();
+        let mut scenarios: Vec<&str> = Vec::new();
+        for g in &s.scenarios {
+            if !scenarios.contains(&g.scenario.as_str()) {
+                scenarios.push(&g.scenario);
+            }
+        }
         println!(
             "  {name:<6} {}; {}\n         {}",
             s.plan(cells.len()),
