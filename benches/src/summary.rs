@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use reports::noise;
+use reports::text::Lang;
 use reports::tiers::{self, median_pm, ratio_pm, Entry, Group, Tiers};
 
 /// The summary of `lines`; `precision` is the run's `precision.json` when it has one.
@@ -70,7 +71,7 @@ fn group(out: &mut String, g: &Group, precision: Option<&Value>) -> usize {
         let lines = &g.lines[model];
         let (tier, median, ratio) = cell_text(g.headline.of(model), &g.headline);
         let (etier, emedian, eratio) = cell_text(g.efficiency.of(model), &g.efficiency);
-        let notes = reports::render::notes(lines, precision);
+        let notes = reports::render::notes(lines, precision, Lang::En);
         noisy_count += lines.iter().filter(|l| noise::is_noisy(l)).count();
         let _ = writeln!(
             out,

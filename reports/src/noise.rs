@@ -7,6 +7,8 @@
 
 use serde_json::Value;
 
+use crate::text::Lang;
+
 /// Steal above this share of the cell's CPUs flags it.
 pub const STEAL: f64 = 0.05;
 /// CPU time of other processes above this share of the server's or the load's CPUs.
@@ -21,25 +23,24 @@ pub const LATE_FLOOR_US: f64 = 200.0;
 /// ... of which loadgen's own lateness at p99 is at least this share.
 pub const LATE_SHARE: f64 = 0.5;
 
-/// Why a cell may not have measured its server; empty when it is clean or unknown (no
-/// `noise` object: runs from before it existed, failed cells).
-pub fn flags(line: &Value) -> Vec<String> {
+/// Why a cell may not have measured its server, in `lang` (the terminal says them in
+/// English); empty when it is clean or unknown (no `noise` object: runs from before it
+/// existed, failed cells).
+pub fn flags(line: &Value, lang: Lang) -> Vec<String> {
     let noise = &line["noise"];
     let mut reasons = Vec::new();
     if !noise.is_object() {
         return reasons;
     }
+    let pct = |share: f64| format!("{:.0}", share * 100.0);
     for (side, name) in [("server_cpus", "server"), ("load_cpus", "load")] {
         let steal = noise[side]["steal"].as_f64().unwrap_or(0.0);
         if steal > STEAL {
-            reasons.push(format!("steal {:.0}% on the {name} CPUs", steal * 100.0));
+            reasons.push(lang.say(&format!("noise.steal_{name}"), &[("pct", &pct(steal))]));
         }
         let foreign = noise[side]["foreign"].as_f64().unwrap_or(0.0);
         if foreign > FOREIGN {
-            reasons.push(format!(
-                "other processes used {:.0}% of the {name} CPUs",
-                foreign * 100.0
-            ));
+            reasons.push(lang.say(&format!("noise.foreign_{name}"), &[("pct", &pct(foreign))]));
         }
     }
     let loadgen = noise["loadgen_cpu"].as_f64().unwrap_or(0.0);
@@ -61,22 +62,25 @@ pub fn flags(line: &Value) -> Vec<String> {
         .unwrap_or(0.0);
     let p99 = line["load"]["latency_us"]["p99"].as_f64().unwrap_or(0.0);
     if open_loop && p99 >= LATE_FLOOR_US && late >= LATE_SHARE * p99 {
-        reasons.push(format!(
-            "loadgen sent late: its own lateness at p99 was {late:.0} µs of a {p99:.0} µs p99"
+        reasons.push(lang.say(
+            "noise.late",
+            &[
+                ("late", &format!("{late:.0}")),
+                ("p99", &format!("{p99:.0}")),
+            ],
         ));
     }
     if loadgen_limited && server_busy < SERVER_IDLE {
-        reasons.push(format!(
-            "loadgen saturated ({:.0}% of its CPUs) while the server's CPUs were {:.0}% busy",
-            loadgen * 100.0,
-            server_busy * 100.0
+        reasons.push(lang.say(
+            "noise.saturated",
+            &[("loadgen", &pct(loadgen)), ("busy", &pct(server_busy))],
         ));
     }
     reasons
 }
 
 pub fn is_noisy(line: &Value) -> bool {
-    !flags(line).is_empty()
+    !flags(line, Lang::En).is_empty()
 }
 
 #[cfg(test)]
@@ -93,8 +97,8 @@ mod tests {
         let clean = json!({"server_cpus": {"busy": 1.0, "steal": 0.0, "foreign": 0.01},
                            "load_cpus": {"busy": 1.0, "steal": 0.0, "foreign": 0.02},
                            "loadgen_cpu": 0.99});
-        assert!(flags(&line("echo", clean)).is_empty());
-        assert!(flags(&json!({"scenario": "echo", "status": "ok"})).is_empty());
+        assert!(flags(&line("echo", clean), Lang::En).is_empty());
+        assert!(flags(&json!({"scenario": "echo", "status": "ok"}), Lang::En).is_empty());
     }
 
     #[test]
@@ -102,16 +106,50 @@ mod tests {
         let noisy = json!({"server_cpus": {"busy": 0.5, "steal": 0.08, "foreign": 0.3},
                            "load_cpus": {"busy": 1.0, "steal": 0.0, "foreign": 0.0},
                            "loadgen_cpu": 0.99});
-        let reasons = flags(&line("echo", noisy.clone()));
+        let reasons = flags(&line("echo", noisy.clone()), Lang::En);
         assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert!(reasons[0].contains("steal 8%"));
         assert!(reasons[1].contains("other processes used 30% of the server CPUs"));
         assert!(reasons[2].contains("loadgen saturated"));
         // The open loop: a busy loadgen is its pacing, unless it fell behind.
         let mut open = line("rate", noisy);
-        assert_eq!(flags(&open).len(), 2);
+        assert_eq!(flags(&open, Lang::En).len(), 2);
         open["load"]["behind_schedule"] = json!(true);
-        assert_eq!(flags(&open).len(), 3);
+        assert_eq!(flags(&open, Lang::En).len(), 3);
+    }
+
+    #[test]
+    fn each_reason_is_said_in_each_language() {
+        let noisy = json!({"server_cpus": {"busy": 0.5, "steal": 0.08, "foreign": 0.3},
+                           "load_cpus": {"busy": 1.0, "steal": 0.06, "foreign": 0.2},
+                           "loadgen_cpu": 0.99});
+        let mut open = line("rate", noisy);
+        open["load"]["behind_schedule"] = json!(true);
+        open["load"]["latency_us"] = json!({"p99": 900});
+        open["load"]["pacing"] = json!({"late_us": {"p99": 600}});
+        // The terminal's words, as they were before the page had a language.
+        assert_eq!(
+            flags(&open, Lang::En),
+            [
+                "steal 8% on the server CPUs",
+                "other processes used 30% of the server CPUs",
+                "steal 6% on the load CPUs",
+                "other processes used 20% of the load CPUs",
+                "loadgen sent late: its own lateness at p99 was 600 µs of a 900 µs p99",
+                "loadgen saturated (99% of its CPUs) while the server's CPUs were 50% busy",
+            ]
+        );
+        assert_eq!(
+            flags(&open, Lang::Zh),
+            [
+                "服务器所在 CPU 的 steal 占 8%",
+                "其他进程占用了服务器所在 CPU 的 30%",
+                "loadgen 所在 CPU 的 steal 占 6%",
+                "其他进程占用了 loadgen 所在 CPU 的 20%",
+                "loadgen 发送滞后：在 900 µs 的 p99 延迟中，它自身的滞后（p99）占了 600 µs",
+                "loadgen 饱和（占用了其 CPU 的 99%），而服务器所在 CPU 只有 50% 的时间在忙",
+            ]
+        );
     }
 
     #[test]
@@ -121,14 +159,14 @@ mod tests {
         let pacing = |late: u64| json!({"late_us": {"p99": late}, "wait_us": {"p99": 0}});
         open["load"]["latency_us"] = json!({"p99": 900});
         open["load"]["pacing"] = pacing(40);
-        assert!(flags(&open).is_empty(), "the server's tail");
+        assert!(flags(&open, Lang::En).is_empty(), "the server's tail");
         open["load"]["pacing"] = pacing(600);
-        let reasons = flags(&open);
+        let reasons = flags(&open, Lang::En);
         assert_eq!(reasons.len(), 1, "{reasons:?}");
         assert!(reasons[0].contains("loadgen sent late"), "{reasons:?}");
         // A short tail is not worth a flag, whoever made it.
         open["load"]["latency_us"] = json!({"p99": 120});
         open["load"]["pacing"] = pacing(100);
-        assert!(flags(&open).is_empty());
+        assert!(flags(&open, Lang::En).is_empty());
     }
 }

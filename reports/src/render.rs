@@ -175,21 +175,23 @@ pub fn precision_of(run: &Run) -> Option<Value> {
         .and_then(|t| serde_json::from_str(&t).ok())
 }
 
-/// Notes on one model in one group: failures, errors, starved connections, trials flagged
-/// noisy (with the reason), a precision target missed.
-pub fn notes(lines: &[&Value], precision: Option<&Value>) -> Vec<String> {
+/// Notes on one model in one group, in `lang` (the terminal summary's are English):
+/// failures, errors, starved connections, trials flagged noisy (with the reason), a precision
+/// target missed, stalls.
+pub fn notes(lines: &[&Value], precision: Option<&Value>, lang: Lang) -> Vec<String> {
     let mut notes = Vec::new();
+    // A status is a word of the result lines (failed, unsupported), quoted as it is.
     let not_ok: Vec<String> = lines
         .iter()
         .filter(|l| l["status"] != "ok")
         .map(|l| str_of(l, "status"))
         .collect();
     if !not_ok.is_empty() {
-        notes.push(not_ok.join(", "));
+        notes.push(not_ok.join(lang.get("list.sep")));
     }
     let errors: u64 = lines.iter().map(|l| error_total(l)).sum();
     if errors > 0 {
-        notes.push(format!("{errors} errors"));
+        notes.push(lang.say("notes.errors", &[("n", &errors)]));
     }
     let starved = lines
         .iter()
@@ -197,25 +199,27 @@ pub fn notes(lines: &[&Value], precision: Option<&Value>) -> Vec<String> {
         .max()
         .unwrap_or(0);
     if starved > 0 {
-        notes.push(format!("{starved} connections never served"));
+        notes.push(lang.say("notes.starved", &[("n", &starved)]));
     }
     // The trial that stalled most often (from the interval series of schema 2 lines).
     let stalls = lines
         .iter()
         .filter_map(|l| series::stalls(l))
         .max_by_key(|s| s.count)
-        .and_then(|s| s.describe());
+        .and_then(|s| s.describe(lang));
     let flagged: Vec<Vec<String>> = lines
         .iter()
-        .map(|l| noise::flags(l))
+        .map(|l| noise::flags(l, lang))
         .filter(|f| !f.is_empty())
         .collect();
     if let Some(first) = flagged.first() {
-        notes.push(format!(
-            "⚠ {} of {} trials noisy: {}",
-            flagged.len(),
-            lines.len(),
-            first.join("; ")
+        notes.push(lang.say(
+            "notes.noisy",
+            &[
+                ("noisy", &flagged.len()),
+                ("trials", &lines.len()),
+                ("reasons", &first.join(lang.get("notes.sep"))),
+            ],
         ));
     }
     if let (Some(p), Some(cell)) = (precision, lines.first().and_then(|l| l["cell"].as_str())) {
@@ -224,16 +228,26 @@ pub fn notes(lines: &[&Value], precision: Option<&Value>) -> Vec<String> {
             .as_str()
             .filter(|o| *o == "max_trials" || *o == "max_time")
         {
-            notes.push(format!(
-                "± {} after {} trials, short of the {:.0}% target ({})",
-                c["precision"]
-                    .as_f64()
-                    .map(|x| format!("{:.0}%", x * 100.0))
-                    .unwrap_or_else(|| "?".into()),
-                c["trials"],
-                p["target"].as_f64().unwrap_or(0.0) * 100.0,
-                outcome.replace('_', " ")
-            ));
+            notes.push(
+                lang.say(
+                    "notes.short",
+                    &[
+                        (
+                            "precision",
+                            &c["precision"]
+                                .as_f64()
+                                .map(|x| format!("{:.0}%", x * 100.0))
+                                .unwrap_or_else(|| "?".into()),
+                        ),
+                        ("trials", &c["trials"]),
+                        (
+                            "target",
+                            &format!("{:.0}", p["target"].as_f64().unwrap_or(0.0) * 100.0),
+                        ),
+                        ("outcome", &lang.get(&format!("notes.{outcome}"))),
+                    ],
+                ),
+            );
         }
     }
     notes.extend(stalls);
@@ -323,7 +337,7 @@ fn summary_html(run: &Run, groups: &[Group], lang: Lang, html: &mut String) {
                 e.map(|e| e.tier.to_string()).unwrap_or_else(|| "-".into()),
                 e.map(tiers::median_pm).unwrap_or_else(|| "-".into()),
                 e.map(|x| tiers::ratio_pm(x, first(&g.efficiency, x))).unwrap_or_default(),
-                escape(&notes(&g.lines[model], precision.as_ref()).join("; "))
+                escape(&notes(&g.lines[model], precision.as_ref(), lang).join(lang.get("notes.sep")))
             );
         }
         let _ = write!(
@@ -840,14 +854,17 @@ fn over_time_html(
     let stalled: Vec<String> = chosen
         .iter()
         .filter_map(|(m, l)| {
-            let text = series::stalls(l)?.describe()?;
+            let text = series::stalls(l)?.describe(lang)?;
             Some(format!("<b>{}</b> {}", escape(m), escape(&text)))
         })
         .collect();
     if stalled.is_empty() {
         html.push_str(lang.get("over.none"));
     } else {
-        html.push_str(&lang.say("over.stalls", &[("list", &stalled.join("; "))]));
+        html.push_str(&lang.say(
+            "over.stalls",
+            &[("list", &stalled.join(lang.get("notes.sep")))],
+        ));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::stats::dips;
+use crate::text::Lang;
 
 /// One interval of a cell's series.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -63,14 +64,19 @@ pub fn stalls(line: &Value) -> Option<Stalls> {
 }
 
 impl Stalls {
-    /// "stalled 3 times, longest 300 ms"; `None` when it never stalled.
-    pub fn describe(&self) -> Option<String> {
+    /// "stalled 3 times, longest 300 ms" in `lang`; `None` when it never stalled.
+    pub fn describe(&self, lang: Lang) -> Option<String> {
         (self.count > 0).then(|| {
-            format!(
-                "stalled {} time{}, longest {:.0} ms",
-                self.count,
-                if self.count == 1 { "" } else { "s" },
-                self.longest_ms
+            lang.say(
+                if self.count == 1 {
+                    "stalls.one"
+                } else {
+                    "stalls.many"
+                },
+                &[
+                    ("n", &self.count),
+                    ("ms", &format!("{:.0}", self.longest_ms)),
+                ],
             )
         })
     }
@@ -106,9 +112,21 @@ mod tests {
         let l = line(&[100, 100, 0, 0, 0, 100, 40, 100, 100, 100], 1.0);
         let s = stalls(&l).unwrap();
         assert_eq!((s.count, s.longest_ms), (2, 300.0));
-        assert_eq!(s.describe().unwrap(), "stalled 2 times, longest 300 ms");
+        assert_eq!(
+            s.describe(Lang::En).unwrap(),
+            "stalled 2 times, longest 300 ms"
+        );
+        assert_eq!(s.describe(Lang::Zh).unwrap(), "停顿 2 次，最长 300 毫秒");
+        let once = Stalls {
+            count: 1,
+            longest_ms: 100.0,
+        };
+        assert_eq!(
+            once.describe(Lang::En).unwrap(),
+            "stalled 1 time, longest 100 ms"
+        );
         let steady = stalls(&line(&[100, 90, 110, 100], 0.4)).unwrap();
-        assert_eq!(steady.describe(), None);
+        assert_eq!(steady.describe(Lang::En), None);
         // A last interval of 20 ms is left out, not counted as a dip.
         let cut = stalls(&line(&[100, 100, 100, 20], 0.32)).unwrap();
         assert_eq!(cut.count, 0);

@@ -939,6 +939,77 @@ fn the_page_renders_in_chinese_with_the_same_numbers() {
     }
 }
 
+/// The notes of the summary tables (a noisy trial and its reason, a precision target missed,
+/// connections never served, a stall) and the stalls "Over time" names come from the language
+/// tables: in Chinese on the Chinese page, in English (as the terminal says them) on the
+/// English one.
+#[test]
+fn the_notes_and_stalls_are_said_in_the_page_language() {
+    let scratch = scratch("series");
+    let dir = scratch.path();
+    let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // epoll-et's echo trial: loadgen saturated while the server's CPUs had time to spare,
+    // three connections never served, and a stall of one interval.
+    let et = &mut lines[1];
+    assert_eq!(et["cell"], "echo/epoll-et/c=10,size=128");
+    et["noise"] = serde_json::json!({
+        "server_cpus": {"busy": 0.78, "steal": 0.0, "foreign": 0.0},
+        "load_cpus": {"busy": 1.0, "steal": 0.0, "foreign": 0.0},
+        "loadgen_cpu": 0.96});
+    et["load"]["starved_connections"] = 3.into();
+    et["load"]["series"]["intervals"][1]["requests"] = 0.into();
+    let jsonl: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("results.jsonl"), jsonl).unwrap();
+    let precision = serde_json::json!({"target": 0.05, "min_trials": 3, "max_trials": 6,
+        "cells": {"echo/epoll-et/c=10,size=128": {"trials": 6, "precision": 0.17, "outcome": "max_trials"}}});
+    std::fs::write(dir.join("precision.json"), precision.to_string()).unwrap();
+    let render = |lang: &str| {
+        let out = report(&["render", dir.to_str().unwrap(), "--lang", lang]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(dir.join("report.html")).unwrap()
+    };
+    let english = [
+        "3 connections never served; ⚠ 1 of 1 trials noisy: loadgen saturated (96% of its CPUs) while the server's CPUs were 78% busy; ± 17% after 6 trials, short of the 5% target (max trials); stalled 1 time, longest 100 ms",
+        "<b>epoll-et</b> stalled 1 time, longest 100 ms",
+    ];
+    let en = render("en");
+    for needle in english {
+        assert!(en.contains(needle), "{needle}");
+    }
+    let zh = render("zh");
+    let summary = section(&zh, "summary");
+    assert!(
+        summary.contains("3 个连接始终未被服务；⚠ 1 次试验中有 1 次被判为有噪声：loadgen 饱和（占用了其 CPU 的 96%），而服务器所在 CPU 只有 78% 的时间在忙；6 次试验后精度为 ±17%，未达到 ±5% 的目标（试验次数已达上限）；停顿 1 次，最长 100 毫秒"),
+        "{summary}"
+    );
+    let over_time = section(&zh, "over-time");
+    assert!(
+        over_time.contains("<b>epoll-et</b> 停顿 1 次，最长 100 毫秒"),
+        "{over_time}"
+    );
+    for phrase in [
+        "never served",
+        "trials noisy",
+        "loadgen saturated",
+        "short of the",
+        "max trials",
+        "stalled",
+    ] {
+        assert!(
+            !zh.contains(phrase),
+            "English left on the Chinese page: {phrase}"
+        );
+    }
+}
+
 /// compare.html names both runs, lists what differs in their environments, and draws each
 /// change with its interval, regressions first.
 #[test]
