@@ -340,18 +340,22 @@ fn summary_html(run: &Run, groups: &[Group], lang: Lang, html: &mut String) {
                 escape(&notes(&g.lines[model], precision.as_ref(), lang).join(lang.get("notes.sep")))
             );
         }
+        let metric = match g.metric {
+            Metric::P99 => lang.get("summary.latency_p99"),
+            _ => lang.get("summary.throughput"),
+        };
         let _ = write!(
             html,
-            "</table><p class=\"words\"><b>{}:</b> {}{}",
-            g.metric.name(),
+            "</table><p class=\"words\">{} {}{}",
+            lang.say("summary.label", &[("name", &metric)]),
             escape(&g.headline.words_in(lang)),
             lang.get("stop")
         );
         if g.efficiency.entries.len() > 1 {
             let _ = write!(
                 html,
-                " <b>{}:</b> {}{}",
-                lang.get("summary.cpu"),
+                " {} {}{}",
+                lang.say("summary.label", &[("name", &lang.get("summary.cpu"))]),
                 escape(&g.efficiency.words_in(lang)),
                 lang.get("stop")
             );

@@ -896,6 +896,8 @@ fn the_page_renders_in_chinese_with_the_same_numbers() {
         // The charts' titles and axes come from the same table.
         "延迟分布，",
         "百分位（对数刻度",
+        // The tiers in words under each table, labelled in Chinese.
+        "<p class=\"words\"><b>吞吐量</b>：",
     ] {
         assert!(zh.contains(heading), "{heading}");
     }

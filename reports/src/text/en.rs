@@ -40,6 +40,9 @@ pub const TEXT: &[(&str, &str)] = &[
     ("summary.higher", "higher is better"),
     ("summary.lower", "lower is better"),
     ("summary.cpu", "CPU per request"),
+    ("summary.throughput", "throughput"),
+    ("summary.latency_p99", "latency p99"),
+    ("summary.label", "<b>{name}:</b>"),
     // The notes column of a summary table (render::notes, noise::flags and series::Stalls;
     // the terminal summary prints these English ones). The stalls are also "Over time"'s.
     ("notes.sep", "; "),
