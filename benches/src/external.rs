@@ -293,12 +293,18 @@ pub fn adopt_orphans() {
 
 /// An external server started for one cell: its process (the leader of its group), where it
 /// listens, and what it wrote to stderr.
+///
+/// It is its own guard: dropped before [`Running::stop`] (an early return, a panic between
+/// the start and the stop, in a cell or in the gate), it is stopped as `stop` stops it, so
+/// nothing of it outlives its owner. A drop after the stop does nothing.
 pub struct Running {
     pub child: Child,
     pub addr: String,
     pub log: Arc<Mutex<String>>,
     port: u16,
     grace: Duration,
+    /// `stop` has run: its group is not signalled again (its id may be another's by now).
+    stopped: bool,
 }
 
 /// Starts `server` for a cell of `protocol`, pinned to `cpus`, with `{run}` = `run_dir`, its
@@ -403,6 +409,7 @@ pub fn start(
                 log,
                 port,
                 grace: server.stop_grace,
+                stopped: false,
             });
         }
         if Instant::now() > deadline {
@@ -450,7 +457,12 @@ impl Running {
     /// SIGTERM to the group, SIGKILL to it after the grace period. Returns how it stopped (for
     /// the result line), or why the cell fails: its leader exited but other processes of it
     /// had to be killed, a daemon outside its group was left, or the port is still open.
+    /// Once only: a second call is an error and signals nothing.
     pub fn stop(&mut self) -> Result<String, String> {
+        if self.stopped {
+            return Err("the server was stopped already".into());
+        }
+        self.stopped = true;
         let pid = self.child.id() as i32;
         // SAFETY: kill(2) on the group our child leads, not yet reaped.
         unsafe { libc::kill(-pid, libc::SIGTERM) };
@@ -502,6 +514,16 @@ impl Running {
             ));
         }
         Ok(how)
+    }
+}
+
+impl Drop for Running {
+    /// Stopped as [`Running::stop`] stops it (SIGTERM to its group, SIGKILL after the grace,
+    /// what it left ended) unless that ran already.
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.stop();
+        }
     }
 }
 
