@@ -1,9 +1,10 @@
 //! External servers end to end: the Python example measured on echo and transfer with every
 //! byte verified, and bad input, each a clear refusal (exit 2) or a failed cell with its
 //! reason: an unknown placeholder, an undeclared protocol, a command that exits at once, a
-//! port never opened, a server that ignores SIGTERM, one that leaves a daemon behind. And a
-//! server started here with `external::start` and dropped before its stop (an early return,
-//! a panic) is stopped all the same, once. Every bench run is bounded in time, and after each
+//! port never opened, a server that ignores SIGTERM (alone, or with workers that are still
+//! exiting after the SIGKILL: no leftovers), one that leaves a daemon behind. And a server
+//! started here with `external::start` and dropped before its stop (an early return, a
+//! panic) is stopped all the same, once. Every bench run is bounded in time, and after each
 //! case no process of the case is left (each case's processes carry its scratch directory in
 //! their command line).
 
@@ -311,15 +312,27 @@ fn a_port_never_opened_fails_its_cell_after_the_ready_timeout() {
 }
 
 /// An echo server that ignores SIGTERM (and, with `daemon`, first starts a process of its own
-/// session that outlives it).
+/// session that outlives it; with `workers`, two workers of its group that ignore SIGTERM too,
+/// each holding 256 MiB it wrote: freeing that takes a SIGKILLed worker tens of milliseconds,
+/// so the workers are still on their way out when the server itself has been reaped).
 const STUBBORN: &str = r#"
 import os, signal, socket, sys, threading
-if len(sys.argv) > 2:
+mode = sys.argv[2] if len(sys.argv) > 2 else ""
+if mode == "daemon":
     if os.fork() == 0:
         os.setsid()
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
         signal.pause()
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if mode == "workers":
+    ready, done = os.pipe()
+    for _ in range(2):
+        if os.fork() == 0:
+            ballast = b"\1" * (256 << 20)
+            os.write(done, b"x")
+            while True:
+                signal.pause()
+    os.read(ready, 1), os.read(ready, 1)
 listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
 def serve(conn):
     try:
@@ -353,6 +366,23 @@ fn a_server_that_ignores_sigterm_is_killed_after_its_grace_and_says_so() {
         "{line}"
     );
     assert_eq!(line["server"]["clean_exit"], false);
+}
+
+#[test]
+fn a_forking_server_that_ignores_sigterm_is_killed_whole_and_its_dying_workers_are_no_leftovers() {
+    let scratch = scratch("workers");
+    let dir = scratch.path();
+    let output = run(dir, &stubborn(dir, "\"workers\""), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line = &lines(dir)[0];
+    // Not "left 2 processes behind": the workers were killed with their group, and are
+    // waited for while they exit.
+    assert_eq!(line["status"], "ok", "{line}");
+    assert_eq!(
+        line["server"]["stop"], "SIGKILL: still running 300ms after SIGTERM",
+        "{line}"
+    );
+    assert_eq!(line["server"]["peak_processes"], 3, "{line}");
 }
 
 #[test]
