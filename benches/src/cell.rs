@@ -632,7 +632,9 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 /// The server of a cell: a built-in model, or an external server in a process group of its
-/// own. Dropped on every way out of a cell, it leaves no process behind.
+/// own. Dropped on every way out of a cell, it leaves no process behind: a built-in model is
+/// SIGKILLed; an external server is its own guard ([`external::Running`]'s drop stops it as
+/// its stop does, unless that ran).
 enum Server {
     BuiltIn(Child),
     External(external::Running),
@@ -658,15 +660,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        match self {
-            Server::BuiltIn(child) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            Server::External(running) => {
-                external::kill_group(&mut running.child);
-                external::reap_leftovers(running.child.id() as i32);
-            }
+        if let Server::BuiltIn(child) = self {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

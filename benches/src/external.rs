@@ -293,12 +293,18 @@ pub fn adopt_orphans() {
 
 /// An external server started for one cell: its process (the leader of its group), where it
 /// listens, and what it wrote to stderr.
+///
+/// It is its own guard: dropped before [`Running::stop`] (an early return, a panic between
+/// the start and the stop, in a cell or in the gate), it is stopped as `stop` stops it, so
+/// nothing of it outlives its owner. A drop after the stop does nothing.
 pub struct Running {
     pub child: Child,
     pub addr: String,
     pub log: Arc<Mutex<String>>,
     port: u16,
     grace: Duration,
+    /// `stop` has run: its group is not signalled again (its id may be another's by now).
+    stopped: bool,
 }
 
 /// Starts `server` for a cell of `protocol`, pinned to `cpus`, with `{run}` = `run_dir`, its
@@ -372,6 +378,7 @@ pub fn start(
     let deadline = Instant::now() + server.ready_timeout;
     let fail = |child: &mut Child, what: String| {
         kill_group(child);
+        wait_gone(child.id() as i32, KILLED_EXIT);
         reap_leftovers(child.id() as i32);
         Err(cell::with_tail(what, &log))
     };
@@ -403,6 +410,7 @@ pub fn start(
                 log,
                 port,
                 grace: server.stop_grace,
+                stopped: false,
             });
         }
         if Instant::now() > deadline {
@@ -436,6 +444,11 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port on {HOST}: {e}"))
 }
 
+/// How long processes SIGKILLed with a server's group may take to be gone before they count
+/// as left behind. A SIGKILLed process exits when it next runs and has freed its memory: tens
+/// of milliseconds for a few hundred MiB, later on a busy machine.
+const KILLED_EXIT: Duration = Duration::from_secs(2);
+
 /// SIGKILL to the child's whole group, then the child reaped.
 pub fn kill_group(child: &mut Child) {
     // SAFETY: kill(2) on the group our child leads (process_group(0) made its pid the
@@ -450,7 +463,12 @@ impl Running {
     /// SIGTERM to the group, SIGKILL to it after the grace period. Returns how it stopped (for
     /// the result line), or why the cell fails: its leader exited but other processes of it
     /// had to be killed, a daemon outside its group was left, or the port is still open.
+    /// Once only: a second call is an error and signals nothing.
     pub fn stop(&mut self) -> Result<String, String> {
+        if self.stopped {
+            return Err("the server was stopped already".into());
+        }
+        self.stopped = true;
         let pid = self.child.id() as i32;
         // SAFETY: kill(2) on the group our child leads, not yet reaped.
         unsafe { libc::kill(-pid, libc::SIGTERM) };
@@ -469,6 +487,10 @@ impl Running {
         let took = started.elapsed().as_millis();
         let stragglers = members(pid);
         kill_group(&mut self.child);
+        // What the SIGKILL reached is on its way out (a server's workers of a few hundred MiB
+        // each were still exiting after its leader was reaped); it is no leftover. What is
+        // still there after this wait is named as one below.
+        wait_gone(pid, KILLED_EXIT);
         let how = match status {
             // Ended by SIGTERM's default action: how most servers stop, not a fault.
             Some(s) if s.success() || s.signal() == Some(libc::SIGTERM) => {
@@ -486,7 +508,12 @@ impl Running {
         } else {
             Vec::new()
         };
-        left.extend(reap_leftovers(pid));
+        for process in reap_leftovers(pid) {
+            // A straggler that outlived the SIGKILL's wait is named once.
+            if !left.contains(&process) {
+                left.push(process);
+            }
+        }
         if !left.is_empty() {
             return Err(format!(
                 "left {} process{} behind after it stopped (killed now): {}",
@@ -502,6 +529,16 @@ impl Running {
             ));
         }
         Ok(how)
+    }
+}
+
+impl Drop for Running {
+    /// Stopped as [`Running::stop`] stops it (SIGTERM to its group, SIGKILL after the grace,
+    /// what it left ended) unless that ran already.
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.stop();
+        }
     }
 }
 
@@ -544,6 +581,15 @@ fn members(pgid: i32) -> Vec<String> {
         .filter(|p| p.pgrp == pgid && !p.zombie)
         .map(|p| format!("{} ({})", p.pid, p.name))
         .collect()
+}
+
+/// Waits until group `pgid` has no live process (zombies are gone enough), or `limit` passed.
+fn wait_gone(pgid: i32, limit: Duration) {
+    let until = Instant::now() + limit;
+    while !members(pgid).is_empty() && Instant::now() < until {
+        // Each look reads every process's stat: not too often.
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Ends what is left of group `pgid` and the orphans bench adopted ([`adopt_orphans`]): a

@@ -3,7 +3,7 @@
 //!
 //! Nothing here is a cluster protocol of our own. `ssh` runs every remote command, with the
 //! user's own configuration (keys, agents, jump hosts, `~/.ssh/config`) and `BatchMode`, so it
-//! never asks for a password; `scp` copies the binaries when asked (`--push-binaries`).
+//! never asks for a password; it copies the binaries too when asked (`--push-binaries`).
 //!
 //! Before the first cell, each host is checked once ([`prepare`]): reachable, holding the same
 //! build of `server` or `loadgen` as this machine (version and SHA-256), and its clock's offset
@@ -26,6 +26,7 @@
 //! the connection drops (ServerAliveInterval notices a dead peer).
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -108,7 +109,7 @@ impl Hosts {
         command
     }
 
-    /// Options for ssh and scp alike: never prompt, give up on a dead peer.
+    /// ssh's options: never prompt, give up on a dead peer.
     fn options(&self) -> Vec<String> {
         let mut options: Vec<String> = [
             "BatchMode=yes".to_string(),
@@ -318,11 +319,17 @@ fn identify_local(path: &Path) -> Result<(String, String), String> {
     Ok((version, sum))
 }
 
-/// Copies the binaries with scp to a temporary name, then renames them into place: a loadgen
-/// still running from an earlier cell keeps its file, and no host ever runs half a copy.
+/// Copies the binaries to a temporary name, then renames them into place: a loadgen still
+/// running from an earlier cell keeps its file, and no host ever runs half a copy.
+///
+/// Over ssh (`cat > TEMPORARY`, the file on its stdin), not scp: every remote path then goes
+/// through the remote shell quoted as in every other remote command ([`quote`]), so
+/// `--remote-dir` may hold spaces and any shell character. scp has no one right quoting: its
+/// legacy protocol (OpenSSH before 9.0, or `scp -O`) hands the remote path to the remote
+/// shell, which needs it quoted, while its SFTP mode (the default from 9.0) takes it
+/// literally, quotes included.
 fn push(hosts: &Hosts, host: &str, binaries: &[(&str, &Path)]) -> Result<(), String> {
-    let dir = quote(&hosts.remote_dir);
-    hosts.run(host, &format!("mkdir -p {dir}"), connect_bound())?;
+    hosts.run(host, &make_dir(&hosts.remote_dir), connect_bound())?;
     for (name, local) in binaries {
         // Named after the host too: hosts may share the directory (an NFS home).
         let tag: String = host
@@ -330,50 +337,52 @@ fn push(hosts: &Hosts, host: &str, binaries: &[(&str, &Path)]) -> Result<(), Str
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         let temporary = format!("{}.new-{}-{tag}", hosts.path(name), std::process::id());
-        let mut scp = Command::new("scp");
-        cell::ends_with_bench(&mut scp);
-        scp.args(hosts.options())
-            .arg("-q")
-            .arg(local)
-            .arg(format!("{}:{temporary}", scp_host(host)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = scp.spawn().map_err(|e| format!("cannot run scp: {e}"))?;
+        let file = File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
+        let mut child = hosts.spawn(host, &receive(&temporary), Stdio::from(file))?;
+        let _out = cell::collect(child.stdout.take().expect("piped"));
         let err = cell::collect(child.stderr.take().expect("piped"));
         let status = wait_bounded(&mut child, Duration::from_secs(300))
-            .ok_or_else(|| format!("{host}: scp of {} took over 5 minutes", local.display()))?;
+            .ok_or_else(|| format!("{host}: copying {} took over 5 minutes", local.display()))?;
         thread::sleep(Duration::from_millis(20));
         if !status.success() {
+            let why = match status.code() {
+                Some(255) => "ssh failed".to_string(),
+                _ => cell::describe(status),
+            };
             return Err(cell::with_tail(
-                format!("{host}: scp of {} failed", local.display()),
+                format!(
+                    "{host}: copying {} to {temporary} failed ({why})",
+                    local.display()
+                ),
                 &err,
             ));
         }
         hosts.run(
             host,
-            &format!(
-                "chmod 755 {t} && mv -f {t} {p}",
-                t = quote(&temporary),
-                p = quote(&hosts.path(name))
-            ),
+            &install(&temporary, &hosts.path(name)),
             connect_bound(),
         )?;
     }
     Ok(())
 }
 
-/// scp's `[host]:path` for an IPv6 literal, `host:path` otherwise.
-fn scp_host(host: &str) -> String {
-    let (user, name) = match host.rsplit_once('@') {
-        Some((user, name)) => (format!("{user}@"), name),
-        None => (String::new(), host),
-    };
-    if name.contains(':') {
-        format!("{user}[{name}]")
-    } else {
-        host.to_string()
-    }
+/// The remote command that makes directory `dir` (and its parents).
+fn make_dir(dir: &str) -> String {
+    format!("mkdir -p {}", quote(dir))
+}
+
+/// The remote command that writes its stdin into file `path`.
+fn receive(path: &str) -> String {
+    format!("cat > {}", quote(path))
+}
+
+/// The remote command that makes `temporary` executable and renames it over `path`.
+fn install(temporary: &str, path: &str) -> String {
+    format!(
+        "chmod 755 {t} && mv -f {t} {p}",
+        t = quote(temporary),
+        p = quote(path)
+    )
 }
 
 fn connect_bound() -> Duration {
@@ -1051,11 +1060,65 @@ mod tests {
         );
     }
 
+    /// `command` run by `sh -c` as the remote shell runs it, with `input` on its stdin.
+    fn shell(command: &str, input: &[u8]) {
+        let mut child = Command::new("sh")
+            .args(["-c", command])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{command}: {status}");
+    }
+
+    #[test]
+    fn a_push_takes_any_remote_dir_literally() {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = tempfile::tempdir().unwrap();
+        // Spaces and every character a POSIX shell treats specially, a newline too.
+        let remote_dir = format!(
+            "{}/bin dir;$HOME `echo x` $(echo y) 'q' \"d\" *?[a] \\ &|<>(){{}}~#!%\n2/",
+            scratch.path().display()
+        );
+        let hosts = Hosts {
+            server: "h".into(),
+            server_addr: None,
+            load: vec![],
+            remote_dir: remote_dir.clone(),
+            ssh_config: None,
+            push: true,
+            max_offset: DEFAULT_MAX_OFFSET,
+        };
+        let temporary = format!("{}.new-1-h", hosts.path("loadgen"));
+        shell(&make_dir(&hosts.remote_dir), b"");
+        shell(&receive(&temporary), b"the binary");
+        shell(&install(&temporary, &hosts.path("loadgen")), b"");
+        let dir = Path::new(&remote_dir);
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["loadgen"],
+            "the temporary file renamed, nothing else"
+        );
+        let installed = dir.join("loadgen");
+        assert_eq!(std::fs::read(&installed).unwrap(), b"the binary");
+        let mode = std::fs::metadata(&installed).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        // Nothing else was made where the shell would have split or expanded the name.
+        let made: Vec<_> = std::fs::read_dir(scratch.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(made, [Path::new(remote_dir.trim_end_matches('/'))]);
+    }
+
     #[test]
     fn quoting_and_destinations() {
         assert_eq!(quote("it's"), r"'it'\''s'");
-        assert_eq!(scp_host("root@::1"), "root@[::1]");
-        assert_eq!(scp_host("h"), "h");
         let hosts = Hosts {
             server: "me@10.0.0.1".into(),
             server_addr: None,

@@ -245,8 +245,8 @@ struct HostsArgs {
     /// Where `server` and `loadgen` are on every host; relative to the remote home.
     #[arg(long, default_value = benches::hosts::DEFAULT_REMOTE_DIR)]
     remote_dir: String,
-    /// Copy this machine's `server` and `loadgen` to --remote-dir on the hosts (scp) before
-    /// checking that every host has the same build.
+    /// Copy this machine's `server` and `loadgen` to --remote-dir on the hosts (over ssh)
+    /// before checking that every host has the same build.
     #[arg(long)]
     push_binaries: bool,
     /// An ssh configuration file instead of ~/.ssh/config (ssh -F).

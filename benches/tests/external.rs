@@ -1,15 +1,21 @@
 //! External servers end to end: the Python example measured on echo and transfer with every
 //! byte verified, and bad input, each a clear refusal (exit 2) or a failed cell with its
 //! reason: an unknown placeholder, an undeclared protocol, a command that exits at once, a
-//! port never opened, a server that ignores SIGTERM, one that leaves a daemon behind. Every
-//! bench run is bounded in time, and after each case no process of the case is left (each
-//! case's processes carry its scratch directory in their command line).
+//! port never opened, a server that ignores SIGTERM (alone, or with workers that are still
+//! exiting after the SIGKILL: no leftovers), one that leaves a daemon behind. And a server
+//! started here with `external::start` and dropped before its stop (an early return, a
+//! panic) is stopped all the same, once. Every bench run is bounded in time, and after each
+//! case no process of the case is left (each case's processes carry its scratch directory in
+//! their command line).
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use benches::external;
 use serde_json::Value;
 
 mod support;
@@ -306,15 +312,27 @@ fn a_port_never_opened_fails_its_cell_after_the_ready_timeout() {
 }
 
 /// An echo server that ignores SIGTERM (and, with `daemon`, first starts a process of its own
-/// session that outlives it).
+/// session that outlives it; with `workers`, two workers of its group that ignore SIGTERM too,
+/// each holding 256 MiB it wrote: freeing that takes a SIGKILLed worker tens of milliseconds,
+/// so the workers are still on their way out when the server itself has been reaped).
 const STUBBORN: &str = r#"
 import os, signal, socket, sys, threading
-if len(sys.argv) > 2:
+mode = sys.argv[2] if len(sys.argv) > 2 else ""
+if mode == "daemon":
     if os.fork() == 0:
         os.setsid()
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
         signal.pause()
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if mode == "workers":
+    ready, done = os.pipe()
+    for _ in range(2):
+        if os.fork() == 0:
+            ballast = b"\1" * (256 << 20)
+            os.write(done, b"x")
+            while True:
+                signal.pause()
+    os.read(ready, 1), os.read(ready, 1)
 listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
 def serve(conn):
     try:
@@ -348,6 +366,23 @@ fn a_server_that_ignores_sigterm_is_killed_after_its_grace_and_says_so() {
         "{line}"
     );
     assert_eq!(line["server"]["clean_exit"], false);
+}
+
+#[test]
+fn a_forking_server_that_ignores_sigterm_is_killed_whole_and_its_dying_workers_are_no_leftovers() {
+    let scratch = scratch("workers");
+    let dir = scratch.path();
+    let output = run(dir, &stubborn(dir, "\"workers\""), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line = &lines(dir)[0];
+    // Not "left 2 processes behind": the workers were killed with their group, and are
+    // waited for while they exit.
+    assert_eq!(line["status"], "ok", "{line}");
+    assert_eq!(
+        line["server"]["stop"], "SIGKILL: still running 300ms after SIGTERM",
+        "{line}"
+    );
+    assert_eq!(line["server"]["peak_processes"], 3, "{line}");
 }
 
 #[test]
@@ -392,5 +427,93 @@ fn ci_for_an_external_server_refuses_what_it_cannot_compare() {
         "the gate's workload is echo",
     );
     assert_refused(&ci(&[]), "a BASE_REF is needed");
+    assert_nothing_left(dir);
+}
+
+/// Tests that start servers in this process with `external::start`, one at a time: a stop ends
+/// every child of this process in a group of its own (it would be a daemon bench adopted),
+/// which another such test's server is.
+static IN_THIS_PROCESS: Mutex<()> = Mutex::new(());
+
+/// A server that forks a worker of its group, then opens its port (so the worker is there
+/// when it is ready); on SIGTERM each of the two leaves a file `terminated-PID` in the
+/// directory it is given and exits 0.
+const TERMINABLE: &str = r#"
+import os, signal, socket, sys
+def on_term(*_):
+    open(os.path.join(sys.argv[2], "terminated-%d" % os.getpid()), "w").close()
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+if os.fork() > 0:
+    listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    signal.pause()
+"#;
+
+/// [`TERMINABLE`] started in `dir` by `external::start`, as `bench gate --server` starts one.
+fn start_terminable(dir: &Path) -> external::Running {
+    python3();
+    std::fs::write(dir.join("terminable.py"), TERMINABLE).unwrap();
+    let server =
+        external::Server::from_arg("t:echo=python3 {dir}/terminable.py {port} {dir}", dir).unwrap();
+    external::start(&server, "echo", &[0], dir, &[]).unwrap()
+}
+
+/// How many of its processes got SIGTERM (the files they left).
+fn terminated(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("terminated-"))
+        .count()
+}
+
+#[test]
+fn a_server_dropped_without_its_stop_is_stopped_as_the_stop_does() {
+    let _one = IN_THIS_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = scratch("dropped");
+    let dir = scratch.path();
+    let running = start_terminable(dir);
+    // An early return between the start and the stop: the server goes with its guard.
+    drop(running);
+    assert_nothing_left(dir);
+    assert_eq!(terminated(dir), 2, "SIGTERM first, to the whole group");
+}
+
+#[test]
+fn a_panic_between_the_start_and_the_stop_leaves_no_process() {
+    let _one = IN_THIS_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = scratch("panic");
+    let dir = scratch.path();
+    let panicked = std::panic::catch_unwind(|| {
+        let _running = start_terminable(dir);
+        panic!("a fault between the start and the stop (this panic is the test's)");
+    });
+    assert!(panicked.is_err());
+    assert_nothing_left(dir);
+    assert_eq!(terminated(dir), 2);
+}
+
+#[test]
+fn a_drop_after_the_stop_stops_nothing_again() {
+    let _one = IN_THIS_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = scratch("stopped");
+    let dir = scratch.path();
+    let mut running = start_terminable(dir);
+    let how = running.stop().unwrap();
+    assert!(how.starts_with("SIGTERM (exit status 0"), "{how}");
+    // A child of this process in a group of its own, as a daemon bench adopted would be: a
+    // second stop would take it for one the server left, and kill it.
+    let mut bystander = Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    drop(running);
+    // (A second stop would have reaped it too: then this process has no such child.)
+    let alive = matches!(bystander.try_wait(), Ok(None));
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(alive, "the drop after the stop signalled again");
     assert_nothing_left(dir);
 }

@@ -29,6 +29,8 @@ mod support;
 use support::{bin_dir, BENCH};
 const SERVER: &str = "198.18.0.1";
 const LOAD: [&str; 2] = ["198.18.0.2", "198.18.0.3"];
+/// Where the binaries are pushed, in the lab's directory: spaces and shell characters.
+const PUSHED: &str = "pushed dir;$HOME `id` 'q' *";
 /// In the lab's subnet, given to no namespace: ARP for it goes unanswered.
 const UNUSED: &str = "198.18.0.9";
 
@@ -38,7 +40,7 @@ fn skip_reason() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root (network namespaces, sshd)".into());
     }
-    for program in ["ip", "ssh", "scp", "ssh-keygen", "taskset", "sha256sum"] {
+    for program in ["ip", "ssh", "ssh-keygen", "taskset", "sha256sum"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {program}")])
             .output()
@@ -178,8 +180,7 @@ impl Lab {
             format!(
                 "ListenAddress {addr}:22\nHostKey {}\nAuthorizedKeysFile {}\nStrictModes no\n\
                  UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\nPidFile none\n\
-                 Subsystem sftp /usr/lib/openssh/sftp-server\n",
+                 PermitRootLogin prohibit-password\nPidFile none\n",
                 self.path("host").display(),
                 self.path("authorized_keys").display()
             ),
@@ -411,9 +412,10 @@ fn two_load_hosts_over_ssh_merge_exactly_and_leave_nothing_behind() {
         assert_eq!(lab.settled(), vec![], "{what}: processes left in the lab");
     }
 
-    // A cell over two load hosts, the binaries pushed first.
+    // A cell over two load hosts, the binaries pushed first, into a directory whose name a
+    // shell would split and expand if it were not quoted.
     let dir = out("run");
-    let pushed = out("pushed");
+    let pushed = out(PUSHED);
     let cell = |suite: &str, dir: &str| -> Vec<String> {
         [
             "--suite",
@@ -504,7 +506,7 @@ fn two_load_hosts_over_ssh_merge_exactly_and_leave_nothing_behind() {
             // The cell's loadgen itself (not `--version` while hosts are checked, not the
             // shells around it).
             std::fs::read_link(format!("/proc/{pid}/exe"))
-                .is_ok_and(|exe| exe.ends_with("pushed/loadgen"))
+                .is_ok_and(|exe| exe.ends_with(Path::new(PUSHED).join("loadgen")))
                 && cmd.contains("--start-at")
                 && std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == b)
         });
