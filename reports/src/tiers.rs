@@ -7,9 +7,9 @@
 //! higher throughput, lower latency and CPU per request are better). The best model leads
 //! tier 1. Each next model is compared with the leader of the current tier by the 95%
 //! bootstrap interval of its ratio to the leader: taken round by round when both ran in at
-//! least [`MIN_TRIALS`] shared rounds (trial k of every model runs in round k), else of the
-//! two medians (both sides resampled, percentile method). It starts a new tier, which it
-//! leads, only when that whole interval lies beyond the noise floor ([`NOISE_FLOOR`], 8%) on
+//! least [`PAIRED_ROUNDS`] shared rounds (trial k of every model runs in round k), else of
+//! the two medians (both sides resampled, percentile method). It starts a new tier, which it
+//! leads, only when that whole interval lies beyond the noise floor ([`NOISE_FLOOR`], 3%) on
 //! the worse side, and both have at least [`MIN_TRIALS`] trials; otherwise it shares the
 //! leader's tier ("tie": the data cannot tell them apart, not proof that they are equal).
 //!
@@ -17,14 +17,16 @@
 //! trials are few (3 to 10) and expensive. With 3 trials each, a Mann-Whitney U test cannot
 //! reach p < 0.05 whatever the data (its smallest two-sided p is 0.1), so it would call
 //! everything a tie. The bootstrap ratio interval works at any count and gives the figure a
-//! reader wants (0.73x, ± how much). Round by round, because the machine's speed changes in
-//! phases that a round's cells share: the per-round ratio cancels it. With 3 rounds the rule
-//! reads "worse by more than the floor in every round", a rule a reader can check by eye. The
-//! noise floor is criterion's idea ("change within noise threshold"), sized by measurement:
-//! a model's standing moved by about 7% between whole runs on this project's machine, so
-//! smaller differences are not verdicts even when one run's trials are tight. The leader rule
-//! (not "adjacent models differ") keeps a chain of small steps from spreading one tier over a
-//! 30% range.
+//! reader wants (0.73x, ± how much); with 3 trials it reduces to "the trials' ranges do not
+//! overlap, by more than the noise floor", a rule a reader can check by eye. Round by round,
+//! because the machine's speed changes in phases that a round's cells share: the per-round
+//! ratio cancels it. Not below 4 rounds: the interval of the median of 3 ratios is their
+//! range, and for a metric far noisier than the floor all three land on one side by chance
+//! a quarter of the time, where two sets of 3 trials fail to overlap a tenth of the time.
+//! The noise floor is criterion's idea ("change within noise threshold"): differences smaller
+//! than the run-to-run drift of a whole server are not verdicts even when the trials happen
+//! to be tight. The leader rule (not "adjacent models differ") keeps a chain of small steps
+//! from spreading one tier over a 30% range.
 //!
 //! Resampling is seeded, so a report renders the same twice; groups are judged in parallel
 //! with rayon (a full run has hundreds of groups, each with dozens of bootstrap intervals).
@@ -40,12 +42,14 @@ use crate::stats::{change_ci, cv, median, median_ci, paired_change_ci};
 use crate::text::Lang;
 
 /// Differences of medians smaller than this are never a separation.
-pub const NOISE_FLOOR: f64 = 0.08;
+pub const NOISE_FLOOR: f64 = 0.03;
 /// Fewer trials than this on either side never claim a separation.
 pub const MIN_TRIALS: usize = 3;
+/// Two models compare round by round when they share at least this many rounds.
+pub const PAIRED_ROUNDS: usize = 4;
 
 /// The rule, in words, for every view to print once.
-pub const RULE: &str = "Tiers: models share a tier when the 95% bootstrap interval of their ratio to the tier's best (taken round by round where both ran in the same rounds, else of the medians) reaches within 8% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). Ratios are to the best model, ± half their interval.";
+pub const RULE: &str = "Tiers: models share a tier when the 95% bootstrap interval of their ratio to the tier's best (taken round by round where both ran in at least 4 of the same rounds, else of the medians) reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). Ratios are to the best model, ± half their interval.";
 
 /// One model in one group: its trials and where it stands.
 #[derive(Clone, Debug)]
@@ -98,7 +102,7 @@ pub fn precision(values: &[f64]) -> f64 {
 }
 
 /// The change from `base` to `new` with its 95% interval: round by round when both ran in at
-/// least [`MIN_TRIALS`] shared rounds ([`paired_change_ci`]), else of their medians
+/// least [`PAIRED_ROUNDS`] shared rounds ([`paired_change_ci`]), else of their medians
 /// ([`change_ci`]).
 fn change(base: &Entry, new: &Entry) -> (f64, f64, f64) {
     if let (Some(br), Some(nr)) = (&base.rounds, &new.rounds) {
@@ -110,7 +114,7 @@ fn change(base: &Entry, new: &Entry) -> (f64, f64, f64) {
                 Some((*b, new.values[i]))
             })
             .collect();
-        if pairs.len() >= MIN_TRIALS {
+        if pairs.len() >= PAIRED_ROUNDS {
             return paired_change_ci(&pairs);
         }
     }
@@ -608,7 +612,7 @@ mod tests {
         let twin: Vec<(u64, f64)> = fast.iter().map(|(r, v)| (*r, v * 1.01)).collect();
         let same = tiers_in_rounds(vec![("a".into(), fast.clone()), ("b".into(), twin)], true);
         assert_eq!(same.count(), 1, "{same:?}");
-        // Fewer than 3 shared rounds: medians, as without rounds.
+        // Fewer than 4 shared rounds (none here): medians, as without rounds.
         let elsewhere: Vec<(u64, f64)> = fast.iter().map(|(r, v)| (r + 10, v * 0.85)).collect();
         let unshared = tiers_in_rounds(
             vec![("fast".into(), fast), ("slow".into(), elsewhere)],
