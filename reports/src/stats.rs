@@ -126,6 +126,23 @@ pub fn change_ci(base: &[f64], new: &[f64]) -> (f64, f64, f64) {
     )
 }
 
+/// The paired form of [`change_ci`], for trials run in the same rounds: the change is the
+/// median over rounds of `new / base - 1` taken round by round (`pairs`: base, new), with the
+/// 95% bootstrap interval of that median (rounds resampled whole, so each keeps its pair).
+/// What both trials of a round shared (the machine's speed at the time) cancels.
+pub fn paired_change_ci(pairs: &[(f64, f64)]) -> (f64, f64, f64) {
+    let changes: Vec<f64> = pairs
+        .iter()
+        .filter(|(b, _)| *b != 0.0)
+        .map(|(b, n)| n / b - 1.0)
+        .collect();
+    if changes.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let (lo, hi) = median_ci(&changes);
+    (median(&changes), lo, hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +159,14 @@ mod tests {
         assert!((c + 0.2).abs() < 1e-9 && hi < 0.0 && lo < hi);
         let (c, lo, hi) = change_ci(&[100.0, 100.0], &[100.0, 100.0]);
         assert_eq!((c, lo, hi), (0.0, 0.0, 0.0));
+        // Paired: rounds at two speeds, the new side 10% lower in each; the speed cancels.
+        let pairs = [(100.0, 90.0), (150.0, 135.0), (100.0, 90.0), (150.0, 135.0)];
+        let (c, lo, hi) = paired_change_ci(&pairs);
+        assert!((c + 0.1).abs() < 1e-9 && (lo + 0.1).abs() < 1e-9 && (hi + 0.1).abs() < 1e-9);
+        let unpaired = change_ci(&[100.0, 150.0, 100.0, 150.0], &[90.0, 135.0, 90.0, 135.0]);
+        assert!(
+            unpaired.2 > 0.0,
+            "unpaired, the speeds swamp it: {unpaired:?}"
+        );
     }
 }

@@ -6,22 +6,27 @@
 //! The rule. Models are ordered by their median over trials, best first (direction-aware:
 //! higher throughput, lower latency and CPU per request are better). The best model leads
 //! tier 1. Each next model is compared with the leader of the current tier by the 95%
-//! bootstrap interval of the ratio of their medians (both sides resampled, percentile
-//! method). It starts a new tier, which it leads, only when that whole interval lies beyond
-//! the noise floor ([`NOISE_FLOOR`], 3%) on the worse side, and both have at least
-//! [`MIN_TRIALS`] trials; otherwise it shares the leader's tier ("tie": the data cannot tell
-//! them apart, not proof that they are equal).
+//! bootstrap interval of its ratio to the leader: taken round by round when both ran in at
+//! least [`PAIRED_ROUNDS`] shared rounds (trial k of every model runs in round k), else of
+//! the two medians (both sides resampled, percentile method). It starts a new tier, which it
+//! leads, only when that whole interval lies beyond the noise floor ([`NOISE_FLOOR`], 3%) on
+//! the worse side, and both have at least [`MIN_TRIALS`] trials; otherwise it shares the
+//! leader's tier ("tie": the data cannot tell them apart, not proof that they are equal).
 //!
 //! Why this and not a rank test: a cell is a whole server under load on a shared machine, so
 //! trials are few (3 to 10) and expensive. With 3 trials each, a Mann-Whitney U test cannot
 //! reach p < 0.05 whatever the data (its smallest two-sided p is 0.1), so it would call
 //! everything a tie. The bootstrap ratio interval works at any count and gives the figure a
 //! reader wants (0.73x, ± how much); with 3 trials it reduces to "the trials' ranges do not
-//! overlap, by more than the noise floor", a rule a reader can check by eye. The noise floor
-//! is criterion's idea ("change within noise threshold"): differences smaller than the
-//! run-to-run drift of a whole server are not verdicts even when the trials happen to be
-//! tight. The leader rule (not "adjacent models differ") keeps a chain of small steps from
-//! spreading one tier over a 30% range.
+//! overlap, by more than the noise floor", a rule a reader can check by eye. Round by round,
+//! because the machine's speed changes in phases that a round's cells share: the per-round
+//! ratio cancels it. Not below 4 rounds: the interval of the median of 3 ratios is their
+//! range, and for a metric far noisier than the floor all three land on one side by chance
+//! a quarter of the time, where two sets of 3 trials fail to overlap a tenth of the time.
+//! The noise floor is criterion's idea ("change within noise threshold"): differences smaller
+//! than the run-to-run drift of a whole server are not verdicts even when the trials happen
+//! to be tight. The leader rule (not "adjacent models differ") keeps a chain of small steps
+//! from spreading one tier over a 30% range.
 //!
 //! Resampling is seeded, so a report renders the same twice; groups are judged in parallel
 //! with rayon (a full run has hundreds of groups, each with dozens of bootstrap intervals).
@@ -33,22 +38,27 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::metrics::{headline, Metric};
-use crate::stats::{change_ci, cv, median, median_ci};
+use crate::stats::{change_ci, cv, median, median_ci, paired_change_ci};
 use crate::text::Lang;
 
 /// Differences of medians smaller than this are never a separation.
 pub const NOISE_FLOOR: f64 = 0.03;
 /// Fewer trials than this on either side never claim a separation.
 pub const MIN_TRIALS: usize = 3;
+/// Two models compare round by round when they share at least this many rounds.
+pub const PAIRED_ROUNDS: usize = 4;
 
 /// The rule, in words, for every view to print once.
-pub const RULE: &str = "Tiers: models share a tier when the 95% bootstrap interval of the ratio of their median to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). Ratios are to the best median, ± half their interval.";
+pub const RULE: &str = "Tiers: models share a tier when the 95% bootstrap interval of their ratio to the tier's best (taken round by round where both ran in at least 4 of the same rounds, else of the medians) reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). Ratios are to the best model, ± half their interval.";
 
 /// One model in one group: its trials and where it stands.
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub model: String,
     pub values: Vec<f64>,
+    /// The round (trial number) each value ran in, when known: models compared in the same
+    /// rounds are compared round by round.
+    pub rounds: Option<Vec<u64>>,
     pub median: f64,
     /// 95% bootstrap interval of the median.
     pub ci: (f64, f64),
@@ -91,13 +101,32 @@ pub fn precision(values: &[f64]) -> f64 {
     (m - lo).max(hi - m) / m.abs()
 }
 
-/// Whether `worse` (ordered after `leader`) can be told apart from it, and the ratio of
-/// their medians with its interval.
-fn separated(leader: &[f64], worse: &[f64], higher_is_better: bool) -> bool {
-    if leader.len() < MIN_TRIALS || worse.len() < MIN_TRIALS || median(leader) == 0.0 {
+/// The change from `base` to `new` with its 95% interval: round by round when both ran in at
+/// least [`PAIRED_ROUNDS`] shared rounds ([`paired_change_ci`]), else of their medians
+/// ([`change_ci`]).
+fn change(base: &Entry, new: &Entry) -> (f64, f64, f64) {
+    if let (Some(br), Some(nr)) = (&base.rounds, &new.rounds) {
+        let pairs: Vec<(f64, f64)> = br
+            .iter()
+            .zip(&base.values)
+            .filter_map(|(r, b)| {
+                let i = nr.iter().position(|x| x == r)?;
+                Some((*b, new.values[i]))
+            })
+            .collect();
+        if pairs.len() >= PAIRED_ROUNDS {
+            return paired_change_ci(&pairs);
+        }
+    }
+    change_ci(&base.values, &new.values)
+}
+
+/// Whether `worse` (ordered after `leader`) can be told apart from it.
+fn separated(leader: &Entry, worse: &Entry, higher_is_better: bool) -> bool {
+    if leader.values.len() < MIN_TRIALS || worse.values.len() < MIN_TRIALS || leader.median == 0.0 {
         return false;
     }
-    let (_, lo, hi) = change_ci(leader, worse);
+    let (_, lo, hi) = change(leader, worse);
     if higher_is_better {
         1.0 + hi < 1.0 - NOISE_FLOOR
     } else {
@@ -105,16 +134,50 @@ fn separated(leader: &[f64], worse: &[f64], higher_is_better: bool) -> bool {
     }
 }
 
-/// Puts models (name, trial values) into tiers. Models without a finite value are left out.
+/// Puts models (name, trial values) into tiers, each model's trials taken as independent
+/// of the others'. Models without a finite value are left out.
 pub fn tiers(models: Vec<(String, Vec<f64>)>, higher_is_better: bool) -> Tiers {
+    tiers_of(
+        models.into_iter().map(|(m, v)| (m, v, None)).collect(),
+        higher_is_better,
+    )
+}
+
+/// [`tiers`] for trials that ran in rounds, interleaved across models (a run's trial
+/// numbers): (name, [(round, value)]). Two models compare round by round where they share
+/// enough rounds.
+pub fn tiers_in_rounds(models: Vec<(String, Vec<(u64, f64)>)>, higher_is_better: bool) -> Tiers {
+    tiers_of(
+        models
+            .into_iter()
+            .map(|(m, t)| {
+                let (rounds, values) = t.into_iter().unzip();
+                (m, values, Some(rounds))
+            })
+            .collect(),
+        higher_is_better,
+    )
+}
+
+type Input = (String, Vec<f64>, Option<Vec<u64>>);
+
+fn tiers_of(models: Vec<Input>, higher_is_better: bool) -> Tiers {
     let mut entries: Vec<Entry> = models
         .into_iter()
-        .map(|(model, values)| {
+        .map(|(model, values, rounds)| {
+            let keep: Vec<bool> = values.iter().map(|v| v.is_finite()).collect();
             let values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
-            (model, values)
+            let rounds = rounds.map(|r| {
+                r.into_iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(r, _)| r)
+                    .collect()
+            });
+            (model, values, rounds)
         })
-        .filter(|(_, values)| !values.is_empty())
-        .map(|(model, values)| Entry {
+        .filter(|(_, values, _)| !values.is_empty())
+        .map(|(model, values, rounds)| Entry {
             median: median(&values),
             ci: median_ci(&values),
             precision: precision(&values),
@@ -124,6 +187,7 @@ pub fn tiers(models: Vec<(String, Vec<f64>)>, higher_is_better: bool) -> Tiers {
             ratio_ci: (1.0, 1.0),
             model,
             values,
+            rounds,
         })
         .collect();
     entries.sort_by(|a, b| {
@@ -134,24 +198,18 @@ pub fn tiers(models: Vec<(String, Vec<f64>)>, higher_is_better: bool) -> Tiers {
         };
         order.then(a.model.cmp(&b.model))
     });
-    if let Some(best) = entries.first().map(|e| e.values.clone()) {
+    if let Some(best) = entries.first().cloned() {
         let mut leader = 0;
         let mut tier = 1;
         for i in 0..entries.len() {
-            if i > 0
-                && separated(
-                    &entries[leader].values,
-                    &entries[i].values,
-                    higher_is_better,
-                )
-            {
+            if i > 0 && separated(&entries[leader], &entries[i], higher_is_better) {
                 tier += 1;
                 leader = i;
             }
+            let (change, lo, hi) = change(&best, &entries[i]);
             let e = &mut entries[i];
             e.tier = tier;
-            if median(&best) != 0.0 {
-                let (change, lo, hi) = change_ci(&best, &e.values);
+            if best.median != 0.0 {
                 e.ratio = 1.0 + change;
                 e.ratio_ci = (1.0 + lo, 1.0 + hi);
             } else {
@@ -332,14 +390,14 @@ pub fn judge<'a>(lines: impl IntoIterator<Item = &'a Value>) -> Vec<Group<'a>> {
         .into_par_iter()
         .map(|((scenario, params), lines)| {
             let metric = headline(&scenario);
-            let values = |m: Metric| -> Vec<(String, Vec<f64>)> {
+            let values = |m: Metric| -> Vec<(String, Vec<(u64, f64)>)> {
                 lines
                     .iter()
                     .map(|(model, ls)| {
                         let v = ls
                             .iter()
                             .filter(|l| l["status"] == "ok")
-                            .filter_map(|l| m.of(l).map(|x| x.0))
+                            .filter_map(|l| Some((l["trial"].as_u64()?, m.of(l)?.0)))
                             .collect();
                         (model.clone(), v)
                     })
@@ -352,8 +410,8 @@ pub fn judge<'a>(lines: impl IntoIterator<Item = &'a Value>) -> Vec<Group<'a>> {
                 .find_map(|l| metric.of(l).map(|v| v.1))
                 .unwrap_or("");
             Group {
-                headline: tiers(values(metric), metric.higher_is_better()),
-                efficiency: tiers(
+                headline: tiers_in_rounds(values(metric), metric.higher_is_better()),
+                efficiency: tiers_in_rounds(
                     values(Metric::CpuPerRequest),
                     Metric::CpuPerRequest.higher_is_better(),
                 ),
@@ -523,6 +581,47 @@ mod tests {
     }
 
     #[test]
+    fn rounds_at_two_speeds_cancel_when_compared_round_by_round() {
+        // The machine ran at 180k or 130k a round; "slow" is 15% below "fast" in every
+        // round. Taken apart, the trials of both span both speeds and overlap: a tie. Taken
+        // round by round, every ratio is 0.85: separated, at 0.85x.
+        let speeds = [180_000.0, 130_000.0, 180_000.0, 130_000.0, 180_000.0];
+        let fast: Vec<(u64, f64)> = speeds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64 + 1, *s))
+            .collect();
+        let slow: Vec<(u64, f64)> = fast.iter().map(|(r, v)| (*r, v * 0.85)).collect();
+        let plain = |t: &[(u64, f64)]| t.iter().map(|x| x.1).collect::<Vec<f64>>();
+        let apart = tiers(
+            vec![("fast".into(), plain(&fast)), ("slow".into(), plain(&slow))],
+            true,
+        );
+        assert_eq!(apart.count(), 1, "{apart:?}");
+        let paired = tiers_in_rounds(
+            vec![("fast".into(), fast.clone()), ("slow".into(), slow)],
+            true,
+        );
+        assert_eq!(tier_of(&paired, "slow"), 2, "{paired:?}");
+        let e = paired.of("slow").unwrap();
+        assert!(
+            (e.ratio - 0.85).abs() < 1e-9 && e.ratio_pm() < 1e-9,
+            "{e:?}"
+        );
+        // The same server under two names, through the same speed changes: one tier.
+        let twin: Vec<(u64, f64)> = fast.iter().map(|(r, v)| (*r, v * 1.01)).collect();
+        let same = tiers_in_rounds(vec![("a".into(), fast.clone()), ("b".into(), twin)], true);
+        assert_eq!(same.count(), 1, "{same:?}");
+        // Fewer than 4 shared rounds (none here): medians, as without rounds.
+        let elsewhere: Vec<(u64, f64)> = fast.iter().map(|(r, v)| (r + 10, v * 0.85)).collect();
+        let unshared = tiers_in_rounds(
+            vec![("fast".into(), fast), ("slow".into(), elsewhere)],
+            true,
+        );
+        assert_eq!(unshared.count(), 1, "{unshared:?}");
+    }
+
+    #[test]
     fn tiers_follow_the_leader_and_words_say_it() {
         let t = tiers(
             vec![
@@ -577,6 +676,7 @@ mod tests {
         let entry = |model: &str, tier: usize, ratio: f64| Entry {
             model: model.into(),
             values: vec![1.0; 3],
+            rounds: None,
             median: 1.0,
             ci: (1.0, 1.0),
             precision: 0.0,
