@@ -120,7 +120,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("CPU per request: epoll-et first; poll last (1.66x)"),
+            text.contains("CPU per request: epoll-et first; poll last (1.67x)"),
             "{text}"
         );
         assert!(text.contains("unsupported"), "{text}");
