@@ -49,7 +49,7 @@ pub const MIN_TRIALS: usize = 3;
 pub const PAIRED_ROUNDS: usize = 4;
 
 /// The rule, in words, for every view to print once.
-pub const RULE: &str = "Tiers: models share a tier when the 95% bootstrap interval of their ratio to the tier's best (taken round by round where both ran in at least 4 of the same rounds, else of the medians) reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). Ratios are to the best model, ± half their interval.";
+pub const RULE: &str = "Tiers: models share a tier when the 95% bootstrap interval of their ratio to the tier's best (taken round by round where both ran in at least 4 of the same rounds, else of the medians) reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). Ratios are to the best model, ± half their interval; † marks one taken round by round.";
 
 /// One model in one group: its trials and where it stands.
 #[derive(Clone, Debug)]
@@ -71,6 +71,8 @@ pub struct Entry {
     /// Median over the best model's median, with its 95% bootstrap interval.
     pub ratio: f64,
     pub ratio_ci: (f64, f64),
+    /// The ratio was taken round by round (printed with a †).
+    pub paired: bool,
 }
 
 impl Entry {
@@ -105,6 +107,15 @@ pub fn precision(values: &[f64]) -> f64 {
 /// least [`PAIRED_ROUNDS`] shared rounds ([`paired_change_ci`]), else of their medians
 /// ([`change_ci`]).
 fn change(base: &Entry, new: &Entry) -> (f64, f64, f64) {
+    shared_rounds(base, new).map_or_else(
+        || change_ci(&base.values, &new.values),
+        |pairs| paired_change_ci(&pairs),
+    )
+}
+
+/// The (base, new) values of the rounds both ran in, when there are at least
+/// [`PAIRED_ROUNDS`] of them.
+fn shared_rounds(base: &Entry, new: &Entry) -> Option<Vec<(f64, f64)>> {
     if let (Some(br), Some(nr)) = (&base.rounds, &new.rounds) {
         let pairs: Vec<(f64, f64)> = br
             .iter()
@@ -115,10 +126,10 @@ fn change(base: &Entry, new: &Entry) -> (f64, f64, f64) {
             })
             .collect();
         if pairs.len() >= PAIRED_ROUNDS {
-            return paired_change_ci(&pairs);
+            return Some(pairs);
         }
     }
-    change_ci(&base.values, &new.values)
+    None
 }
 
 /// Whether `worse` (ordered after `leader`) can be told apart from it.
@@ -185,6 +196,7 @@ fn tiers_of(models: Vec<Input>, higher_is_better: bool) -> Tiers {
             tier: 1,
             ratio: 1.0,
             ratio_ci: (1.0, 1.0),
+            paired: false,
             model,
             values,
             rounds,
@@ -207,7 +219,9 @@ fn tiers_of(models: Vec<Input>, higher_is_better: bool) -> Tiers {
                 leader = i;
             }
             let (change, lo, hi) = change(&best, &entries[i]);
+            let paired = i > 0 && shared_rounds(&best, &entries[i]).is_some();
             let e = &mut entries[i];
+            e.paired = paired;
             e.tier = tier;
             if best.median != 0.0 {
                 e.ratio = 1.0 + change;
@@ -435,8 +449,18 @@ pub fn median_pm(e: &Entry) -> String {
 }
 
 /// "0.73 ± 0.06x" (hyperfine's form), "1.00" for the best, or the interval itself
-/// ("0.84x [0.31, 3.03]") when it is too lopsided for a ±.
+/// ("0.84x [0.31, 3.03]") when it is too lopsided for a ±; a † after a ratio taken round by
+/// round (it may differ from the ratio of the two medians beside it).
 pub fn ratio_pm(e: &Entry, best: bool) -> String {
+    let text = ratio_text(e, best);
+    if e.paired && !best && !e.ratio.is_nan() {
+        text + "†"
+    } else {
+        text
+    }
+}
+
+fn ratio_text(e: &Entry, best: bool) -> String {
     if best {
         "1.00".into()
     } else if e.ratio.is_nan() {
@@ -608,6 +632,12 @@ mod tests {
             (e.ratio - 0.85).abs() < 1e-9 && e.ratio_pm() < 1e-9,
             "{e:?}"
         );
+        assert_eq!(
+            ratio_pm(e, false),
+            "0.85x†",
+            "marked as taken round by round"
+        );
+        assert!(!ratio_pm(apart.of("slow").unwrap(), false).contains('†'));
         // The same server under two names, through the same speed changes: one tier.
         let twin: Vec<(u64, f64)> = fast.iter().map(|(r, v)| (*r, v * 1.01)).collect();
         let same = tiers_in_rounds(vec![("a".into(), fast.clone()), ("b".into(), twin)], true);
@@ -684,6 +714,7 @@ mod tests {
             tier,
             ratio,
             ratio_ci: (ratio, ratio),
+            paired: false,
         };
         let t = Tiers {
             higher_is_better: false,
