@@ -44,7 +44,9 @@ pub fn measure(cpus: &[usize], window: Duration) -> Vec<CpuPauses> {
         .iter()
         .map(|&cpu| {
             thread::spawn(move || {
-                let pinned = pin_this_thread(&[cpu]).is_ok();
+                if pin_this_thread(&[cpu]).is_err() {
+                    return None; // unpinned, it would only disturb the others
+                }
                 let mut p = CpuPauses {
                     cpu,
                     ..CpuPauses::default()
@@ -67,7 +69,7 @@ pub fn measure(cpus: &[usize], window: Duration) -> Vec<CpuPauses> {
                     }
                     last = now;
                 }
-                pinned.then_some(p)
+                Some(p)
             })
         })
         .collect();

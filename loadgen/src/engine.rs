@@ -429,7 +429,8 @@ impl Engine<'_> {
             };
             let i = self.free.pop_front().expect("a free connection");
             let free_since = self.conns[i].free_since;
-            self.pace(at, free_since, now);
+            // Each send's own time: a burst's later sends wait behind the earlier writes.
+            self.pace(at, free_since, Instant::now());
             self.issue(i, at);
         }
     }
@@ -526,7 +527,13 @@ impl Engine<'_> {
                 self.advance_schedule(now);
                 match self.schedule.as_mut().and_then(Schedule::take) {
                     Some(at) => {
-                        self.pace(at, now, now);
+                        // A connection already on the free list could have carried this
+                        // slot: from its time on, the delay is loadgen's, not the server's.
+                        let free_since = self
+                            .free
+                            .front()
+                            .map_or(now, |&f| self.conns[f].free_since.min(now));
+                        self.pace(at, free_since, now);
                         self.issue(i, at);
                     }
                     None => {

@@ -47,6 +47,8 @@ pub const NOISE_FLOOR: f64 = 0.03;
 pub const MIN_TRIALS: usize = 3;
 /// Two models compare round by round when they share at least this many rounds.
 pub const PAIRED_ROUNDS: usize = 4;
+/// The round of a trial that ran outside the rounds (a rerun): never paired.
+pub const NO_ROUND: u64 = u64::MAX;
 
 /// The rule, in words, for every view to print once.
 pub const RULE: &str = "Tiers: models share a tier when the 95% bootstrap interval of their ratio to the tier's best (taken round by round where both ran in at least 4 of the same rounds, else of the medians) reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). Ratios are to the best model, ± half their interval; † marks one taken round by round.";
@@ -114,22 +116,28 @@ fn change(base: &Entry, new: &Entry) -> (f64, f64, f64) {
 }
 
 /// The (base, new) values of the rounds both ran in, when there are at least
-/// [`PAIRED_ROUNDS`] of them.
+/// [`PAIRED_ROUNDS`] of them. Never when either side has a round twice; rounds without a
+/// number ([`NO_ROUND`]) and zero bases are left out.
 fn shared_rounds(base: &Entry, new: &Entry) -> Option<Vec<(f64, f64)>> {
-    if let (Some(br), Some(nr)) = (&base.rounds, &new.rounds) {
-        let pairs: Vec<(f64, f64)> = br
-            .iter()
-            .zip(&base.values)
-            .filter_map(|(r, b)| {
-                let i = nr.iter().position(|x| x == r)?;
-                Some((*b, new.values[i]))
-            })
-            .collect();
-        if pairs.len() >= PAIRED_ROUNDS {
-            return Some(pairs);
+    let (Some(br), Some(nr)) = (&base.rounds, &new.rounds) else {
+        return None;
+    };
+    let by_round = |rounds: &[u64], values: &[f64]| -> Option<BTreeMap<u64, f64>> {
+        let mut map = BTreeMap::new();
+        for (&r, &v) in rounds.iter().zip(values) {
+            if r != NO_ROUND && map.insert(r, v).is_some() {
+                return None; // a round twice: not a blocked design
+            }
         }
-    }
-    None
+        Some(map)
+    };
+    let (b, n) = (by_round(br, &base.values)?, by_round(nr, &new.values)?);
+    let pairs: Vec<(f64, f64)> = b
+        .iter()
+        .filter_map(|(r, &bv)| Some((bv, *n.get(r)?)))
+        .filter(|(bv, _)| *bv != 0.0)
+        .collect();
+    (pairs.len() >= PAIRED_ROUNDS).then_some(pairs)
 }
 
 /// Whether `worse` (ordered after `leader`) can be told apart from it.
@@ -411,7 +419,14 @@ pub fn judge<'a>(lines: impl IntoIterator<Item = &'a Value>) -> Vec<Group<'a>> {
                         let v = ls
                             .iter()
                             .filter(|l| l["status"] == "ok")
-                            .filter_map(|l| Some((l["trial"].as_u64()?, m.of(l)?.0)))
+                            .filter_map(|l| {
+                                // A rerun ran after every round: no round of its own.
+                                let round = match l["rerun_of"].is_null() {
+                                    true => l["trial"].as_u64()?,
+                                    false => NO_ROUND,
+                                };
+                                Some((round, m.of(l)?.0))
+                            })
                             .collect();
                         (model.clone(), v)
                     })
@@ -638,6 +653,21 @@ mod tests {
             "marked as taken round by round"
         );
         assert!(!ratio_pm(apart.of("slow").unwrap(), false).contains('†'));
+        // A round twice, or rounds outside the rounds (reruns): not paired, so a tie here.
+        let mut twice = fast.clone();
+        twice[1].0 = 1;
+        let slow_again: Vec<(u64, f64)> = fast.iter().map(|(r, v)| (*r, v * 0.85)).collect();
+        let t = tiers_in_rounds(
+            vec![("fast".into(), twice), ("slow".into(), slow_again.clone())],
+            true,
+        );
+        assert_eq!(t.count(), 1, "{t:?}");
+        let reruns: Vec<(u64, f64)> = slow_again.iter().map(|(_, v)| (NO_ROUND, *v)).collect();
+        let t = tiers_in_rounds(
+            vec![("fast".into(), fast.clone()), ("slow".into(), reruns)],
+            true,
+        );
+        assert_eq!(t.count(), 1, "{t:?}");
         // The same server under two names, through the same speed changes: one tier.
         let twin: Vec<(u64, f64)> = fast.iter().map(|(r, v)| (*r, v * 1.01)).collect();
         let same = tiers_in_rounds(vec![("a".into(), fast.clone()), ("b".into(), twin)], true);
