@@ -4,10 +4,12 @@
 //! suite's order) for every cell whose median's 95% interval is still wider than the target,
 //! until each cell meets it or the budget (`max_trials`, `max_time`) is spent;
 //! `precision.json` records per cell which. With `--rerun-noisy`, every cell flagged by
-//! `reports::noise` runs once more at the end as a new trial that names the one it replaces
-//! (`rerun_of`); views leave the replaced line out.
+//! `reports::noise` runs again at the end as a new trial that names the one it replaces
+//! (`rerun_of`); views leave the replaced line out. A rerun that again ran with the CPUs apart
+//! runs again, up to [`RERUN_PASSES`] times; with `max_time`, reruns stop at it.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -118,7 +120,20 @@ pub fn outcomes(suite: &Suite, planned: &[Cell], lines: &[Value], out_of_time: b
     })
 }
 
-/// One more trial for each flagged cell of `lines` not yet rerun: (cell, trial it replaces).
+/// How many cells of `per_cell` each fit in `room` (none when a cell's length is unknown).
+pub fn cells_that_fit(room: Duration, per_cell: Duration) -> usize {
+    if per_cell.is_zero() {
+        return 0;
+    }
+    (room.as_secs_f64() / per_cell.as_secs_f64()) as usize
+}
+
+/// How many times a trial measured with the CPUs apart is run again, at most.
+pub const RERUN_PASSES: usize = 4;
+
+/// One more trial for each flagged trial of `lines` that no rerun replaced yet: (cell, trial
+/// it replaces). A planned trial is rerun when flagged for any reason; a rerun only when it
+/// too ran with the CPUs apart (that passes; other reasons mostly repeat).
 pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
     let cells = by_cell(lines);
     let mut reruns = Vec::new();
@@ -138,8 +153,13 @@ pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
             let Some(k) = line["trial"].as_u64() else {
                 continue;
             };
-            let rerun = lines.iter().any(|l| l["rerun_of"].as_u64() == Some(k));
-            if !rerun && line["rerun_of"].is_null() && reports::noise::is_noisy(line) {
+            let replaced = lines.iter().any(|l| l["rerun_of"].as_u64() == Some(k));
+            let again = if line["rerun_of"].is_null() {
+                reports::noise::is_noisy(line)
+            } else {
+                reports::noise::cpus_apart(line)
+            };
+            if !replaced && again {
                 reruns.push((
                     Cell {
                         trial: trial as usize,
@@ -197,7 +217,15 @@ mod tests {
     }
 
     #[test]
-    fn noisy_cells_are_rerun_once() {
+    fn reruns_fit_in_the_time_left() {
+        let ms = Duration::from_millis;
+        assert_eq!(cells_that_fit(ms(3000), ms(700)), 4);
+        assert_eq!(cells_that_fit(ms(600), ms(700)), 0);
+        assert_eq!(cells_that_fit(ms(3000), ms(0)), 0);
+    }
+
+    #[test]
+    fn noisy_cells_are_rerun_and_those_apart_again() {
         let s = suite("");
         let planned = s.cells(&["a".into(), "b".into()], None, None).unwrap();
         let mut noisy = line("a", 2, 50.0);
@@ -211,7 +239,17 @@ mod tests {
         );
         let mut rerun = line("a", 3, 99.0);
         rerun["rerun_of"] = json!(2);
-        lines.push(rerun);
+        lines.push(rerun.clone());
         assert!(noisy_reruns(&planned, &lines).is_empty());
+        // A rerun flagged for the same steal is not run again ...
+        rerun["noise"] = json!({"server_cpus": {"steal": 0.2}, "load_cpus": {}});
+        *lines.last_mut().unwrap() = rerun.clone();
+        assert!(noisy_reruns(&planned, &lines).is_empty());
+        // ... one that ran with the CPUs apart is, replacing the rerun.
+        rerun["noise"] = json!({"cpu_link_ns": {"before": 330, "after": 80, "best": 75}});
+        *lines.last_mut().unwrap() = rerun;
+        let again = noisy_reruns(&planned, &lines);
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].0.trial, again[0].1), (4, 3));
     }
 }

@@ -143,6 +143,10 @@ pub(crate) fn pin_this_thread(cpus: &[usize]) -> std::io::Result<()> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         for &cpu in cpus {
+            // CPU_SET indexes past the set (and panics) for a CPU it cannot hold.
+            if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            }
             libc::CPU_SET(cpu, &mut set);
         }
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
@@ -260,6 +264,8 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
         },
         None => setup.clone(),
     };
+    // Where the host has the two CPUs now (see `link`): before the server takes its CPU.
+    let link_before = crate::link::probe(&setup.server_cpus, &setup.load_cpus);
     let (mut server, server_log, addr) = match external {
         Some(spec) => {
             let running = external::start(
@@ -414,6 +420,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
             &server_log,
         )));
     }
+    let link_after = crate::link::probe(&setup.server_cpus, &setup.load_cpus);
     let loadgen_cpu = json!({
         "cpu_user_s": load["loadgen"]["cpu_user_s"],
         "cpu_sys_s": load["loadgen"]["cpu_sys_s"],
@@ -425,7 +432,15 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
             .as_f64()
             .map(|u| u * window_s)
     };
-    let noise = noise_of(&noise_samples, from, until, setup, server_cpu_s);
+    let mut noise = noise_of(&noise_samples, from, until, setup, server_cpu_s);
+    let link = crate::link::to_json(link_before, link_after);
+    if !link.is_null() {
+        // Kept when the window was too short for /proc/stat's samples too.
+        if noise.is_null() {
+            noise = json!({});
+        }
+        noise["cpu_link_ns"] = link;
+    }
     Ok((load, server_stats, loadgen_cpu, noise))
 }
 

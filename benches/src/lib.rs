@@ -6,7 +6,7 @@
 //! `cell` runs one cell; `external` starts, watches and stops a server given by
 //! command (`[[server]]`, `--server`); `process_tree` samples /proc; `runner` owns the run directory
 //! (results, env.json, resume, progress); `summary` prints the ranking at the end; `pauses` checks, before a run, how long the machine
-//! stops a busy CPU. `gate`
+//! stops a busy CPU, and `link` how far apart the host has put the server's and the load's CPU. `gate`
 //! counts instructions per request under callgrind, and `ci` compares a base ref with the
 //! current build (the gate, plus wall-clock cells run interleaved) for pull requests. `hosts`
 //! runs a cell's server and loadgens on other machines over ssh and merges their results.
@@ -18,6 +18,7 @@ pub mod ci;
 pub mod external;
 pub mod gate;
 pub mod hosts;
+pub mod link;
 pub mod noise;
 pub mod pauses;
 pub mod plan;

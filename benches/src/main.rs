@@ -222,8 +222,10 @@ struct AdaptiveArgs {
     /// time from the run's start (e.g. 5m).
     #[arg(long)]
     max_time: Option<String>,
-    /// Run each cell flagged noisy (steal, other processes, loadgen saturated) once more at
-    /// the end; the new trial replaces the noisy one in every view.
+    /// Run each cell flagged noisy (steal, other processes, loadgen saturated, the CPUs
+    /// apart) again at the end; the new trial replaces the noisy one in every view (a rerun
+    /// that again ran with the CPUs apart runs again, up to 4 times). A suite may ask for it
+    /// (`rerun_noisy = true`); with `max_time`, reruns stop at it.
     #[arg(long)]
     rerun_noisy: bool,
 }
@@ -953,7 +955,8 @@ fn run(
     if !run.setup.externals.is_empty() {
         benches::external::adopt_orphans();
     }
-    let lines = runner::execute_with(&run, adaptive.rerun_noisy)?;
+    let rerun_noisy = adaptive.rerun_noisy || run.suite.rerun_noisy;
+    let lines = runner::execute_with(&run, rerun_noisy)?;
     let precision: Option<serde_json::Value> =
         std::fs::read_to_string(run.dir.join("precision.json"))
             .ok()

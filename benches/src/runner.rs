@@ -279,6 +279,14 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         }
         run_cell(cell, None, total)?;
     }
+    // What one cell takes here: the cells so far tell better than the suite's estimate.
+    let per_cell = || {
+        if count.get() > 0 {
+            started.elapsed() / count.get() as u32
+        } else {
+            run.suite.cell_time()
+        }
+    };
     if run.suite.precision.is_some() && interrupted().is_none() {
         let mut out_of_time = false;
         for trial in run.suite.trials + 1..=run.suite.most_trials() {
@@ -288,13 +296,13 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                 break;
             }
             // A round is whole or not at all, so every model of a cell gets the same chances.
-            // Cells so far tell how long one takes here better than the suite's estimate.
-            let per_cell = if count.get() > 0 {
-                started.elapsed() / count.get() as u32
+            // Reruns of noisy trials come first: time for them is kept back.
+            let reruns = if rerun_noisy {
+                adaptive::noisy_reruns(&run.cells, &so_far).len()
             } else {
-                run.suite.cell_time()
+                0
             };
-            let round_time = per_cell * round.len() as u32;
+            let round_time = per_cell() * (round.len() + reruns) as u32;
             if run
                 .suite
                 .max_time
@@ -320,10 +328,34 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         let text = serde_json::to_string_pretty(&outcomes).expect("outcomes serialise") + "\n";
         reports::run::replace_file(&precision, text.as_bytes())?;
     }
-    if rerun_noisy && interrupted().is_none() {
-        let so_far = read_results(&run.dir).map_err(named)?;
-        let reruns = adaptive::noisy_reruns(&run.cells, &so_far);
-        if !reruns.is_empty() {
+    if rerun_noisy {
+        for _ in 0..adaptive::RERUN_PASSES {
+            if interrupted().is_some() {
+                break;
+            }
+            let so_far = read_results(&run.dir).map_err(named)?;
+            let mut reruns = adaptive::noisy_reruns(&run.cells, &so_far);
+            // Within the suite's time budget, as its adaptive rounds are.
+            if let Some(budget) = run.suite.max_time {
+                let room = budget.saturating_sub(started.elapsed());
+                let fit = adaptive::cells_that_fit(room, per_cell());
+                if fit < reruns.len() {
+                    let message = format!(
+                        "{} flagged noisy; {} fit in the suite's {:.0?}",
+                        crate::count(reruns.len(), "cell"),
+                        fit,
+                        budget
+                    );
+                    match &bar {
+                        Some(bar) => bar.println(message),
+                        None => eprintln!("{message}"),
+                    }
+                    reruns.truncate(fit);
+                }
+            }
+            if reruns.is_empty() {
+                break;
+            }
             let message = format!("rerunning {} noisy cells", reruns.len());
             match &bar {
                 Some(bar) => bar.println(message),
@@ -373,11 +405,13 @@ fn record_overhead(run: &Run, cells: usize, took: std::time::Duration) {
 
 pub fn read_results(dir: &Path) -> io::Result<Vec<Value>> {
     let file = File::open(dir.join("results.jsonl"))?;
-    Ok(BufReader::new(file)
+    let mut lines: Vec<Value> = BufReader::new(file)
         .lines()
         .map_while(Result::ok)
         .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect())
+        .collect();
+    reports::noise::settle_link_best(&mut lines);
+    Ok(lines)
 }
 
 fn progress(total: usize) -> Option<ProgressBar> {
@@ -441,6 +475,17 @@ pub fn write_env(run: &Run) -> Result<(), String> {
         }
         pauses
     });
+    // Where the host has the server's and the load's CPUs (see `link`): a few probes now,
+    // the first of the run's best, which every cell's own probes are judged against.
+    let link = run.setup.hosts.is_none().then(|| {
+        let probes: Vec<u64> = (0..5)
+            .filter_map(|_| crate::link::probe(&run.setup.server_cpus, &run.setup.load_cpus))
+            .collect();
+        if let Some(said) = crate::link::describe(&probes) {
+            eprintln!("{said}");
+        }
+        json!({"probes": probes})
+    });
     let env = json!({
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "cpu_model": cpu_model,
@@ -453,6 +498,7 @@ pub fn write_env(run: &Run) -> Result<(), String> {
         "nofile": {"soft": nofile.rlim_cur, "hard": nofile.rlim_max},
         "pinning": {"server_cpus": run.setup.server_cpus, "load_cpus": run.setup.load_cpus},
         "pauses": pauses,
+        "cpu_link_ns": link,
         // The machine above is bench's; the cells ran on these (each line has their clocks).
         "hosts": run.setup.hosts.as_ref().map(|h| json!({
             "server": h.hosts.server,

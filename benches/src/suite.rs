@@ -9,6 +9,7 @@
 //! precision = "5%"             # optional: adaptive trials (see below)
 //! max_trials = 8
 //! max_time = "5m"
+//! rerun_noisy = true             # optional: as `bench run --rerun-noisy`
 //! server_host = "srv"           # optional: the server on this ssh host ...
 //! load_hosts = ["l1", "l2"]      # ... and one loadgen on each of these (see `hosts`)
 //! [[scenario]]
@@ -30,7 +31,8 @@
 //! interleaved over models) run for the cells whose median's 95% interval is wider than
 //! ±`precision`, until every cell meets it, a cell has `max_trials`, or another round would
 //! end past `max_time` (counted from the start of the run). `precision.json` in the run
-//! directory says per cell which happened.
+//! directory says per cell which happened. Reruns of noisy cells (`rerun_noisy`) come last
+//! and, in a suite with `max_time`, only while one more ends within it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +67,10 @@ pub struct Suite {
     /// Adaptive trials: no round starts that would end past this time from the run's start.
     #[serde(default, deserialize_with = "duration_text::deserialize_option")]
     pub max_time: Option<Duration>,
+    /// Run each cell flagged noisy again at the end, as `bench run --rerun-noisy` does
+    /// (within `max_time` when the suite has one).
+    #[serde(default)]
+    pub rerun_noisy: bool,
     /// Run the server on this host and a loadgen on each of `load_hosts`, over ssh (see
     /// `hosts`); `bench run --server-host`/`--load-hosts` override them.
     #[serde(default)]

@@ -26,6 +26,19 @@ pub fn render(lines: &[Value], precision: Option<&Value>) -> String {
             "{noisy_total} trial(s) flagged noisy (marked ⚠): the server's CPU may not have set their figures; `bench run --rerun-noisy` runs such cells again."
         );
     }
+    if let Some((best, apart, probed, rerun)) = noise::apart_counts(lines) {
+        if apart > 0 {
+            let _ = writeln!(
+                out,
+                "The host had the server's and the load's CPU apart (a cache line's round trip over twice the run's best, {best} ns) during {apart} of {probed} trials; {}.",
+                if rerun > 0 {
+                    format!("a rerun replaced {rerun} of them")
+                } else {
+                    "`bench run --rerun-noisy` runs them again".to_string()
+                }
+            );
+        }
+    }
     out
 }
 

@@ -113,8 +113,28 @@ fn smoke_suite_lines_are_complete_and_plausible() {
         }
         assert!(noise["loadgen_cpu"].as_f64().unwrap() > 0.0, "{noise}");
     }
+    // How far apart the server's and the load's CPU were, before and after each cell: a
+    // probe may give up when tests beside this one hold a CPU, but not every one.
+    let probed = lines
+        .iter()
+        .filter(|l| {
+            l["noise"]["cpu_link_ns"]["before"]
+                .as_u64()
+                .is_some_and(|ns| ns > 0)
+        })
+        .count();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        probed > 0 || cores < 2,
+        "no cell has a cross-CPU round trip"
+    );
     let env: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("env.json")).unwrap()).unwrap();
+    assert!(
+        env["cpu_link_ns"]["probes"].is_array(),
+        "{}",
+        env["cpu_link_ns"]
+    );
     for field in [
         "kernel",
         "cpu_model",

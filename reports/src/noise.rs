@@ -18,6 +18,13 @@ pub const LOADGEN_SATURATED: f64 = 0.95;
 /// ... while the server's CPUs were busy less than this: the server was waiting for load.
 pub const SERVER_IDLE: f64 = 0.80;
 
+/// A cell's cross-CPU round trip (`cpu_link_ns`, before or after it) more than this times
+/// the run's best ...
+pub const FAR_RATIO: f64 = 2.0;
+/// ... and at least this much longer (ns): the host had the CPUs apart, and a loopback cell
+/// then costs about 1.35x the CPU per request on both sides (see `benches::link`).
+pub const FAR_MIN_NS: f64 = 50.0;
+
 /// An open-loop p99 at least this long (µs) ...
 pub const LATE_FLOOR_US: f64 = 200.0;
 /// ... of which loadgen's own lateness at p99 is at least this share.
@@ -42,6 +49,15 @@ pub fn flags(line: &Value, lang: Lang) -> Vec<String> {
         if foreign > FOREIGN {
             reasons.push(lang.say(&format!("noise.foreign_{name}"), &[("pct", &pct(foreign))]));
         }
+    }
+    if let Some((far, best)) = apart(noise) {
+        reasons.push(lang.say(
+            "noise.far",
+            &[
+                ("ns", &format!("{far:.0}")),
+                ("best", &format!("{best:.0}")),
+            ],
+        ));
     }
     let loadgen = noise["loadgen_cpu"].as_f64().unwrap_or(0.0);
     let server_busy = noise["server_cpus"]["busy"].as_f64().unwrap_or(1.0);
@@ -77,6 +93,80 @@ pub fn flags(line: &Value, lang: Lang) -> Vec<String> {
         ));
     }
     reasons
+}
+
+/// The longer of a cell's two round trips and the run's best, when the first says the host
+/// had the CPUs apart (see [`FAR_RATIO`]).
+fn apart(noise: &Value) -> Option<(f64, f64)> {
+    let link = &noise["cpu_link_ns"];
+    let best = link["best"].as_f64()?;
+    let far = ["before", "after"]
+        .iter()
+        .filter_map(|k| link[*k].as_f64())
+        .fold(f64::NAN, f64::max);
+    is_far(far, best).then_some((far, best))
+}
+
+/// Whether a round trip of `ns` means the CPUs were apart, for a run whose best is `best`.
+pub fn is_far(ns: f64, best: f64) -> bool {
+    ns > FAR_RATIO * best && ns >= best + FAR_MIN_NS
+}
+
+/// Whether the host had the cell's CPUs apart: a state of the machine that passes, unlike
+/// some other reasons (a latency-bound model reads "loadgen saturated" every time), so a
+/// rerun of such a cell is worth another rerun.
+pub fn cpus_apart(line: &Value) -> bool {
+    apart(&line["noise"]).is_some()
+}
+
+/// Sets every line's `noise.cpu_link_ns.best` to the whole run's near figure: the 10th
+/// percentile of all its cells' probes (one lucky probe cannot move it; a run mostly apart
+/// judges against its own placement). A line records the lowest probe seen up to its cell,
+/// so cells run before the host first put the CPUs together would be judged against a far
+/// placement; every reader of a run's lines (views, reruns) settles them first, so each cell
+/// is judged against the same figure.
+pub fn settle_link_best(lines: &mut [Value]) {
+    let mut probes: Vec<u64> = lines
+        .iter()
+        .flat_map(|l| ["before", "after"].map(|k| l["noise"]["cpu_link_ns"][k].as_u64()))
+        .flatten()
+        .collect();
+    probes.sort_unstable();
+    let Some(&best) = probes.get(probes.len() / 10) else {
+        return;
+    };
+    for line in lines {
+        if line["noise"]["cpu_link_ns"].is_object() {
+            line["noise"]["cpu_link_ns"]["best"] = best.into();
+        }
+    }
+}
+
+/// How the host's placement of the CPUs went over a run (lines settled by
+/// [`settle_link_best`]): the run's best round trip, the trials measured with the CPUs apart,
+/// the trials probed, and how many of the apart ones a rerun replaced. `None` when no line
+/// has a probe.
+pub fn apart_counts(lines: &[Value]) -> Option<(u64, usize, usize, usize)> {
+    let probed: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["status"] == "ok" && l["noise"]["cpu_link_ns"].is_object())
+        .collect();
+    let best = probed
+        .iter()
+        .filter_map(|l| l["noise"]["cpu_link_ns"]["best"].as_u64())
+        .min()?;
+    let apart: Vec<&&Value> = probed.iter().filter(|l| cpus_apart(l)).collect();
+    let replaced = apart
+        .iter()
+        .filter(|l| {
+            lines.iter().any(|r| {
+                r["cell"] == l["cell"]
+                    && r["rerun_of"].as_u64().is_some()
+                    && r["rerun_of"].as_u64() == l["trial"].as_u64()
+            })
+        })
+        .count();
+    Some((best, apart.len(), probed.len(), replaced))
 }
 
 pub fn is_noisy(line: &Value) -> bool {
@@ -150,6 +240,80 @@ mod tests {
                 "loadgen 饱和（占用了其 CPU 的 99%），而服务器所在 CPU 只有 50% 的时间在忙",
             ]
         );
+    }
+
+    #[test]
+    fn a_cell_run_while_the_cpus_were_apart_is_flagged() {
+        let noise = |before: u64, after: u64, best: u64| {
+            json!({"server_cpus": {"busy": 1.0}, "load_cpus": {"busy": 1.0},
+                   "cpu_link_ns": {"before": before, "after": after, "best": best}})
+        };
+        assert!(flags(&line("echo", noise(110, 120, 100)), Lang::En).is_empty());
+        // Apart at either end of the cell.
+        for (before, after) in [(370, 110), (110, 370)] {
+            let reasons = flags(&line("echo", noise(before, after, 100)), Lang::En);
+            assert_eq!(
+                reasons,
+                ["CPUs apart (a cache line's round trip took 370 ns, 100 at best)"]
+            );
+        }
+        // Twice as long but only by a few ns (CPUs close together anyway): not flagged.
+        assert!(flags(&line("echo", noise(45, 40, 20)), Lang::En).is_empty());
+        // Less than twice the best: a near placement's spread (75-93 ns here), not apart.
+        assert!(flags(&line("echo", noise(190, 110, 100)), Lang::En).is_empty());
+        // One probe missing (a busy CPU), or none: judged on what there is.
+        let mut one = noise(0, 0, 100);
+        one["cpu_link_ns"]["before"] = json!(null);
+        one["cpu_link_ns"]["after"] = json!(400);
+        assert_eq!(flags(&line("echo", one.clone()), Lang::En).len(), 1);
+        one["cpu_link_ns"] = json!(null);
+        assert!(flags(&line("echo", one), Lang::En).is_empty());
+        assert!(flags(&line("echo", noise(370, 110, 100)), Lang::Zh)[0].contains("370 ns"));
+    }
+
+    #[test]
+    fn every_cell_is_judged_against_the_runs_best() {
+        let probe = |before: u64, after: u64, best: u64| {
+            line(
+                "echo",
+                json!({"cpu_link_ns": {"before": before, "after": after, "best": best}}),
+            )
+        };
+        // The run began with the CPUs apart: its first cell saw no better than 340 ns.
+        let mut lines = vec![
+            probe(340, 335, 335),
+            probe(80, 76, 76),
+            line("echo", Value::Null),
+        ];
+        assert!(!is_noisy(&lines[0]));
+        settle_link_best(&mut lines);
+        assert_eq!(lines[0]["noise"]["cpu_link_ns"]["best"], 76);
+        assert!(is_noisy(&lines[0]) && !is_noisy(&lines[1]) && !is_noisy(&lines[2]));
+    }
+
+    #[test]
+    fn a_run_counts_its_trials_with_the_cpus_apart() {
+        let probe = |cell: &str, trial: u64, before: u64| {
+            let mut l = line(
+                "echo",
+                json!({"cpu_link_ns": {"before": before, "after": 80, "best": 75}}),
+            );
+            l["cell"] = json!(cell);
+            l["trial"] = json!(trial);
+            l
+        };
+        let mut rerun = probe("a", 4, 78);
+        rerun["rerun_of"] = json!(2);
+        let lines = vec![
+            probe("a", 1, 80),
+            probe("a", 2, 340),
+            probe("b", 1, 350),
+            rerun,
+            line("echo", Value::Null),
+        ];
+        // 2 of 4 probed trials apart, one of them replaced by a rerun.
+        assert_eq!(apart_counts(&lines), Some((75, 2, 4, 1)));
+        assert_eq!(apart_counts(&lines[4..]), None);
     }
 
     #[test]

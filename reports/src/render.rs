@@ -191,7 +191,12 @@ pub fn notes(lines: &[&Value], precision: Option<&Value>, lang: Lang) -> Vec<Str
     }
     let errors: u64 = lines.iter().map(|l| error_total(l)).sum();
     if errors > 0 {
-        notes.push(lang.say("notes.errors", &[("n", &errors)]));
+        let key = if errors == 1 {
+            "notes.error"
+        } else {
+            "notes.errors"
+        };
+        notes.push(lang.say(key, &[("n", &errors)]));
     }
     let starved = lines
         .iter()
@@ -199,7 +204,12 @@ pub fn notes(lines: &[&Value], precision: Option<&Value>, lang: Lang) -> Vec<Str
         .max()
         .unwrap_or(0);
     if starved > 0 {
-        notes.push(lang.say("notes.starved", &[("n", &starved)]));
+        let key = if starved == 1 {
+            "notes.starved_one"
+        } else {
+            "notes.starved"
+        };
+        notes.push(lang.say(key, &[("n", &starved)]));
     }
     // The trial that stalled most often (from the interval series of schema 2 lines).
     let stalls = lines
@@ -277,6 +287,27 @@ fn summary_html(run: &Run, groups: &[Group], lang: Lang, html: &mut String) {
     );
     if let Some(said) = pauses_sentence(&run.env["pauses"], lang) {
         let _ = write!(html, "<p>{said}</p>");
+    }
+    if let Some((best, apart, probed, rerun)) = crate::noise::apart_counts(&run.lines) {
+        if apart > 0 {
+            let _ = write!(
+                html,
+                "<p>{}</p>",
+                lang.say(
+                    if rerun > 0 {
+                        "summary.apart"
+                    } else {
+                        "summary.apart_kept"
+                    },
+                    &[
+                        ("best", &best),
+                        ("apart", &apart),
+                        ("probed", &probed),
+                        ("rerun", &rerun),
+                    ]
+                )
+            );
+        }
     }
     if let Some(p) = &precision {
         let cells = p["cells"].as_object();

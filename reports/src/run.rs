@@ -167,6 +167,7 @@ impl Run {
                 Err(e) => damaged.push(e),
             }
         }
+        crate::noise::settle_link_best(&mut lines);
         let env = fs::read_to_string(dir.join("env.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -223,11 +224,16 @@ impl Run {
         models
     }
 
-    /// Ok lines grouped by cell id (scenario/model/params), trials together.
+    /// Ok lines grouped by cell id (scenario/model/params), trials together; lines a rerun
+    /// replaced are left out, as in every view.
     pub fn cells(&self) -> BTreeMap<String, Vec<&Value>> {
+        let all: Vec<&Value> = self.lines.iter().collect();
+        let replaced = crate::tiers::superseded(&all);
         let mut cells: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-        for line in self.ok() {
-            cells.entry(str_of(line, "cell")).or_default().push(line);
+        for (line, _) in all.iter().zip(&replaced).filter(|(_, r)| !**r) {
+            if line["status"] == "ok" {
+                cells.entry(str_of(line, "cell")).or_default().push(line);
+            }
         }
         cells
     }

@@ -82,6 +82,15 @@ impl Entry {
     pub fn ratio_pm(&self) -> f64 {
         (self.ratio_ci.1 - self.ratio_ci.0) / 2.0
     }
+
+    /// "†" when the ratio was taken round by round (a sentence puts it after the ratio).
+    pub fn paired_mark(&self) -> &'static str {
+        if self.paired {
+            "†"
+        } else {
+            ""
+        }
+    }
 }
 
 /// The models of one group in tiers, best first.
@@ -304,10 +313,15 @@ impl Tiers {
                 });
             // One value when both ends print alike (1.136 and 1.144 are both "1.14").
             let (lo, hi) = (format!("{lo:.2}"), format!("{hi:.2}"));
-            let ratio = if lo == hi {
-                format!("{lo}x")
+            let paired = if members.iter().any(|e| e.paired) {
+                "†"
             } else {
-                format!("{lo}-{hi}x")
+                ""
+            };
+            let ratio = if lo == hi {
+                format!("{lo}x{paired}")
+            } else {
+                format!("{lo}-{hi}x{paired}")
             };
             let key = match (t, names.len()) {
                 (1, 1) => "tier.first",
@@ -789,6 +803,18 @@ mod tests {
         let mut rerun = line("b", 4, 71.0, 9.0);
         rerun["rerun_of"] = json!(1);
         lines.push(rerun);
+        // A rerun that was itself rerun (the CPUs apart both times): only the last counts.
+        let mut again = line("b", 5, 10.0, 60.0);
+        again["rerun_of"] = json!(4);
+        lines.push(again);
+        let mut last = line("b", 6, 71.0, 9.0);
+        last["rerun_of"] = json!(5);
+        lines.push(last);
+        let all: Vec<&Value> = lines.iter().collect();
+        assert_eq!(
+            superseded(&all),
+            [false, false, false, true, false, false, true, true, false]
+        );
         let groups = judge(&lines);
         assert_eq!(groups.len(), 1);
         let g = &groups[0];

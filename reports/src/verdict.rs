@@ -183,6 +183,7 @@ fn lead_sentence(g: &Group, lang: Lang) -> Vec<String> {
                 ),
                 ("value", &value(worst, g.unit)),
                 ("ratio", &format!("{:.2}", worst.ratio)),
+                ("mark", &worst.paired_mark()),
             ],
         ));
     }
@@ -463,7 +464,13 @@ pub fn model_sentences(run: &Run, groups: &[Group], model: &str, lang: Lang) -> 
             continue;
         };
         let ratio = if e.tier > 1 || e.ratio != 1.0 {
-            lang.say("model.ratio", &[("ratio", &format!("{:.2}", e.ratio))])
+            lang.say(
+                "model.ratio",
+                &[
+                    ("ratio", &format!("{:.2}", e.ratio)),
+                    ("mark", &e.paired_mark()),
+                ],
+            )
         } else {
             String::new()
         };
