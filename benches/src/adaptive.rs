@@ -18,10 +18,12 @@ use reports::tiers::precision;
 
 use crate::suite::{Cell, Suite};
 
-/// Every line of one cell id.
+/// Every line of one cell id, but those a rerun replaced.
 fn by_cell(lines: &[Value]) -> BTreeMap<&str, Vec<&Value>> {
+    let all: Vec<&Value> = lines.iter().collect();
+    let replaced = reports::tiers::superseded(&all);
     let mut cells: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-    for line in lines {
+    for (line, _) in lines.iter().zip(&replaced).filter(|(_, r)| !**r) {
         if let Some(cell) = line["cell"].as_str() {
             cells.entry(cell).or_default().push(line);
         }
@@ -72,6 +74,12 @@ pub fn next_round(suite: &Suite, planned: &[Cell], lines: &[Value], trial: usize
         return Vec::new();
     };
     let cells = by_cell(lines);
+    // A trial number a rerun already took (a run resumed after its reruns) is not reused.
+    let taken = |id: &str| {
+        lines
+            .iter()
+            .any(|l| l["cell"] == id && l["trial"].as_u64() == Some(trial as u64))
+    };
     planned
         .iter()
         .filter(|c| c.trial == 1)
@@ -80,6 +88,7 @@ pub fn next_round(suite: &Suite, planned: &[Cell], lines: &[Value], trial: usize
             let have = cells.get(id.as_str());
             have.map_or(0, |l| l.len()) < trial
                 && state(have, target, suite.most_trials()) == State::Short
+                && !taken(&id)
         })
         .map(|c| Cell { trial, ..c.clone() })
         .collect()
@@ -214,6 +223,21 @@ mod tests {
         assert_eq!(out["cells"]["echo/b/c=50"]["trials"], 4);
         // Without a target, nothing more runs.
         assert!(next_round(&suite(""), &planned, &lines[..4], 4).is_empty());
+        // A trial a rerun replaced does not count, nor is its rerun's number reused.
+        let mut lines = lines[..6].to_vec();
+        let mut rerun = line("a", 4, 130.0); // a is short of the target now
+        rerun["rerun_of"] = json!(3);
+        lines.push(rerun);
+        let cells = by_cell(&lines);
+        assert_eq!(cells["echo/a/c=50"].len(), 3, "trial 3 was replaced");
+        let round = next_round(&s, &planned, &lines, 4);
+        assert_eq!(round.len(), 1, "a: trial 4 is the rerun's; b: short");
+        assert_eq!(round[0].model, "b");
+        assert_eq!(
+            next_round(&s, &planned, &lines, 5).len(),
+            2,
+            "both short at 5"
+        );
     }
 
     #[test]

@@ -194,6 +194,24 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// `--remote-dir` as the remote commands use it: a leading `~/` (or `~` alone) is the remote
+/// home, where ssh's commands start, so it is dropped; every remote path is quoted, and a
+/// quoted `~` would not expand (it made a directory named `~`).
+pub fn home_relative(dir: &str) -> String {
+    match dir.strip_prefix('~') {
+        Some("") => ".".to_string(),
+        Some(rest) if rest.starts_with('/') => {
+            let rest = rest.trim_start_matches('/');
+            if rest.is_empty() {
+                ".".to_string()
+            } else {
+                rest.to_string()
+            }
+        }
+        _ => dir.to_string(),
+    }
+}
+
 /// `text` as one word of a POSIX shell.
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -1119,6 +1137,16 @@ mod tests {
     #[test]
     fn quoting_and_destinations() {
         assert_eq!(quote("it's"), r"'it'\''s'");
+        for (given, used) in [
+            ("~/x/bin", "x/bin"),
+            ("~", "."),
+            ("~/", "."),
+            ("bin", "bin"),
+            ("/opt/bin", "/opt/bin"),
+            ("~user/bin", "~user/bin"),
+        ] {
+            assert_eq!(home_relative(given), used, "{given}");
+        }
         let hosts = Hosts {
             server: "me@10.0.0.1".into(),
             server_addr: None,

@@ -244,7 +244,8 @@ struct HostsArgs {
     /// The address loadgens reach the server at [default: the server host's name].
     #[arg(long)]
     server_addr: Option<String>,
-    /// Where `server` and `loadgen` are on every host; relative to the remote home.
+    /// Where `server` and `loadgen` are on every host; relative to the remote home (`~/x`
+    /// means `x`: every remote path is quoted, so a `~` would not expand).
     #[arg(long, default_value = benches::hosts::DEFAULT_REMOTE_DIR)]
     remote_dir: String,
     /// Copy this machine's `server` and `loadgen` to --remote-dir on the hosts (over ssh)
@@ -289,7 +290,7 @@ impl HostsArgs {
             server: server_host,
             server_addr: request.server_addr.clone().or(suite.server_addr.clone()),
             load,
-            remote_dir: self.remote_dir.clone(),
+            remote_dir: hosts::home_relative(&self.remote_dir),
             ssh_config: self.ssh_config.clone(),
             push: self.push_binaries,
             max_offset,
@@ -963,9 +964,21 @@ fn run(
             .and_then(|t| serde_json::from_str(&t).ok());
     println!("{}", summary::render(&lines, precision.as_ref()));
     if runner::interrupted().is_some() {
+        // Lines past the plan are extra rounds and reruns: counted apart, not "17 of 12".
+        let planned = lines
+            .iter()
+            .filter(|l| {
+                run.cells.iter().any(|c| {
+                    l["cell"] == c.id().as_str() && l["trial"].as_u64() == Some(c.trial as u64)
+                })
+            })
+            .count();
+        let extra = match lines.len() - planned {
+            0 => String::new(),
+            n => format!(" (and {})", benches::count(n, "extra trial")),
+        };
         eprintln!(
-            "interrupted: {} of {} saved in {}; `bench run --resume --out {}` finishes it",
-            lines.len(),
+            "interrupted: {planned} of {} saved{extra} in {}; `bench run --resume --out {}` finishes it",
             benches::count(run.cells.len(), "cell"),
             run.dir.display(),
             run.dir.display()

@@ -287,8 +287,8 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             run.suite.cell_time()
         }
     };
+    let mut out_of_time = false;
     if run.suite.precision.is_some() && interrupted().is_none() {
-        let mut out_of_time = false;
         for trial in run.suite.trials + 1..=run.suite.most_trials() {
             let so_far = read_results(&run.dir).map_err(named)?;
             let round = adaptive::next_round(&run.suite, &run.cells, &so_far, trial);
@@ -322,11 +322,6 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                 run_cell(cell, None, total)?;
             }
         }
-        let so_far = read_results(&run.dir).map_err(named)?;
-        let outcomes = adaptive::outcomes(&run.suite, &run.cells, &so_far, out_of_time);
-        let precision = run.dir.join("precision.json");
-        let text = serde_json::to_string_pretty(&outcomes).expect("outcomes serialise") + "\n";
-        reports::run::replace_file(&precision, text.as_bytes())?;
     }
     if rerun_noisy {
         for _ in 0..adaptive::RERUN_PASSES {
@@ -372,6 +367,14 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                 run_cell(cell, Some(*rerun_of), total)?;
             }
         }
+    }
+    // Where each cell stands once its reruns replaced its noisy trials.
+    if run.suite.precision.is_some() {
+        let so_far = read_results(&run.dir).map_err(named)?;
+        let outcomes = adaptive::outcomes(&run.suite, &run.cells, &so_far, out_of_time);
+        let precision = run.dir.join("precision.json");
+        let text = serde_json::to_string_pretty(&outcomes).expect("outcomes serialise") + "\n";
+        reports::run::replace_file(&precision, text.as_bytes())?;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -469,9 +472,21 @@ pub fn write_env(run: &Run) -> Result<(), String> {
         cpus.sort_unstable();
         cpus.dedup();
         let window = crate::pauses::WINDOW;
-        let pauses = crate::pauses::to_json(window, &crate::pauses::measure(&cpus, window));
+        let seen = crate::pauses::measure(&cpus, window);
+        let pauses = crate::pauses::to_json(window, &seen);
         if let Some(said) = crate::pauses::describe(&pauses) {
             eprintln!("{said}");
+        }
+        let unchecked: Vec<String> = cpus
+            .iter()
+            .filter(|c| !seen.iter().any(|p| p.cpu == **c))
+            .map(|c| c.to_string())
+            .collect();
+        if !unchecked.is_empty() {
+            eprintln!(
+                "machine check: CPU {} could not be pinned (not this process's to use?), so it was not checked",
+                unchecked.join(", ")
+            );
         }
         pauses
     });
