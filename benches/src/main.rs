@@ -965,14 +965,8 @@ fn run(
     println!("{}", summary::render(&lines, precision.as_ref()));
     if runner::interrupted().is_some() {
         // Lines past the plan are extra rounds and reruns: counted apart, not "17 of 12".
-        let planned = lines
-            .iter()
-            .filter(|l| {
-                run.cells.iter().any(|c| {
-                    l["cell"] == c.id().as_str() && l["trial"].as_u64() == Some(c.trial as u64)
-                })
-            })
-            .count();
+        let done = runner::finished_cells(&run.dir).map_err(|e| e.to_string())?;
+        let planned = run.cells.iter().filter(|c| done.contains(&c.key())).count();
         let extra = match lines.len() - planned {
             0 => String::new(),
             n => format!(" (and {})", benches::count(n, "extra trial")),

@@ -253,10 +253,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                 line["status"].as_str().unwrap_or("?"),
                 line["reason"].as_str().unwrap_or("")
             );
-            match &bar {
-                Some(bar) => bar.println(message),
-                None => eprintln!("{message}"),
-            }
+            say(&bar, &message);
         }
         // One write per line: a reader (or an interruption) never sees half a line
         // appended in several pieces. A write that fails part way (a full disk) is undone,
@@ -341,10 +338,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                         fit,
                         budget
                     );
-                    match &bar {
-                        Some(bar) => bar.println(message),
-                        None => eprintln!("{message}"),
-                    }
+                    say(&bar, &message);
                     reruns.truncate(fit);
                 }
             }
@@ -352,10 +346,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                 break;
             }
             let message = format!("rerunning {} noisy cells", reruns.len());
-            match &bar {
-                Some(bar) => bar.println(message),
-                None => eprintln!("{message}"),
-            }
+            say(&bar, &message);
             total += reruns.len();
             if let Some(bar) = &bar {
                 bar.inc_length(reruns.len() as u64);
@@ -415,6 +406,14 @@ pub fn read_results(dir: &Path) -> io::Result<Vec<Value>> {
         .collect();
     reports::noise::settle_link_best(&mut lines);
     Ok(lines)
+}
+
+/// A line for the user: above the progress bar when there is one, else on stderr.
+fn say(bar: &Option<ProgressBar>, message: &str) {
+    match bar {
+        Some(bar) => bar.println(message),
+        None => eprintln!("{message}"),
+    }
 }
 
 fn progress(total: usize) -> Option<ProgressBar> {

@@ -353,35 +353,33 @@ fn stubborn(dir: &Path, more: &str) -> String {
     format!("{HEAD}{}", server(&command, "stop_grace = \"300ms\""))
 }
 
-#[test]
-fn a_server_that_ignores_sigterm_is_killed_after_its_grace_and_says_so() {
-    let scratch = scratch("sigterm");
+/// Runs the stubborn server (with `more` arguments) for one cell and returns its line,
+/// checked to be a measured cell whose server was killed after its grace.
+fn killed_after_grace(scratch_name: &str, more: &str) -> Value {
+    let scratch = scratch(scratch_name);
     let dir = scratch.path();
-    let output = run(dir, &stubborn(dir, ""), &[]);
+    let output = run(dir, &stubborn(dir, more), &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let line = &lines(dir)[0];
+    let line = lines(dir).swap_remove(0);
     assert_eq!(line["status"], "ok", "{line}");
     assert_eq!(
         line["server"]["stop"], "SIGKILL: still running 300ms after SIGTERM",
         "{line}"
     );
+    line
+}
+
+#[test]
+fn a_server_that_ignores_sigterm_is_killed_after_its_grace_and_says_so() {
+    let line = killed_after_grace("sigterm", "");
     assert_eq!(line["server"]["clean_exit"], false);
 }
 
 #[test]
 fn a_forking_server_that_ignores_sigterm_is_killed_whole_and_its_dying_workers_are_no_leftovers() {
-    let scratch = scratch("workers");
-    let dir = scratch.path();
-    let output = run(dir, &stubborn(dir, "\"workers\""), &[]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let line = &lines(dir)[0];
     // Not "left 2 processes behind": the workers were killed with their group, and are
     // waited for while they exit.
-    assert_eq!(line["status"], "ok", "{line}");
-    assert_eq!(
-        line["server"]["stop"], "SIGKILL: still running 300ms after SIGTERM",
-        "{line}"
-    );
+    let line = killed_after_grace("workers", "\"workers\"");
     assert_eq!(line["server"]["peak_processes"], 3, "{line}");
 }
 

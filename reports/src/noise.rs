@@ -147,26 +147,24 @@ pub fn settle_link_best(lines: &mut [Value]) {
 /// the trials probed, and how many of the apart ones a rerun replaced. `None` when no line
 /// has a probe.
 pub fn apart_counts(lines: &[Value]) -> Option<(u64, usize, usize, usize)> {
-    let probed: Vec<&Value> = lines
+    let all: Vec<&Value> = lines.iter().collect();
+    let replaced = crate::tiers::superseded(&all);
+    let probed: Vec<(&Value, bool)> = lines
         .iter()
-        .filter(|l| l["status"] == "ok" && l["noise"]["cpu_link_ns"].is_object())
+        .zip(replaced)
+        .filter(|(l, _)| l["status"] == "ok" && l["noise"]["cpu_link_ns"].is_object())
         .collect();
     let best = probed
         .iter()
-        .filter_map(|l| l["noise"]["cpu_link_ns"]["best"].as_u64())
+        .filter_map(|(l, _)| l["noise"]["cpu_link_ns"]["best"].as_u64())
         .min()?;
-    let apart: Vec<&&Value> = probed.iter().filter(|l| cpus_apart(l)).collect();
-    let replaced = apart
+    let apart: Vec<bool> = probed
         .iter()
-        .filter(|l| {
-            lines.iter().any(|r| {
-                r["cell"] == l["cell"]
-                    && r["rerun_of"].as_u64().is_some()
-                    && r["rerun_of"].as_u64() == l["trial"].as_u64()
-            })
-        })
-        .count();
-    Some((best, apart.len(), probed.len(), replaced))
+        .filter(|(l, _)| cpus_apart(l))
+        .map(|(_, replaced)| *replaced)
+        .collect();
+    let rerun = apart.iter().filter(|r| **r).count();
+    Some((best, apart.len(), probed.len(), rerun))
 }
 
 pub fn is_noisy(line: &Value) -> bool {

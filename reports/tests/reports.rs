@@ -33,6 +33,17 @@ fn report(args: &[&str]) -> Output {
     Command::new(REPORT).args(args).output().unwrap()
 }
 
+/// `report render DIR --lang LANG`, checked to succeed; the page it wrote.
+fn render_page(dir: &Path, lang: &str) -> String {
+    let out = report(&["render", dir.to_str().unwrap(), "--lang", lang]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("report.html")).unwrap()
+}
+
 /// Adds copies of the run's echo lines at more connection counts, so that the echo chart
 /// has a curve to draw.
 fn add_connection_counts(dir: &Path, counts: &[u64]) {
@@ -969,15 +980,7 @@ fn the_notes_and_stalls_are_said_in_the_page_language() {
     let precision = serde_json::json!({"target": 0.05, "min_trials": 3, "max_trials": 6,
         "cells": {"echo/epoll-et/c=10,size=128": {"trials": 6, "precision": 0.17, "outcome": "max_trials"}}});
     std::fs::write(dir.join("precision.json"), precision.to_string()).unwrap();
-    let render = |lang: &str| {
-        let out = report(&["render", dir.to_str().unwrap(), "--lang", lang]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::read_to_string(dir.join("report.html")).unwrap()
-    };
+    let render = |lang: &str| render_page(dir, lang);
     let english = [
         "3 connections never served; ⚠ 1 of 1 trials noisy: loadgen saturated (96% of its CPUs) while the server's CPUs were 78% busy; ± 17% after 6 trials, short of the 5% target (max trials); stalled 1 time, longest 100 ms",
         "<b>epoll-et</b> stalled 1 time, longest 100 ms",
@@ -1098,13 +1101,7 @@ fn the_machine_check_is_said_in_words() {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         env["pauses"] = pauses;
         std::fs::write(&path, env.to_string()).unwrap();
-        let out = report(&["render", dir.to_str().unwrap(), "--lang", lang]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::read_to_string(dir.join("report.html")).unwrap()
+        render_page(dir, lang)
     };
     let paused = serde_json::json!({"window_s": 1.0, "cpus": [
         {"cpu": 0, "over_100us": 4, "over_1ms": 0, "longest_us": 300, "paused_us": 900},
