@@ -6,30 +6,40 @@
 //! The rule. Models are ordered by their median over trials, best first (direction-aware:
 //! higher throughput, lower latency and CPU per request are better). The best model leads
 //! tier 1. Each next model is compared with the leader of the current tier by the 95%
-//! bootstrap interval of its ratio to the leader: taken round by round when both ran in at
-//! least [`PAIRED_ROUNDS`] shared rounds (trial k of every model runs in round k), else of
-//! the two medians (both sides resampled, percentile method). It starts a new tier, which it
-//! leads, only when that whole interval lies beyond the noise floor ([`NOISE_FLOOR`], 3%) on
-//! the worse side, and both have at least [`MIN_TRIALS`] trials; otherwise it shares the
-//! leader's tier ("tie": the data cannot tell them apart, not proof that they are equal).
+//! interval of its ratio to the leader. Where both ran in at least [`PAIRED_ROUNDS`] shared
+//! rounds (trial k of every model runs in round k), the ratio is taken round by round and
+//! the interval bootstrapped over rounds. Otherwise it is the ratio of the two medians with
+//! a **moderated** interval: ln(ratio) ± t x its standard error, where each model's variance
+//! (of the logarithms of its trials) is shrunk toward the group's typical one (the median
+//! over the group's models), which weighs as much as [`GROUP_WEIGHT`] trials; t is Student's
+//! at the degrees of freedom both rest on. A model starts a new tier, which it leads, only
+//! when that whole interval lies beyond the noise floor ([`NOISE_FLOOR`], 3%) on the worse
+//! side, and both have at least [`MIN_TRIALS`] trials; otherwise it shares the leader's tier
+//! ("tie": the data cannot tell them apart, not proof that they are equal).
 //!
 //! Why this and not a rank test: a cell is a whole server under load on a shared machine, so
 //! trials are few (3 to 10) and expensive. With 3 trials each, a Mann-Whitney U test cannot
 //! reach p < 0.05 whatever the data (its smallest two-sided p is 0.1), so it would call
-//! everything a tie. The bootstrap ratio interval works at any count and gives the figure a
-//! reader wants (0.73x, ± how much); with 3 trials it reduces to "the trials' ranges do not
-//! overlap, by more than the noise floor", a rule a reader can check by eye. Round by round,
-//! because the machine's speed changes in phases that a round's cells share: the per-round
-//! ratio cancels it. Not below 4 rounds: the interval of the median of 3 ratios is their
-//! range, and for a metric far noisier than the floor all three land on one side by chance
-//! a quarter of the time, where two sets of 3 trials fail to overlap a tenth of the time.
-//! The noise floor is criterion's idea ("change within noise threshold"): differences smaller
-//! than the run-to-run drift of a whole server are not verdicts even when the trials happen
-//! to be tight. The leader rule (not "adjacent models differ") keeps a chain of small steps
-//! from spreading one tier over a 30% range.
+//! everything a tie. Why moderated: three trials tell little about their own spread. Three
+//! that happen to land within 1% of each other (or three reruns run back to back) claim a
+//! precision the cell does not have, and a bootstrap of their median is their range, which
+//! holds the true median only 3 times in 4. Every model of a group ran the same scenario on
+//! the same machine in the same rounds, so the group's spread is the better guess, and each
+//! model's own spread moves it (empirical Bayes, as limma's moderated t does for few
+//! replicates of many genes). On this project's recorded runs it kept as many separations of
+//! a slowed server as the bootstrap and made the tiers steadier from run to run (see
+//! ARCHITECTURE.md, "Calibration"). Round by round, because the machine's speed changes in
+//! phases that a round's cells share: the per-round ratio cancels it. Not below 4 rounds:
+//! the interval of the median of 3 ratios is their range, and for a metric far noisier than
+//! the floor all three land on one side by chance a quarter of the time. The noise floor is
+//! criterion's idea ("change within noise threshold"): differences smaller than the
+//! run-to-run drift of a whole server are not verdicts even when the trials happen to be
+//! tight. The leader rule (not "adjacent models differ") keeps a chain of small steps from
+//! spreading one tier over a 30% range.
 //!
 //! Resampling is seeded, so a report renders the same twice; groups are judged in parallel
-//! with rayon (a full run has hundreds of groups, each with dozens of bootstrap intervals).
+//! with rayon (a full run has hundreds of groups, each with dozens of intervals, some of
+//! them bootstrapped).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,7 +48,9 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::metrics::{headline, Metric};
-use crate::stats::{change_ci, cv, median, median_ci, paired_change_ci};
+use crate::stats::{
+    change_ci, cv, median, median_ci, moderated_change, paired_change_ci, variance, Spread,
+};
 use crate::text::Lang;
 
 /// Differences of medians smaller than this are never a separation.
@@ -49,9 +61,12 @@ pub const MIN_TRIALS: usize = 3;
 pub const PAIRED_ROUNDS: usize = 4;
 /// The round of a trial that ran outside the rounds (a rerun): never paired.
 pub const NO_ROUND: u64 = u64::MAX;
+/// How much the group's typical spread weighs in each model's, in degrees of freedom: as
+/// much as a model's own three trials (the least count) give.
+pub const GROUP_WEIGHT: f64 = 2.0;
 
 /// The rule, in words, for every view to print once.
-pub const RULE: &str = "Tiers: models share a tier when the 95% bootstrap interval of their ratio to the tier's best (taken round by round where both ran in at least 4 of the same rounds, else of the medians) reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). Ratios are to the best model, ± half their interval; † marks one taken round by round.";
+pub const RULE: &str = "Tiers: models share a tier when the 95% interval of their ratio to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). The ratio is taken round by round where both ran in at least 4 of the same rounds (bootstrap over rounds), else it is the ratio of the medians, its interval from each model's spread weighed with the group's typical spread (three trials say little about their own). Ratios are to the best model, ± half their interval; † marks one taken round by round.";
 
 /// One model in one group: its trials and where it stands.
 #[derive(Clone, Debug)]
@@ -75,6 +90,9 @@ pub struct Entry {
     pub ratio_ci: (f64, f64),
     /// The ratio was taken round by round (printed with a †).
     pub paired: bool,
+    /// Its spread moderated toward the group's, for the unpaired comparison; `None` when a
+    /// value is not positive (then the two medians are compared by bootstrap).
+    pub spread: Option<Spread>,
 }
 
 impl Entry {
@@ -115,13 +133,33 @@ pub fn precision(values: &[f64]) -> f64 {
 }
 
 /// The change from `base` to `new` with its 95% interval: round by round when both ran in at
-/// least [`PAIRED_ROUNDS`] shared rounds ([`paired_change_ci`]), else of their medians
-/// ([`change_ci`]).
+/// least [`PAIRED_ROUNDS`] shared rounds ([`paired_change_ci`]), else of their medians with
+/// spreads moderated toward the group's ([`moderated_change`]; by bootstrap, [`change_ci`],
+/// when a value is not positive).
 fn change(base: &Entry, new: &Entry) -> (f64, f64, f64) {
-    shared_rounds(base, new).map_or_else(
-        || change_ci(&base.values, &new.values),
-        |pairs| paired_change_ci(&pairs),
-    )
+    if let Some(pairs) = shared_rounds(base, new) {
+        return paired_change_ci(&pairs);
+    }
+    match (&base.spread, &new.spread) {
+        (Some(b), Some(n)) => moderated_change(b, n),
+        _ => change_ci(&base.values, &new.values),
+    }
+}
+
+/// A group's typical spread: the median over its models (those with two or more values, all
+/// positive) of the variance of their values' logarithms; 0 when none has two.
+fn group_variance(models: &[Input]) -> f64 {
+    let variances: Vec<f64> = models
+        .iter()
+        .map(|(_, values, _)| values)
+        .filter(|v| v.len() >= 2 && v.iter().all(|x| *x > 0.0))
+        .map(|v| variance(&v.iter().map(|x| x.ln()).collect::<Vec<_>>()))
+        .collect();
+    if variances.is_empty() {
+        0.0
+    } else {
+        median(&variances)
+    }
 }
 
 /// The (base, new) values of the rounds both ran in, when there are at least
@@ -190,7 +228,7 @@ pub fn tiers_in_rounds(models: Vec<(String, Vec<(u64, f64)>)>, higher_is_better:
 type Input = (String, Vec<f64>, Option<Vec<u64>>);
 
 fn tiers_of(models: Vec<Input>, higher_is_better: bool) -> Tiers {
-    let mut entries: Vec<Entry> = models
+    let models: Vec<Input> = models
         .into_iter()
         .map(|(model, values, rounds)| {
             let keep: Vec<bool> = values.iter().map(|v| v.is_finite()).collect();
@@ -205,7 +243,12 @@ fn tiers_of(models: Vec<Input>, higher_is_better: bool) -> Tiers {
             (model, values, rounds)
         })
         .filter(|(_, values, _)| !values.is_empty())
+        .collect();
+    let group = group_variance(&models);
+    let mut entries: Vec<Entry> = models
+        .into_iter()
         .map(|(model, values, rounds)| Entry {
+            spread: Spread::moderated(&values, group, GROUP_WEIGHT),
             median: median(&values),
             ci: median_ci(&values),
             precision: precision(&values),
@@ -590,6 +633,32 @@ mod tests {
     }
 
     #[test]
+    fn three_tight_trials_do_not_outweigh_the_groups_spread() {
+        // Ten models whose trials spread by ±8%, and two whose three trials happen to sit
+        // still, 5% apart: alone their ranges fail to overlap by more than the floor, but
+        // the group says a trial moves by far more than their own spread shows.
+        let mut models: Vec<(String, Vec<f64>)> = (0..10)
+            .map(|i| (format!("m{i}"), trials(50_000.0, 0.08, 3, i + 1)))
+            .collect();
+        models.push(("a".into(), vec![100_000.0, 100_100.0, 99_900.0]));
+        models.push(("b".into(), vec![95_000.0, 95_100.0, 94_900.0]));
+        let t = tiers(models.clone(), true);
+        assert_eq!((tier_of(&t, "a"), tier_of(&t, "b")), (1, 1), "{t:?}");
+        // Where the group is as quiet as they are, the same 5% is a separation.
+        for (i, (_, values)) in models.iter_mut().take(10).enumerate() {
+            *values = trials(50_000.0, 0.002, 3, i as u64 + 1);
+        }
+        let t = tiers(models, true);
+        assert_eq!((tier_of(&t, "a"), tier_of(&t, "b")), (1, 2), "{t:?}");
+        // The bootstrap of the medians alone would have split them in the noisy group too.
+        let (_, _, hi) = change_ci(
+            &[100_000.0, 100_100.0, 99_900.0],
+            &[95_000.0, 95_100.0, 94_900.0],
+        );
+        assert!(hi < -NOISE_FLOOR);
+    }
+
+    #[test]
     fn a_single_trial_never_separates() {
         let t = tiers(
             vec![("a".into(), vec![100.0]), ("b".into(), vec![10.0])],
@@ -759,6 +828,7 @@ mod tests {
             ratio,
             ratio_ci: (ratio, ratio),
             paired: false,
+            spread: None,
         };
         let t = Tiers {
             higher_is_better: false,
