@@ -6,7 +6,7 @@
 //! `precision.json` records per cell which. With `--rerun-noisy`, every cell flagged by
 //! `reports::noise` runs again at the end as a new trial that names the one it replaces
 //! (`rerun_of`); views leave the replaced line out. A rerun that again ran with the CPUs apart
-//! runs again, up to [`RERUN_PASSES`] times; with `max_time`, reruns stop at it.
+//! or stopped runs again, up to [`RERUN_PASSES`] times; with `max_time`, reruns stop at it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -137,27 +137,32 @@ pub fn cells_that_fit(room: Duration, per_cell: Duration) -> usize {
     (room.as_secs_f64() / per_cell.as_secs_f64()) as usize
 }
 
-/// How many times a trial measured with the CPUs apart is run again, at most.
+/// How many times a trial measured with the CPUs apart or stopped is run again, at most.
 pub const RERUN_PASSES: usize = 4;
 
 /// One more trial for each flagged trial of `lines` that no rerun replaced yet: (cell, trial
 /// it replaces). A planned trial is rerun when flagged for any reason; a rerun only when it
-/// too ran with the CPUs apart (that passes; other reasons mostly repeat).
+/// too ran with the CPUs apart or stopped (those pass; other reasons mostly repeat).
+///
+/// In the order of the rounds: every cell's first rerun (cells as planned), then every
+/// cell's second, and so on, so that a cell's reruns are spread over the pass as its
+/// planned trials were over the run. Run back to back, three reruns of one cell would share
+/// one moment of the machine and read as a spread far tighter than the cell's.
 pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
     let cells = by_cell(lines);
-    let mut reruns = Vec::new();
+    let mut per_cell: Vec<Vec<(Cell, u64)>> = Vec::new();
     for cell in planned.iter().filter(|c| c.trial == 1) {
         let id = cell.id();
         let Some(lines) = cells.get(id.as_str()) else {
             continue;
         };
-        let next = lines
+        let mut trial = lines
             .iter()
             .filter_map(|l| l["trial"].as_u64())
             .max()
             .unwrap_or(0)
             + 1;
-        let mut trial = next;
+        let mut reruns = Vec::new();
         for line in lines.iter().filter(|l| l["status"] == "ok") {
             let Some(k) = line["trial"].as_u64() else {
                 continue;
@@ -166,7 +171,7 @@ pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
             let again = if line["rerun_of"].is_null() {
                 reports::noise::is_noisy(line)
             } else {
-                reports::noise::cpus_apart(line)
+                reports::noise::passing(line)
             };
             if !replaced && again {
                 reruns.push((
@@ -179,8 +184,12 @@ pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
                 trial += 1;
             }
         }
+        per_cell.push(reruns);
     }
-    reruns
+    let passes = per_cell.iter().map(Vec::len).max().unwrap_or(0);
+    (0..passes)
+        .flat_map(|k| per_cell.iter().filter_map(move |r| r.get(k).cloned()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -275,5 +284,37 @@ mod tests {
         let again = noisy_reruns(&planned, &lines);
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].0.trial, again[0].1), (4, 3));
+    }
+
+    #[test]
+    fn a_cells_reruns_are_spread_over_the_pass() {
+        let s = suite("");
+        let planned = s.cells(&["a".into(), "b".into()], None, None).unwrap();
+        let steal = json!({"server_cpus": {"steal": 0.2}, "load_cpus": {}});
+        let mut lines = Vec::new();
+        for trial in 1..=3 {
+            for model in ["a", "b"] {
+                let mut l = line(model, trial, 100.0);
+                l["noise"] = steal.clone();
+                lines.push(l);
+            }
+        }
+        let order: Vec<(String, usize, u64)> = noisy_reruns(&planned, &lines)
+            .into_iter()
+            .map(|(c, k)| (c.model, c.trial, k))
+            .collect();
+        let expect = [
+            ("a", 4, 1),
+            ("b", 4, 1),
+            ("a", 5, 2),
+            ("b", 5, 2),
+            ("a", 6, 3),
+            ("b", 6, 3),
+        ];
+        let expect: Vec<(String, usize, u64)> = expect
+            .iter()
+            .map(|(m, t, k)| (m.to_string(), *t, *k))
+            .collect();
+        assert_eq!(order, expect);
     }
 }

@@ -313,6 +313,14 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let cell_cpus: Vec<usize> = setup
+        .server_cpus
+        .iter()
+        .chain(&setup.load_cpus)
+        .copied()
+        .collect();
+    // Before loadgen: its measured window starts after its warmup, well inside the watch.
+    let watch = crate::stalls::Watch::start(&cell_cpus);
     let mut loadgen = loadgen
         .spawn()
         .map_err(|e| Outcome::Failed(format!("cannot start {}: {e}", setup.loadgen.display())))?;
@@ -341,12 +349,6 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
     });
     let mut samples: Vec<Sample> = vec![process_tree::sample(server_pid, false)];
     let loadgen_pid = loadgen.id() as i32;
-    let cell_cpus: Vec<usize> = setup
-        .server_cpus
-        .iter()
-        .chain(&setup.load_cpus)
-        .copied()
-        .collect();
     let mut noise_samples = vec![noise::Sample::take(&cell_cpus, loadgen_pid)];
     let deadline = started + setup.warmup + setup.duration + WATCHDOG_SLACK;
     let status = loop {
@@ -386,6 +388,11 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
         noise_samples.push(noise::Sample::take(&cell_cpus, loadgen_pid));
     };
     drop(stop_full);
+    let stalls = watch.map(|w| {
+        let from = started + setup.warmup;
+        let (server, load) = w.finish(from, from + setup.duration, &setup.server_cpus);
+        crate::stalls::to_json(server, load)
+    });
     samples.extend(full_sampler.join().unwrap_or_default());
     samples.sort_by_key(|s| s.at);
     // No sample after loadgen ended: its connections are closed by then, and the threads or
@@ -434,12 +441,17 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
     };
     let mut noise = noise_of(&noise_samples, from, until, setup, server_cpu_s);
     let link = crate::link::to_json(link_before, link_after);
-    if !link.is_null() {
-        // Kept when the window was too short for /proc/stat's samples too.
-        if noise.is_null() {
-            noise = json!({});
+    // Both kept when the window was too short for /proc/stat's samples too.
+    for (key, value) in [
+        ("cpu_link_ns", link),
+        ("stalls", stalls.unwrap_or(Value::Null)),
+    ] {
+        if !value.is_null() {
+            if noise.is_null() {
+                noise = json!({});
+            }
+            noise[key] = value;
         }
-        noise["cpu_link_ns"] = link;
     }
     Ok((load, server_stats, loadgen_cpu, noise))
 }

@@ -6,7 +6,8 @@
 //! `cell` runs one cell; `external` starts, watches and stops a server given by
 //! command (`[[server]]`, `--server`); `process_tree` samples /proc; `runner` owns the run directory
 //! (results, env.json, resume, progress); `summary` prints the ranking at the end; `pauses` checks, before a run, how long the machine
-//! stops a busy CPU, and `link` how far apart the host has put the server's and the load's CPU. `gate`
+//! stops a busy CPU, `link` how far apart the host has put the server's and the load's CPU, and
+//! `stalls` whether a cell's CPUs stopped while it was measured. `gate`
 //! counts instructions per request under callgrind, and `ci` compares a base ref with the
 //! current build (the gate, plus wall-clock cells run interleaved) for pull requests. `hosts`
 //! runs a cell's server and loadgens on other machines over ssh and merges their results.
@@ -24,6 +25,7 @@ pub mod pauses;
 pub mod plan;
 pub mod process_tree;
 pub mod runner;
+pub mod stalls;
 pub mod suite;
 pub mod summary;
 

@@ -112,6 +112,19 @@ fn smoke_suite_lines_are_complete_and_plausible() {
             assert!(noise[side]["steal"].as_f64().is_some(), "{noise}");
         }
         assert!(noise["loadgen_cpu"].as_f64().unwrap() > 0.0, "{noise}");
+        // The stall watch, where threads may have real-time priority (root, as in CI).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            for side in ["server", "load"] {
+                let s = &noise["stalls"][side];
+                let (longest, total) = (s["longest_us"].as_u64(), s["total_us"].as_u64());
+                assert!(
+                    longest.is_some() && total >= longest,
+                    "{side}: {}",
+                    noise["stalls"]
+                );
+            }
+        }
     }
     // How far apart the server's and the load's CPU were, before and after each cell: a
     // probe may give up when tests beside this one hold a CPU, but not every one.

@@ -25,6 +25,13 @@ pub const FAR_RATIO: f64 = 2.0;
 /// then costs about 1.35x the CPU per request on both sides (see `benches::link`).
 pub const FAR_MIN_NS: f64 = 50.0;
 
+/// A cell's CPUs stopped (`noise.stalls`, see `benches::stalls`) for at least this share of
+/// its measured window in all: an open loop's p99 is the worst 1% of its requests, and a
+/// stop holds every request in flight ...
+pub const STALLED_OPEN: f64 = 0.01;
+/// ... a closed loop's throughput loses about the share stopped: past the tiers' noise floor.
+pub const STALLED: f64 = 0.03;
+
 /// An open-loop p99 at least this long (µs) ...
 pub const LATE_FLOOR_US: f64 = 200.0;
 /// ... of which loadgen's own lateness at p99 is at least this share.
@@ -56,6 +63,17 @@ pub fn flags(line: &Value, lang: Lang) -> Vec<String> {
             &[
                 ("ns", &format!("{far:.0}")),
                 ("best", &format!("{best:.0}")),
+            ],
+        ));
+    }
+    if let Some((side, total, longest, window)) = stalled(line) {
+        let ms = |us: f64| format!("{:.1}", us / 1000.0);
+        reasons.push(lang.say(
+            &format!("noise.stalled_{side}"),
+            &[
+                ("total", &ms(total)),
+                ("longest", &ms(longest)),
+                ("window", &format!("{:.0}", window * 1000.0)),
             ],
         ));
     }
@@ -112,11 +130,37 @@ pub fn is_far(ns: f64, best: f64) -> bool {
     ns > FAR_RATIO * best && ns >= best + FAR_MIN_NS
 }
 
-/// Whether the host had the cell's CPUs apart: a state of the machine that passes, unlike
-/// some other reasons (a latency-bound model reads "loadgen saturated" every time), so a
-/// rerun of such a cell is worth another rerun.
+/// The side whose CPUs stopped longest in all, that total and the longest stop (µs), and
+/// the measured window (s), when the total is past [`STALLED_OPEN`] of the window (open
+/// loop) or [`STALLED`] (closed loops).
+fn stalled(line: &Value) -> Option<(&'static str, f64, f64, f64)> {
+    let stalls = &line["noise"]["stalls"];
+    let window = line["load"]["duration_s"].as_f64().filter(|w| *w > 0.0)?;
+    let (side, total, longest) = [("server", "server"), ("load", "load")]
+        .iter()
+        .filter_map(|(key, side)| {
+            let s = &stalls[*key];
+            Some((*side, s["total_us"].as_f64()?, s["longest_us"].as_f64()?))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let limit = if line["scenario"] == "rate" {
+        STALLED_OPEN
+    } else {
+        STALLED
+    };
+    (total >= limit * window * 1e6).then_some((side, total, longest, window))
+}
+
+/// Whether the host had the cell's CPUs apart.
 pub fn cpus_apart(line: &Value) -> bool {
     apart(&line["noise"]).is_some()
+}
+
+/// Whether the cell was flagged for a state of the machine that passes (its CPUs apart, or
+/// stopped), unlike some other reasons (a latency-bound model reads "loadgen saturated"
+/// every time): a rerun of such a cell is worth another rerun.
+pub fn passing(line: &Value) -> bool {
+    cpus_apart(line) || stalled(line).is_some()
 }
 
 /// Sets every line's `noise.cpu_link_ns.best` to the whole run's near figure: the 10th
@@ -238,6 +282,42 @@ mod tests {
                 "loadgen 饱和（占用了其 CPU 的 99%），而服务器所在 CPU 只有 50% 的时间在忙",
             ]
         );
+    }
+
+    #[test]
+    fn a_cell_whose_cpus_stopped_is_flagged_by_the_share_its_headline_feels() {
+        let stalls = |server: u64, load: u64| {
+            json!({"server_cpus": {"busy": 1.0}, "load_cpus": {"busy": 1.0},
+                   "stalls": {"server": {"longest_us": server, "total_us": server},
+                              "load": {"longest_us": load / 2, "total_us": load}}})
+        };
+        let with = |scenario: &str, noise: Value| {
+            let mut l = line(scenario, noise);
+            l["load"]["duration_s"] = json!(0.25);
+            l
+        };
+        // 3.1 ms of 250: past 1% for the open loop's p99 ...
+        let open = with("rate", stalls(3100, 0));
+        assert_eq!(
+            flags(&open, Lang::En),
+            ["the server's CPU stopped for 3.1 ms of the 250 ms measured (longest 3.1 ms)"]
+        );
+        assert_eq!(
+            flags(&open, Lang::Zh),
+            ["服务器所在 CPU 在 250 ms 的测量中停顿了 3.1 ms（最长 3.1 ms）"]
+        );
+        assert!(passing(&open) && !cpus_apart(&open));
+        // ... not the 3% a closed loop's throughput would lose.
+        assert!(flags(&with("echo", stalls(3100, 0)), Lang::En).is_empty());
+        let echo = with("echo", stalls(0, 8000));
+        assert_eq!(
+            flags(&echo, Lang::En),
+            ["the load's CPU stopped for 8.0 ms of the 250 ms measured (longest 4.0 ms)"]
+        );
+        // Under 1%, or no watch (no real-time priority; lines from before it): no flag.
+        assert!(flags(&with("rate", stalls(2400, 2400)), Lang::En).is_empty());
+        let unwatched = with("rate", json!({"server_cpus": {"busy": 1.0}}));
+        assert!(flags(&unwatched, Lang::En).is_empty() && !passing(&unwatched));
     }
 
     #[test]

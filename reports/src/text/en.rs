@@ -63,6 +63,8 @@ pub const TEXT: &[(&str, &str)] = &[
     ("noise.foreign_server", "other processes used {pct}% of the server CPUs"),
     ("noise.foreign_load", "other processes used {pct}% of the load CPUs"),
     ("noise.far", "CPUs apart (a cache line's round trip took {ns} ns, {best} at best)"),
+    ("noise.stalled_server", "the server's CPU stopped for {total} ms of the {window} ms measured (longest {longest} ms)"),
+    ("noise.stalled_load", "the load's CPU stopped for {total} ms of the {window} ms measured (longest {longest} ms)"),
     ("noise.late", "loadgen sent late: its own lateness at p99 was {late} µs of a {p99} µs p99"),
     ("noise.saturated", "loadgen saturated ({loadgen}% of its CPUs) while the server's CPUs were {busy}% busy"),
     ("model.external", "<p>An external server (family <em>external</em>), run by command: <code>{command}</code>, speaking {protocols}. bench started it pinned, sampled its whole process tree and stopped it with SIGTERM, as it does the built-in models.</p>"),

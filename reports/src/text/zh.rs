@@ -58,6 +58,8 @@ pub const TEXT: &[(&str, &str)] = &[
     ("noise.foreign_server", "其他进程占用了服务器所在 CPU 的 {pct}%"),
     ("noise.foreign_load", "其他进程占用了 loadgen 所在 CPU 的 {pct}%"),
     ("noise.far", "CPU 被分开（缓存行往返用了 {ns} ns，最快 {best} ns）"),
+    ("noise.stalled_server", "服务器所在 CPU 在 {window} ms 的测量中停顿了 {total} ms（最长 {longest} ms）"),
+    ("noise.stalled_load", "loadgen 所在 CPU 在 {window} ms 的测量中停顿了 {total} ms（最长 {longest} ms）"),
     ("noise.late", "loadgen 发送滞后：在 {p99} µs 的 p99 延迟中，它自身的滞后（p99）占了 {late} µs"),
     ("noise.saturated", "loadgen 饱和（占用了其 CPU 的 {loadgen}%），而服务器所在 CPU 只有 {busy}% 的时间在忙"),
     ("model.external", "<p>外部服务器（<em>external</em> 类），按命令运行：<code>{command}</code>，协议 {protocols}。bench 像对待内置模型一样把它绑定到 CPU 上启动、采样其整个进程树，并用 SIGTERM 停止它。</p>"),
