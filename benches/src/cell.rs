@@ -319,7 +319,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
         .chain(&setup.load_cpus)
         .copied()
         .collect();
-    // Before loadgen: its measured window starts after its warmup, well inside the watch.
+    // From before loadgen starts; the stops inside its measured window count.
     let watch = crate::stalls::Watch::start(&cell_cpus);
     let mut loadgen = loadgen
         .spawn()
@@ -388,11 +388,6 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
         noise_samples.push(noise::Sample::take(&cell_cpus, loadgen_pid));
     };
     drop(stop_full);
-    let stalls = watch.map(|w| {
-        let from = started + setup.warmup;
-        let (server, load) = w.finish(from, from + setup.duration, &setup.server_cpus);
-        crate::stalls::to_json(server, load)
-    });
     samples.extend(full_sampler.join().unwrap_or_default());
     samples.sort_by_key(|s| s.at);
     // No sample after loadgen ended: its connections are closed by then, and the threads or
@@ -415,6 +410,14 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
             &loadgen_log,
         ))
     })?;
+    let stalls = watch.map(|w| {
+        let (server, load) = w.finish(
+            load["start_unix_s"].as_f64().unwrap_or(0.0),
+            load["duration_s"].as_f64().unwrap_or(0.0),
+            &setup.server_cpus,
+        );
+        crate::stalls::to_json(server, load)
+    });
     let clean = server.stop();
     let mut server_stats = server_stats(cell, setup, &samples, started, &load, clean.is_ok());
     if let Ok(Some(how)) = &clean {

@@ -112,9 +112,8 @@ fn smoke_suite_lines_are_complete_and_plausible() {
             assert!(noise[side]["steal"].as_f64().is_some(), "{noise}");
         }
         assert!(noise["loadgen_cpu"].as_f64().unwrap() > 0.0, "{noise}");
-        // The stall watch, where threads may have real-time priority (root, as in CI).
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        // The stall watch, where threads may have real-time priority.
+        if benches::stalls::realtime_allowed() {
             for side in ["server", "load"] {
                 let s = &noise["stalls"][side];
                 let (longest, total) = (s["longest_us"].as_u64(), s["total_us"].as_u64());
