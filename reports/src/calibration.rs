@@ -6,7 +6,7 @@
 //!   and in how many a server slowed by a known amount is in a worse tier than the plain one
 //!   (goal: at least 80% for a 10-20% slowdown).
 //! - **Stability** (`report stability RUN RUN RUN...`): per group, how many models land in
-//!   the same tier in every run.
+//!   the same tier in every run, on the headline and on CPU per request, and the mean.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -104,14 +104,13 @@ pub fn calibrate_text(run: &Run, same: (&str, &str), slowed: Option<(&str, &str)
     s
 }
 
-/// Stability over several runs of the same suite: per group, the models present in every
-/// run and how many of them got the same tier each time.
-pub fn stability(runs: &[Run]) -> Vec<(String, usize, usize)> {
+/// Per group present in every run: (group, models in the same tier in all of them, models
+/// present in all of them), on `axis`.
+pub fn stability(runs: &[Run], on: Axis) -> Vec<(String, usize, usize)> {
     let mut tiers_of: BTreeMap<String, Vec<BTreeMap<String, usize>>> = BTreeMap::new();
     for run in runs {
         for g in tiers::judge(&run.lines) {
-            let map = g
-                .headline
+            let map = axis(&g, on)
                 .entries
                 .iter()
                 .map(|e| (e.model.clone(), e.tier))
@@ -139,13 +138,49 @@ pub fn stability(runs: &[Run]) -> Vec<(String, usize, usize)> {
         .collect()
 }
 
+/// Both axes side by side, a line per group, and the mean over groups.
 pub fn stability_text(runs: &[Run]) -> String {
+    let headline = stability(runs, Axis::Headline);
+    let efficiency = stability(runs, Axis::Efficiency);
+    let width = headline
+        .iter()
+        .map(|(g, ..)| g.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let mut s = format!(
-        "Models in the same tier in all {} runs, per scenario:\n",
-        runs.len()
+        "Models in the same tier in all {} runs, per scenario:\n  {:<width$}  {:>10}  {:>15}\n",
+        runs.len(),
+        "",
+        "headline",
+        "CPU per request",
     );
-    for (group, stable, total) in stability(runs) {
-        let _ = writeln!(s, "  {group:<28} {stable:>3} of {total}");
+    let mut sums = (0, 0);
+    for (group, stable, total) in &headline {
+        let cpu = efficiency
+            .iter()
+            .find(|(g, ..)| g == group)
+            .map_or_else(String::new, |(_, s, t)| format!("{s} of {t}"));
+        let cpu_stable = efficiency
+            .iter()
+            .find(|(g, ..)| g == group)
+            .map_or(0, |(_, s, _)| *s);
+        sums = (sums.0 + stable, sums.1 + cpu_stable);
+        let _ = writeln!(
+            s,
+            "  {group:<width$}  {:>10}  {cpu:>15}",
+            format!("{stable} of {total}")
+        );
+    }
+    if !headline.is_empty() {
+        let n = headline.len() as f64;
+        let _ = writeln!(
+            s,
+            "  {:<width$}  {:>10.1}  {:>15.1}",
+            "mean",
+            sums.0 as f64 / n,
+            sums.1 as f64 / n
+        );
     }
     s
 }
@@ -197,8 +232,8 @@ mod tests {
 
     #[test]
     fn stability_counts_models_in_the_same_tier_every_time() {
-        let (x, y) = (calibration_run(0.5), calibration_run(0.99));
-        let s = stability(&[x, y]);
+        let runs = || [calibration_run(0.5), calibration_run(0.99)];
+        let s = stability(&runs(), Axis::Headline);
         assert_eq!(s.len(), 2);
         // a and a#2 stay in tier 1; a+slow moves from tier 2 to tier 1.
         assert!(
@@ -206,5 +241,8 @@ mod tests {
                 .all(|(_, stable, total)| (*stable, *total) == (2, 3)),
             "{s:?}"
         );
+        let text = stability_text(&runs());
+        let mean: Vec<&str> = text.lines().last().unwrap().split_whitespace().collect();
+        assert_eq!(mean, ["mean", "2.0", "2.0"], "{text}");
     }
 }

@@ -11,8 +11,9 @@
 //! the interval bootstrapped over rounds. Otherwise it is the ratio of the two medians with
 //! a **moderated** interval: ln(ratio) ± t x its standard error, where each model's variance
 //! (of the logarithms of its trials) is shrunk toward the group's typical one (the median
-//! over the group's models), which weighs as much as [`GROUP_WEIGHT`] trials; t is Student's
-//! at the degrees of freedom both rest on. A model starts a new tier, which it leads, only
+//! over the group's models, corrected for the median's shortfall), which weighs as much as a model's own three trials
+//! ([`GROUP_WEIGHT`], 2 degrees of freedom); t is Student's at the degrees of freedom both
+//! rest on. A model starts a new tier, which it leads, only
 //! when that whole interval lies beyond the noise floor ([`NOISE_FLOOR`], 3%) on the worse
 //! side, and both have at least [`MIN_TRIALS`] trials; otherwise it shares the leader's tier
 //! ("tie": the data cannot tell them apart, not proof that they are equal).
@@ -147,19 +148,25 @@ fn change(base: &Entry, new: &Entry) -> (f64, f64, f64) {
 }
 
 /// A group's typical spread: the median over its models (those with two or more values, all
-/// positive) of the variance of their values' logarithms; 0 when none has two.
+/// positive) of the variance of their values' logarithms, divided by the median of a
+/// chi-squared variable over its degrees of freedom (Wilson-Hilferty: (1 - 2/9k)^3 at the
+/// models' median k = n - 1), since the median of sample variances falls short of the
+/// variance they estimate (by 0.69 at 3 trials); 0 when no model has two values.
 fn group_variance(models: &[Input]) -> f64 {
-    let variances: Vec<f64> = models
+    let (variances, dfs): (Vec<f64>, Vec<f64>) = models
         .iter()
         .map(|(_, values, _)| values)
         .filter(|v| v.len() >= 2 && v.iter().all(|x| *x > 0.0))
-        .map(|v| variance(&v.iter().map(|x| x.ln()).collect::<Vec<_>>()))
-        .collect();
+        .map(|v| {
+            let logs: Vec<f64> = v.iter().map(|x| x.ln()).collect();
+            (variance(&logs), (v.len() - 1) as f64)
+        })
+        .unzip();
     if variances.is_empty() {
-        0.0
-    } else {
-        median(&variances)
+        return 0.0;
     }
+    let k = median(&dfs);
+    median(&variances) / (1.0 - 2.0 / (9.0 * k)).powi(3)
 }
 
 /// The (base, new) values of the rounds both ran in, when there are at least
