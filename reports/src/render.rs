@@ -178,6 +178,17 @@ pub fn precision_of(run: &Run) -> Option<Value> {
 /// Notes on one model in one group, in `lang` (the terminal summary's are English):
 /// failures, errors, starved connections, trials flagged noisy (with the reason), a precision
 /// target missed, stalls.
+/// A precision reached, as a percentage: one decimal below 10%, so that a cell short of a
+/// 5% target never reads "± 5%" (5.3% would).
+fn precision_pct(share: f64) -> String {
+    let pct = share * 100.0;
+    if pct < 10.0 {
+        format!("{pct:.1}%")
+    } else {
+        format!("{pct:.0}%")
+    }
+}
+
 pub fn notes(lines: &[&Value], precision: Option<&Value>, lang: Lang) -> Vec<String> {
     let mut notes = Vec::new();
     // A status is a word of the result lines (failed, unsupported), quoted as it is.
@@ -246,7 +257,7 @@ pub fn notes(lines: &[&Value], precision: Option<&Value>, lang: Lang) -> Vec<Str
                             "precision",
                             &c["precision"]
                                 .as_f64()
-                                .map(|x| format!("{:.0}%", x * 100.0))
+                                .map(precision_pct)
                                 .unwrap_or_else(|| "?".into()),
                         ),
                         ("trials", &c["trials"]),
@@ -1249,3 +1260,15 @@ fn env_html(run: &Run, lang: Lang, html: &mut String) {
 }
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}.sub{color:#555}table{border-collapse:collapse;margin:.5em 0 1.2em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:.92em}th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td:has(.swatch){white-space:nowrap}.swatch{display:inline-block;vertical-align:middle;margin-right:5px}td:last-child{min-width:14em}.warn{color:#b35900;font-weight:bold}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:12px}figure{margin:0;border:1px solid #eee;min-width:0}figure.multiples{grid-column:1/-1;border:0}figcaption{font-weight:600;margin:.3em 0}.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,560px),1fr));gap:8px}.panels svg{border:1px solid #eee}svg{display:block;max-width:100%;height:auto;box-sizing:border-box}figure>svg,.panels svg{width:100%}code{overflow-wrap:anywhere}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}.model{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}.measured{font-weight:500}.scroll{overflow-x:auto}tr.t1 td{background:#f2f6fb}.words{margin-top:-.6em}.left-out{grid-column:1/-1;color:#555;margin:.2em 0}@media (max-width:600px){body{margin:1em auto;padding:0 .5em}h1{font-size:1.3em}}@media print{body{max-width:none;margin:0;font-size:10pt}.toc{display:none}a{color:inherit;text-decoration:none}h2{break-after:avoid}figure,tr,.model{break-inside:avoid}.grid,.panels{display:block}.panels svg,figure>svg{width:auto;max-width:100%;display:inline-block}table{display:table;overflow:visible}td,th{font-size:8pt}pre{white-space:pre-wrap}}:lang(zh) body{font-family:system-ui,\"Noto Sans CJK SC\",\"Source Han Sans SC\",\"PingFang SC\",\"Hiragino Sans GB\",\"Microsoft YaHei\",\"WenQuanYi Micro Hei\",sans-serif}.verdict>div{margin:.6em 0;padding:.3em .8em;border-left:4px solid #2a6fb0;background:#f5f8fc}.verdict p{margin:.3em 0}.verdict ul{margin:.2em 0 .4em;padding-left:1.4em}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_precision_short_of_its_target_never_rounds_onto_it() {
+        assert_eq!(precision_pct(0.053), "5.3%");
+        assert_eq!(precision_pct(0.0996), "10.0%");
+        assert_eq!(precision_pct(0.17), "17%");
+    }
+}
