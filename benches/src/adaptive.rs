@@ -20,10 +20,8 @@ use crate::suite::{Cell, Suite};
 
 /// Every line of one cell id, but those a rerun replaced.
 fn by_cell(lines: &[Value]) -> BTreeMap<&str, Vec<&Value>> {
-    let all: Vec<&Value> = lines.iter().collect();
-    let replaced = reports::tiers::superseded(&all);
     let mut cells: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-    for (line, _) in lines.iter().zip(&replaced).filter(|(_, r)| !**r) {
+    for line in reports::tiers::kept(lines) {
         if let Some(cell) = line["cell"].as_str() {
             cells.entry(cell).or_default().push(line);
         }

@@ -155,7 +155,14 @@ pub fn realtime_allowed() -> bool {
 
 /// SCHED_FIFO at the lowest real-time priority for the calling thread.
 fn realtime() -> bool {
-    let param = libc::sched_param { sched_priority: 1 };
+    fifo(1)
+}
+
+/// SCHED_FIFO at `priority` for the calling thread.
+fn fifo(priority: i32) -> bool {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
     // SAFETY: plain system call on the calling thread (pid 0) with a valid parameter.
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
@@ -184,12 +191,7 @@ mod tests {
     fn hog(cpu: usize, us: u64) {
         thread::spawn(move || {
             pin_this_thread(&[cpu]).unwrap();
-            let param = libc::sched_param { sched_priority: 2 };
-            // SAFETY: as in `realtime`.
-            assert_eq!(
-                unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) },
-                0
-            );
+            assert!(fifo(2), "above the watcher's priority");
             let began = Instant::now();
             while began.elapsed() < Duration::from_micros(us) {
                 std::hint::spin_loop();

@@ -157,15 +157,9 @@ pub fn stability_text(runs: &[Run]) -> String {
     );
     let mut sums = (0, 0);
     for (group, stable, total) in &headline {
-        let cpu = efficiency
-            .iter()
-            .find(|(g, ..)| g == group)
-            .map_or_else(String::new, |(_, s, t)| format!("{s} of {t}"));
-        let cpu_stable = efficiency
-            .iter()
-            .find(|(g, ..)| g == group)
-            .map_or(0, |(_, s, _)| *s);
-        sums = (sums.0 + stable, sums.1 + cpu_stable);
+        let cpu = efficiency.iter().find(|(g, ..)| g == group);
+        sums = (sums.0 + stable, sums.1 + cpu.map_or(0, |(_, s, _)| *s));
+        let cpu = cpu.map_or_else(String::new, |(_, s, t)| format!("{s} of {t}"));
         let _ = writeln!(
             s,
             "  {group:<width$}  {:>10}  {cpu:>15}",

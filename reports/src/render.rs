@@ -175,9 +175,6 @@ pub fn precision_of(run: &Run) -> Option<Value> {
         .and_then(|t| serde_json::from_str(&t).ok())
 }
 
-/// Notes on one model in one group, in `lang` (the terminal summary's are English):
-/// failures, errors, starved connections, trials flagged noisy (with the reason), a precision
-/// target missed, stalls.
 /// A precision reached, as a percentage: one decimal below 10%, so that a cell short of a
 /// 5% target never reads "± 5%" (5.3% would).
 fn precision_pct(share: f64) -> String {
@@ -189,6 +186,9 @@ fn precision_pct(share: f64) -> String {
     }
 }
 
+/// Notes on one model in one group, in `lang` (the terminal summary's are English):
+/// failures, errors, starved connections, trials flagged noisy (with the reason), a precision
+/// target missed, stalls.
 pub fn notes(lines: &[&Value], precision: Option<&Value>, lang: Lang) -> Vec<String> {
     let mut notes = Vec::new();
     // A status is a word of the result lines (failed, unsupported), quoted as it is.

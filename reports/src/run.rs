@@ -227,10 +227,8 @@ impl Run {
     /// Ok lines grouped by cell id (scenario/model/params), trials together; lines a rerun
     /// replaced are left out, as in every view.
     pub fn cells(&self) -> BTreeMap<String, Vec<&Value>> {
-        let all: Vec<&Value> = self.lines.iter().collect();
-        let replaced = crate::tiers::superseded(&all);
         let mut cells: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-        for (line, _) in all.iter().zip(&replaced).filter(|(_, r)| !**r) {
+        for line in crate::tiers::kept(&self.lines) {
             if line["status"] == "ok" {
                 cells.entry(str_of(line, "cell")).or_default().push(line);
             }

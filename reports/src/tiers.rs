@@ -453,14 +453,22 @@ pub fn superseded(lines: &[&Value]) -> Vec<bool> {
         .collect()
 }
 
+/// The lines no rerun replaced ([`superseded`]), in order: what every view counts.
+pub fn kept<'a>(lines: impl IntoIterator<Item = &'a Value>) -> Vec<&'a Value> {
+    let all: Vec<&Value> = lines.into_iter().collect();
+    let replaced = superseded(&all);
+    all.into_iter()
+        .zip(replaced)
+        .filter_map(|(line, r)| (!r).then_some(line))
+        .collect()
+}
+
 /// Groups every line by (scenario, parameters) and judges each group on its headline metric
 /// and on CPU per request, in parallel. Lines a rerun replaced are left out.
 pub fn judge<'a>(lines: impl IntoIterator<Item = &'a Value>) -> Vec<Group<'a>> {
-    let all: Vec<&Value> = lines.into_iter().collect();
-    let replaced = superseded(&all);
     type ByModel<'a> = BTreeMap<String, Vec<&'a Value>>;
     let mut groups: BTreeMap<(String, String), ByModel> = BTreeMap::new();
-    for (line, _) in all.iter().zip(&replaced).filter(|(_, r)| !**r) {
+    for line in kept(lines) {
         groups
             .entry((
                 line["scenario"].as_str().unwrap_or("?").to_string(),
