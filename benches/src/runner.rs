@@ -229,6 +229,9 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
     }
     let bar = progress(todo.len());
     let started = Instant::now();
+    // Cells an earlier, interrupted session of this run already spent of its time budget
+    // (`max_time` counts from the run's start, not from a `--resume`).
+    let before = read_results(&run.dir).map_err(named)?.len();
     let mut total = todo.len();
     // Cells run so far (read between calls of `run_cell`).
     let count = std::cell::Cell::new(0usize);
@@ -284,6 +287,9 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             run.suite.cell_time()
         }
     };
+    // The run's time so far: this session's, and its cells from before a `--resume` at
+    // what a cell takes now (the gap between the sessions is not counted).
+    let spent = || started.elapsed() + per_cell() * before as u32;
     let mut out_of_time = false;
     if run.suite.precision.is_some() && interrupted().is_none() {
         for trial in run.suite.trials + 1..=run.suite.most_trials() {
@@ -303,7 +309,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             if run
                 .suite
                 .max_time
-                .is_some_and(|budget| started.elapsed() + round_time > budget)
+                .is_some_and(|budget| spent() + round_time > budget)
             {
                 out_of_time = true;
                 break;
@@ -329,7 +335,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             let mut reruns = adaptive::noisy_reruns(&run.cells, &so_far);
             // Within the suite's time budget, as its adaptive rounds are.
             if let Some(budget) = run.suite.max_time {
-                let room = budget.saturating_sub(started.elapsed());
+                let room = budget.saturating_sub(spent());
                 let fit = adaptive::cells_that_fit(room, per_cell());
                 if fit < reruns.len() {
                     let message = format!(

@@ -30,7 +30,8 @@
 //! With `precision`, `trials` is the least count: after it, rounds of one more trial (still
 //! interleaved over models) run for the cells whose median's 95% interval is wider than
 //! ±`precision`, until every cell meets it, a cell has `max_trials`, or another round would
-//! end past `max_time` (counted from the start of the run). `precision.json` in the run
+//! end past `max_time` (counted from the start of the run; after a `--resume`, the cells
+//! run before it count at what a cell takes now). `precision.json` in the run
 //! directory says per cell which happened. Reruns of noisy cells (`rerun_noisy`) come last
 //! and, in a suite with `max_time`, only while one more ends within it.
 
@@ -500,10 +501,11 @@ impl Suite {
                     None => format!("at most {}", time(most)),
                 };
                 format!(
-                    "{cells} to {most} cells ({} to {} trials, until each median is known within ±{:.0}%), about {} planned, {upto}",
+                    "{cells} to {most} cells ({} to {} trials, until each median is known within ±{}%), about {} planned, {upto}",
                     self.trials,
                     self.most_trials(),
-                    p * 100.0,
+                    // 5 for 5%, 0.5 for 0.5%: as the suite wrote it, not rounded away.
+                    (p * 100_000.0).round() / 1000.0,
                     time(cells),
                 )
             }

@@ -590,6 +590,52 @@ fn resume_runs_only_the_missing_cells() {
     assert_eq!(unique.len(), 4, "no cell twice: {after:?}");
 }
 
+/// `max_time` is the run's budget, not each session's: a run that stopped for it gets no
+/// fresh budget from `--resume`.
+#[test]
+fn a_resumed_run_keeps_the_time_it_spent() {
+    let scratch = temp_dir("budget");
+    let dir = scratch.path();
+    // A target no cell meets, and a budget the three first trials (at least 750 ms of
+    // warmup and measurement) already fill: no extra round fits.
+    let suite = write_suite(
+        dir,
+        r#"
+description = "a budget the first trials spend"
+trials = 3
+precision = "0.01%"
+max_trials = 6
+max_time = "900ms"
+warmup = "50ms"
+duration = "200ms"
+models = ["epoll-et"]
+[[scenario]]
+scenario = "echo"
+connections = [4]
+"#,
+    );
+    let out = dir.join("run");
+    let out = out.to_str().unwrap();
+    let outcome = || {
+        let text = std::fs::read_to_string(Path::new(out).join("precision.json")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v.to_string()
+    };
+    let first = bench(&["run", "--suite", &suite, "--out", out], &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(lines(Path::new(out)).len(), 3);
+    assert!(outcome().contains("max_time"), "{}", outcome());
+    let resumed = bench(&["run", "--suite", &suite, "--out", out, "--resume"], &[]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert_eq!(lines(Path::new(out)).len(), 3, "{stderr}");
+    assert!(outcome().contains("max_time"), "{}", outcome());
+}
+
 #[test]
 fn an_unsupported_model_is_recorded_with_its_reason() {
     let scratch = temp_dir("unsupported");
