@@ -196,19 +196,23 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 
 /// `--remote-dir` as the remote commands use it: a leading `~/` (or `~` alone) is the remote
 /// home, where ssh's commands start, so it is dropped; every remote path is quoted, and a
-/// quoted `~` would not expand (it made a directory named `~`).
-pub fn home_relative(dir: &str) -> String {
+/// quoted `~` would not expand (it made a directory named `~`). Another user's home
+/// (`~user/x`) is refused, not taken as a directory named `~user`.
+pub fn home_relative(dir: &str) -> Result<String, String> {
     match dir.strip_prefix('~') {
-        Some("") => ".".to_string(),
+        Some("") => Ok(".".to_string()),
         Some(rest) if rest.starts_with('/') => {
             let rest = rest.trim_start_matches('/');
-            if rest.is_empty() {
+            Ok(if rest.is_empty() {
                 ".".to_string()
             } else {
                 rest.to_string()
-            }
+            })
         }
-        _ => dir.to_string(),
+        Some(_) => Err(format!(
+            "--remote-dir {dir}: another user's home (~user) is not expanded; give the path absolute, or relative to the remote home"
+        )),
+        None => Ok(dir.to_string()),
     }
 }
 
@@ -1143,10 +1147,15 @@ mod tests {
             ("~/", "."),
             ("bin", "bin"),
             ("/opt/bin", "/opt/bin"),
-            ("~user/bin", "~user/bin"),
+            ("bin/~x", "bin/~x"),
         ] {
-            assert_eq!(home_relative(given), used, "{given}");
+            assert_eq!(home_relative(given).as_deref(), Ok(used), "{given}");
         }
+        let refused = home_relative("~user/bin").unwrap_err();
+        assert!(
+            refused.contains("~user/bin") && refused.contains("absolute"),
+            "{refused}"
+        );
         let hosts = Hosts {
             server: "me@10.0.0.1".into(),
             server_addr: None,

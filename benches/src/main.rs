@@ -245,7 +245,8 @@ struct HostsArgs {
     #[arg(long)]
     server_addr: Option<String>,
     /// Where `server` and `loadgen` are on every host; relative to the remote home (`~/x`
-    /// means `x`: every remote path is quoted, so a `~` would not expand).
+    /// means `x`: every remote path is quoted, so a `~` would not expand; another user's
+    /// `~user/x` is refused).
     #[arg(long, default_value = benches::hosts::DEFAULT_REMOTE_DIR)]
     remote_dir: String,
     /// Copy this machine's `server` and `loadgen` to --remote-dir on the hosts (over ssh)
@@ -290,7 +291,7 @@ impl HostsArgs {
             server: server_host,
             server_addr: request.server_addr.clone().or(suite.server_addr.clone()),
             load,
-            remote_dir: hosts::home_relative(&self.remote_dir),
+            remote_dir: hosts::home_relative(&self.remote_dir)?,
             ssh_config: self.ssh_config.clone(),
             push: self.push_binaries,
             max_offset,
