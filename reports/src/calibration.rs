@@ -101,6 +101,56 @@ pub fn calibrate_text(run: &Run, same: (&str, &str), slowed: Option<(&str, &str)
             );
         }
     }
+    s + &per_group(run, same, slowed)
+}
+
+/// A line per group: where the alias shared the tier and where the slowed server fell below,
+/// with the slowed server's median over the plain one's on each axis (how far the slowdown
+/// moved that metric in this run: an open loop's p99 far below capacity barely moves).
+fn per_group(run: &Run, same: (&str, &str), slowed: Option<(&str, &str)>) -> String {
+    let groups = tiers::judge(&run.lines);
+    let width = groups
+        .iter()
+        .map(|g| g.scenario.len() + 1 + g.params.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut s = format!(
+        "\nPer group (A/A: one tier; A/B: the slowed server a tier below, its median over the plain one's):\n  {:<width$}  {:<8}  {:<8}",
+        "group", "A/A head", "A/A CPU"
+    );
+    if slowed.is_some() {
+        let _ = write!(s, "  {:<15}  {:<15}", "A/B headline", "A/B CPU");
+    }
+    s.truncate(s.trim_end().len());
+    s.push('\n');
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    for g in &groups {
+        let group = format!("{} {}", g.scenario, g.params);
+        let mut line = format!("  {group:<width$}");
+        for which in [Axis::Headline, Axis::Efficiency] {
+            let t = axis(g, which);
+            let cell = match (t.of(same.0), t.of(same.1)) {
+                (Some(x), Some(y)) => yes(x.tier == y.tier),
+                _ => "-",
+            };
+            let _ = write!(line, "  {cell:<8}");
+        }
+        if let Some((plain, slow)) = slowed {
+            for which in [Axis::Headline, Axis::Efficiency] {
+                let t = axis(g, which);
+                let cell = match (t.of(plain), t.of(slow)) {
+                    (Some(x), Some(y)) => {
+                        format!("{} ({:.2}x)", yes(y.tier > x.tier), y.median / x.median)
+                    }
+                    _ => "-".to_string(),
+                };
+                let _ = write!(line, "  {cell:<15}");
+            }
+        }
+        s += line.trim_end();
+        s.push('\n');
+    }
     s
 }
 
@@ -222,6 +272,20 @@ mod tests {
         assert_eq!(separated(&r, "a", "a+slow", Axis::Headline).hits, 0);
         let text = calibrate_text(&r, ("a", "a#2"), Some(("a", "a+slow")));
         assert!(text.contains("share a tier in 2/2 groups (100%)"), "{text}");
+        // A line per group: the alias in one tier, the slowed server 1% off and not below.
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| l.starts_with("  echo"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        for row in rows {
+            assert_eq!(
+                row[2..],
+                ["yes", "yes", "no", "(0.99x)", "no", "(1.01x)"],
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -99,6 +99,11 @@ struct Cli {
     #[cfg(feature = "extra-work")]
     #[arg(long, hide = true, value_name = "ROUNDS", default_value_t = 0)]
     extra_work: u32,
+    /// Test aid (built only with the feature `extra-work`): ROUNDS of throwaway work per
+    /// connection, so a slowed server is slowed at churn too.
+    #[cfg(feature = "extra-work")]
+    #[arg(long, hide = true, value_name = "ROUNDS", default_value_t = 0)]
+    extra_work_per_connection: u32,
 }
 
 /// `HOST:PORT`, resolved; the first address wins, as `bind` would take it.
@@ -177,7 +182,7 @@ fn main() -> ExitCode {
         }
     }
     #[cfg(feature = "extra-work")]
-    servers::protocol::set_extra_work(cli.extra_work);
+    servers::protocol::set_extra_work(cli.extra_work, cli.extra_work_per_connection);
     match serve(model, &config, cli.addr) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) if signals::stopping() => signals::wait_for_exit(),

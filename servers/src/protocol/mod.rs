@@ -65,22 +65,37 @@ impl FromStr for Protocol {
 }
 
 /// Test aid (feature `extra-work`, off by default): rounds of throwaway work for every call
-/// to [`Session::advance`] that consumes input, so the CI gate can be shown to catch a
-/// slowdown of known size. Without the feature the check does not exist.
+/// to [`Session::advance`] that consumes input, and for every new [`Session`] (a connection),
+/// so the CI gate and the tier calibration can be shown to catch a slowdown of known size,
+/// also where a connection's setup is most of the cost (churn). Without the feature the
+/// check does not exist.
 #[cfg(feature = "extra-work")]
 mod extra_work {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     static ROUNDS: AtomicU32 = AtomicU32::new(0);
+    static PER_CONNECTION: AtomicU32 = AtomicU32::new(0);
 
-    /// Sets the rounds of work per request (`server --extra-work ROUNDS`).
-    pub fn set(rounds: u32) {
+    /// Sets the rounds of work per request (`server --extra-work ROUNDS`) and per connection
+    /// (`server --extra-work-per-connection ROUNDS`).
+    pub fn set(rounds: u32, per_connection: u32) {
         ROUNDS.store(rounds, Ordering::Relaxed);
+        PER_CONNECTION.store(per_connection, Ordering::Relaxed);
     }
 
     #[inline]
     pub fn burn() {
-        let rounds = ROUNDS.load(Ordering::Relaxed) as usize;
+        spin(ROUNDS.load(Ordering::Relaxed));
+    }
+
+    #[inline]
+    pub fn burn_connection() {
+        spin(PER_CONNECTION.load(Ordering::Relaxed));
+    }
+
+    #[inline]
+    fn spin(rounds: u32) {
+        let rounds = rounds as usize;
         let mut i = 0usize;
         while i < rounds {
             // SAFETY: an empty asm statement; the compiler must assume it reads and changes
@@ -114,6 +129,8 @@ pub enum Session {
 
 impl Session {
     pub fn new(protocol: Protocol) -> Session {
+        #[cfg(feature = "extra-work")]
+        extra_work::burn_connection();
         match protocol {
             Protocol::Echo => Session::Echo(echo::Echo),
             Protocol::Http => Session::Http(http::Http::default()),
