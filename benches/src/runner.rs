@@ -231,7 +231,11 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
     let started = Instant::now();
     // Cells an earlier, interrupted session of this run already spent of its time budget
     // (`max_time` counts from the run's start, not from a `--resume`).
-    let before = read_results(&run.dir).map_err(named)?.len();
+    let before = read_results(&run.dir)
+        .map_err(named)?
+        .iter()
+        .filter(|l| l["status"] != "unsupported") // refused at once: cost no cell's time
+        .count();
     let mut total = todo.len();
     // Cells run so far (read between calls of `run_cell`).
     let count = std::cell::Cell::new(0usize);
