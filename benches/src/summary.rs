@@ -138,10 +138,7 @@ mod tests {
         );
         assert!(text.contains("unsupported"), "{text}");
         assert!(text.contains("⚠ 1 of 3 trials noisy: steal 30%"), "{text}");
-        assert!(
-            text.contains("Tiers: a model joins the first tier"),
-            "{text}"
-        );
+        assert!(text.contains("Tiers: models share a tier"), "{text}");
     }
 
     #[test]

@@ -175,7 +175,7 @@ fn smoke_suite_lines_are_complete_and_plausible() {
         "summary table: {stdout}"
     );
     assert!(
-        stdout.contains("Tiers: a model joins the first tier") && stdout.contains("throughput: "),
+        stdout.contains("Tiers: models share a tier") && stdout.contains("throughput: "),
         "the rule and the tiers in words: {stdout}"
     );
 }

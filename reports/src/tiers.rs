@@ -5,11 +5,8 @@
 //!
 //! The rule. Models are ordered by their median over trials, best first (direction-aware:
 //! higher throughput, lower latency and CPU per request are better). The best model leads
-//! tier 1. Each next model is compared with the leader of each tier in turn, best first, by
-//! the 95% interval of its ratio to that leader, and joins the first tier whose leader it
-//! cannot be told apart from; told apart from every leader, it starts a new tier, which it
-//! leads. So tier 1 holds exactly the models that cannot be told apart from the best. Where
-//! both ran in at least [`PAIRED_ROUNDS`] shared
+//! tier 1. Each next model is compared with the leader of the current tier by the 95%
+//! interval of its ratio to the leader. Where both ran in at least [`PAIRED_ROUNDS`] shared
 //! rounds (trial k of every model runs in round k), the ratio is taken round by round and
 //! the interval bootstrapped over rounds. Otherwise it is the ratio of the two medians with
 //! a **moderated** interval: ln(ratio) ± t x its standard error, where each model's variance
@@ -18,12 +15,8 @@
 //! ([`GROUP_WEIGHT`], 2 degrees of freedom); t is Student's at the degrees of freedom both
 //! rest on. A model starts a new tier, which it leads, only
 //! when that whole interval lies beyond the noise floor ([`NOISE_FLOOR`], 3%) on the worse
-//! side, and both have at least [`MIN_TRIALS`] trials; otherwise it ties with the leader
-//! ("tie": the data cannot tell them apart, not proof that they are equal). A model can so
-//! join a better tier than a model with a higher median whose tighter trials were told apart
-//! (views list tiers in order, each by median): the tier says what the data can tell, and a
-//! model's tier no longer hangs on where its neighbours' splits fell, which kept more models
-//! in their tier from run to run (ARCHITECTURE.md, "Calibration").
+//! side, and both have at least [`MIN_TRIALS`] trials; otherwise it shares the leader's tier
+//! ("tie": the data cannot tell them apart, not proof that they are equal).
 //!
 //! Why this and not a rank test: a cell is a whole server under load on a shared machine, so
 //! trials are few (3 to 10) and expensive. With 3 trials each, a Mann-Whitney U test cannot
@@ -42,8 +35,8 @@
 //! the floor all three land on one side by chance a quarter of the time. The noise floor is
 //! criterion's idea ("change within noise threshold"): differences smaller than the
 //! run-to-run drift of a whole server are not verdicts even when the trials happen to be
-//! tight. Comparing with leaders (not "adjacent models differ") keeps a chain of small steps
-//! from spreading one tier over a 30% range.
+//! tight. The leader rule (not "adjacent models differ") keeps a chain of small steps from
+//! spreading one tier over a 30% range.
 //!
 //! Resampling is seeded, so a report renders the same twice; groups are judged in parallel
 //! with rayon (a full run has hundreds of groups, each with dozens of intervals, some of
@@ -74,7 +67,7 @@ pub const NO_ROUND: u64 = u64::MAX;
 pub const GROUP_WEIGHT: f64 = 2.0;
 
 /// The rule, in words, for every view to print once.
-pub const RULE: &str = "Tiers: a model joins the first tier whose best it cannot be told apart from: the 95% interval of their ratio reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). The ratio is taken round by round where both ran in at least 4 of the same rounds (bootstrap over rounds), else it is the ratio of the medians, its interval from each model's spread weighed with the group's typical spread (three trials say little about their own). Ratios are to the best model, ± half their interval; † marks one taken round by round.";
+pub const RULE: &str = "Tiers: models share a tier when the 95% interval of their ratio to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). The ratio is taken round by round where both ran in at least 4 of the same rounds (bootstrap over rounds), else it is the ratio of the medians, its interval from each model's spread weighed with the group's typical spread (three trials say little about their own). Ratios are to the best model, ± half their interval; † marks one taken round by round.";
 
 /// One model in one group: its trials and where it stands.
 #[derive(Clone, Debug)]
@@ -285,19 +278,13 @@ fn tiers_of(models: Vec<Input>, higher_is_better: bool) -> Tiers {
         order.then(a.model.cmp(&b.model))
     });
     if let Some(best) = entries.first().cloned() {
-        // The leader of each tier so far, best first.
-        let mut leaders: Vec<usize> = vec![0];
+        let mut leader = 0;
+        let mut tier = 1;
         for i in 0..entries.len() {
-            let tier = match leaders
-                .iter()
-                .position(|&l| l == i || !separated(&entries[l], &entries[i], higher_is_better))
-            {
-                Some(k) => k + 1,
-                None => {
-                    leaders.push(i);
-                    leaders.len()
-                }
-            };
+            if i > 0 && separated(&entries[leader], &entries[i], higher_is_better) {
+                tier += 1;
+                leader = i;
+            }
             let (change, lo, hi) = change(&best, &entries[i]);
             let paired = i > 0 && shared_rounds(&best, &entries[i]).is_some();
             let e = &mut entries[i];
@@ -311,9 +298,6 @@ fn tiers_of(models: Vec<Input>, higher_is_better: bool) -> Tiers {
                 e.ratio_ci = (f64::NAN, f64::NAN);
             }
         }
-        // Tiers in order, each by median: a model whose trials could not be told apart from
-        // an earlier tier's leader sits in that tier, above one that ran faster but could.
-        entries.sort_by_key(|e| e.tier);
     }
     Tiers {
         higher_is_better,
@@ -827,27 +811,6 @@ mod tests {
             let leader = t.entries.iter().find(|l| l.tier == e.tier).unwrap();
             assert!(e.median / leader.median > 0.9, "within a tier: {t:?}");
         }
-    }
-
-    #[test]
-    fn a_model_joins_the_first_tier_whose_leader_it_ties_with() {
-        // `mid` is told apart from `best` (tight trials, 12% off); `noisy`, with a lower
-        // median still, cannot be: it ties for first, and is listed there, above `mid`.
-        let t = tiers(
-            vec![
-                ("best".into(), vec![100.0, 101.0, 99.0]),
-                ("mid".into(), vec![88.0, 89.0, 87.0]),
-                ("noisy".into(), vec![87.0, 60.0, 110.0]),
-            ],
-            true,
-        );
-        let order: Vec<(&str, usize)> = t
-            .entries
-            .iter()
-            .map(|e| (e.model.as_str(), e.tier))
-            .collect();
-        assert_eq!(order, [("best", 1), ("noisy", 1), ("mid", 2)], "{t:?}");
-        assert_eq!(t.words(), "best, noisy tie for first; mid last (0.88x)");
     }
 
     #[test]

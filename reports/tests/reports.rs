@@ -196,8 +196,7 @@ fn rendered_html_has_every_chart_with_every_model() {
         &threads[..400]
     );
     assert!(
-        html.contains("Summary per scenario: tiers")
-            && html.contains("Tiers: a model joins the first tier"),
+        html.contains("Summary per scenario: tiers") && html.contains("Tiers: models share a tier"),
         "tiers and their rule"
     );
     assert!(
