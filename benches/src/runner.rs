@@ -237,8 +237,10 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         .filter(|l| l["status"] != "unsupported") // refused at once: cost no cell's time
         .count();
     let mut total = todo.len();
-    // Cells run so far (read between calls of `run_cell`).
+    // Cells run so far (read between calls of `run_cell`), and those of them that ran (an
+    // unsupported model is refused at once: it takes no cell's time).
     let count = std::cell::Cell::new(0usize);
+    let timed = std::cell::Cell::new(0usize);
     let mut run_cell = |cell: &Cell, rerun_of: Option<u64>, total: usize| -> Result<(), String> {
         count.set(count.get() + 1);
         let label = format!("{} (trial {})", cell.id(), cell.trial);
@@ -252,6 +254,9 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         }
         if let Some(k) = rerun_of {
             line["rerun_of"] = json!(k);
+        }
+        if line["status"] != "unsupported" {
+            timed.set(timed.get() + 1);
         }
         if line["status"] != "ok" {
             let message = format!(
@@ -285,8 +290,8 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
     }
     // What one cell takes here: the cells so far tell better than the suite's estimate.
     let per_cell = || {
-        if count.get() > 0 {
-            started.elapsed() / count.get() as u32
+        if timed.get() > 0 {
+            started.elapsed() / timed.get() as u32
         } else {
             run.suite.cell_time()
         }
@@ -385,7 +390,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         crate::count(count.get(), "cell"),
         started.elapsed()
     );
-    record_overhead(run, count.get(), started.elapsed());
+    record_overhead(run, timed.get(), started.elapsed());
     read_results(&run.dir).map_err(named)
 }
 

@@ -116,7 +116,7 @@ fn per_group(run: &Run, same: (&str, &str), slowed: Option<(&str, &str)>) -> Str
         .unwrap_or(0)
         .max(5);
     let mut s = format!(
-        "\nPer group (A/A: one tier; A/B: the slowed server a tier below, its median over the plain one's):\n  {:<width$}  {:<8}  {:<8}",
+        "\nPer group (A/A: one tier; A/B: the slowed server a tier below, its median over the plain one's:\nfor throughput below 1x is slower, for p99 and CPU per request above 1x is worse):\n  {:<width$}  {:<8}  {:<8}",
         "group", "A/A head", "A/A CPU"
     );
     if slowed.is_some() {
