@@ -54,33 +54,41 @@ fn axis<'a>(g: &'a tiers::Group, axis: Axis) -> &'a Tiers {
     }
 }
 
-/// A/A: groups where `a` and `b` share a tier.
-pub fn same_tier(run: &Run, a: &str, b: &str, which: Axis) -> Rate {
+/// Whether `a` and `b` share a tier, when both have a result (A/A).
+fn shares(t: &Tiers, a: &str, b: &str) -> Option<bool> {
+    Some(t.of(a)?.tier == t.of(b)?.tier)
+}
+
+/// Whether `slowed` is in a worse tier than `plain`, when both have a result (A/B).
+fn below(t: &Tiers, plain: &str, slowed: &str) -> Option<bool> {
+    Some(t.of(slowed)?.tier > t.of(plain)?.tier)
+}
+
+/// In how many of `groups` (those where `hit` has an answer) `hit` holds on `which`.
+fn rate(groups: &[tiers::Group], which: Axis, hit: impl Fn(&Tiers) -> Option<bool>) -> Rate {
     let mut rate = Rate::default();
-    for g in tiers::judge(&run.lines) {
-        let t = axis(&g, which);
-        if let (Some(x), Some(y)) = (t.of(a), t.of(b)) {
-            rate.groups += 1;
-            rate.hits += usize::from(x.tier == y.tier);
-        }
+    for hit in groups.iter().filter_map(|g| hit(axis(g, which))) {
+        rate.groups += 1;
+        rate.hits += usize::from(hit);
     }
     rate
+}
+
+/// A/A: groups where `a` and `b` share a tier.
+pub fn same_tier(run: &Run, a: &str, b: &str, which: Axis) -> Rate {
+    rate(&tiers::judge(&run.lines), which, |t| shares(t, a, b))
 }
 
 /// A/B: groups where `slowed` is in a worse tier than `plain`.
 pub fn separated(run: &Run, plain: &str, slowed: &str, which: Axis) -> Rate {
-    let mut rate = Rate::default();
-    for g in tiers::judge(&run.lines) {
-        let t = axis(&g, which);
-        if let (Some(x), Some(y)) = (t.of(plain), t.of(slowed)) {
-            rate.groups += 1;
-            rate.hits += usize::from(y.tier > x.tier);
-        }
-    }
-    rate
+    rate(&tiers::judge(&run.lines), which, |t| {
+        below(t, plain, slowed)
+    })
 }
 
+/// The rates on both axes, then a line per group; the run is judged once.
 pub fn calibrate_text(run: &Run, same: (&str, &str), slowed: Option<(&str, &str)>) -> String {
+    let groups = tiers::judge(&run.lines);
     let mut s = String::new();
     for (name, which) in [
         ("headline", Axis::Headline),
@@ -91,24 +99,23 @@ pub fn calibrate_text(run: &Run, same: (&str, &str), slowed: Option<(&str, &str)
             "A/A {name}: {} and {} share a tier in {}",
             same.0,
             same.1,
-            same_tier(run, same.0, same.1, which).text()
+            rate(&groups, which, |t| shares(t, same.0, same.1)).text()
         );
         if let Some((plain, slow)) = slowed {
             let _ = writeln!(
                 s,
                 "A/B {name}: {slow} is in a worse tier than {plain} in {}",
-                separated(run, plain, slow, which).text()
+                rate(&groups, which, |t| below(t, plain, slow)).text()
             );
         }
     }
-    s + &per_group(run, same, slowed)
+    s + &per_group(&groups, same, slowed)
 }
 
 /// A line per group: where the alias shared the tier and where the slowed server fell below,
 /// with the slowed server's median over the plain one's on each axis (how far the slowdown
 /// moved that metric in this run: an open loop's p99 far below capacity barely moves).
-fn per_group(run: &Run, same: (&str, &str), slowed: Option<(&str, &str)>) -> String {
-    let groups = tiers::judge(&run.lines);
+fn per_group(groups: &[tiers::Group], same: (&str, &str), slowed: Option<(&str, &str)>) -> String {
     let width = groups
         .iter()
         .map(|g| g.scenario.len() + 1 + g.params.len())
@@ -125,23 +132,19 @@ fn per_group(run: &Run, same: (&str, &str), slowed: Option<(&str, &str)>) -> Str
     s.truncate(s.trim_end().len());
     s.push('\n');
     let yes = |b: bool| if b { "yes" } else { "no" };
-    for g in &groups {
+    for g in groups {
         let group = format!("{} {}", g.scenario, g.params);
         let mut line = format!("  {group:<width$}");
         for which in [Axis::Headline, Axis::Efficiency] {
-            let t = axis(g, which);
-            let cell = match (t.of(same.0), t.of(same.1)) {
-                (Some(x), Some(y)) => yes(x.tier == y.tier),
-                _ => "-",
-            };
+            let cell = shares(axis(g, which), same.0, same.1).map_or("-", yes);
             let _ = write!(line, "  {cell:<8}");
         }
         if let Some((plain, slow)) = slowed {
             for which in [Axis::Headline, Axis::Efficiency] {
                 let t = axis(g, which);
-                let cell = match (t.of(plain), t.of(slow)) {
-                    (Some(x), Some(y)) => {
-                        format!("{} ({:.2}x)", yes(y.tier > x.tier), y.median / x.median)
+                let cell = match (below(t, plain, slow), t.of(plain), t.of(slow)) {
+                    (Some(hit), Some(x), Some(y)) => {
+                        format!("{} ({:.2}x)", yes(hit), y.median / x.median)
                     }
                     _ => "-".to_string(),
                 };
