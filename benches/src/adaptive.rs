@@ -127,12 +127,105 @@ pub fn outcomes(suite: &Suite, planned: &[Cell], lines: &[Value], out_of_time: b
     })
 }
 
-/// How many cells of `per_cell` each fit in `room` (none when a cell's length is unknown).
-pub fn cells_that_fit(room: Duration, per_cell: Duration) -> usize {
-    if per_cell.is_zero() {
-        return 0;
+/// What a run has spent of `max_time` and what more cells would take. A cell costs its
+/// warmup and measured time (its scenario's, which may be longer than the suite's) plus an
+/// overhead per cell for starting, stopping and sampling it: what this session's cells took
+/// beyond their own warmup and measured time, or the machine's last run's figure before one
+/// has run. Cells an earlier session of the run recorded (before a `--resume`) count at their
+/// own warmup and measured time plus that overhead; the time between sessions does not
+/// count.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    warmup: Duration,
+    /// The overhead per cell until a cell of this session has run.
+    first_guess: Duration,
+    /// Cells this session ran, and their warmup and measured time together.
+    ran: (usize, Duration),
+    /// Cells earlier sessions ran, and theirs.
+    before: (usize, Duration),
+}
+
+impl Budget {
+    pub fn new(warmup: Duration, first_guess: Duration) -> Self {
+        Budget {
+            warmup,
+            first_guess,
+            ran: (0, Duration::ZERO),
+            before: (0, Duration::ZERO),
+        }
     }
-    (room.as_secs_f64() / per_cell.as_secs_f64()) as usize
+
+    /// The warmup and measured time a result line stands for: none for a cell refused at
+    /// once (unsupported, or failed before loadgen measured), whose whole time was overhead.
+    fn window(&self, line: &Value) -> Option<Duration> {
+        if line["status"] == "unsupported" {
+            return None;
+        }
+        let measured = line["load"]["duration_s"]
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(Duration::ZERO, |s| self.warmup + Duration::from_secs_f64(s));
+        Some(measured)
+    }
+
+    /// Counts a line an earlier session of this run recorded.
+    pub fn ran_before(&mut self, line: &Value) {
+        if let Some(w) = self.window(line) {
+            self.before = (self.before.0 + 1, self.before.1 + w);
+        }
+    }
+
+    /// Counts a line this session recorded.
+    pub fn ran(&mut self, line: &Value) {
+        if let Some(w) = self.window(line) {
+            self.ran = (self.ran.0 + 1, self.ran.1 + w);
+        }
+    }
+
+    /// This session's cells (not the unsupported ones) and their warmup and measured time.
+    pub fn ran_so_far(&self) -> (usize, Duration) {
+        self.ran
+    }
+
+    /// What a cell takes beyond its warmup and measured time, `elapsed` into this session.
+    pub fn overhead(&self, elapsed: Duration) -> Duration {
+        match self.ran {
+            (0, _) => self.first_guess,
+            (n, windows) => elapsed.saturating_sub(windows) / n as u32,
+        }
+    }
+
+    /// The run's time so far, `elapsed` into this session.
+    pub fn spent(&self, elapsed: Duration) -> Duration {
+        elapsed + self.before.1 + self.overhead(elapsed) * self.before.0 as u32
+    }
+
+    /// What each of `cells` would take, in order.
+    pub fn times<'a>(
+        &self,
+        elapsed: Duration,
+        cells: impl IntoIterator<Item = &'a Cell>,
+    ) -> Vec<Duration> {
+        let overhead = self.overhead(elapsed);
+        cells
+            .into_iter()
+            .map(|c| self.warmup + c.duration + overhead)
+            .collect()
+    }
+}
+
+/// How many of the cells that take `times`, one after another, fit in `room` (none from the
+/// first whose length is unknown, zero).
+pub fn cells_that_fit(room: Duration, times: impl IntoIterator<Item = Duration>) -> usize {
+    let mut left = room;
+    times
+        .into_iter()
+        .take_while(|t| {
+            let fits = !t.is_zero() && *t <= left;
+            left = left.saturating_sub(*t);
+            fits
+        })
+        .count()
 }
 
 /// How many times a trial measured with the CPUs apart or stopped is run again, at most.
@@ -248,11 +341,53 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_counts_each_cell_at_its_own_window() {
+        let ms = Duration::from_millis;
+        let ok = |s: f64| json!({"status": "ok", "load": {"duration_s": s}});
+        let mut b = Budget::new(ms(100), ms(400));
+        // Before any cell: the machine's last figure.
+        assert_eq!(b.overhead(ms(0)), ms(400));
+        // A quarter-second cell and a one-second cell took 1.5 s: 0.1 s each beyond their
+        // warmup and measured time (0.35 + 1.1 s).
+        b.ran(&ok(0.25));
+        b.ran(&ok(1.0));
+        // Refused at once: no cell's time, not counted.
+        b.ran(&json!({"status": "unsupported"}));
+        assert_eq!(b.ran_so_far(), (2, ms(1450)));
+        assert_eq!(b.overhead(ms(1650)), ms(100));
+        // A cell that failed before loadgen measured: all its time was overhead.
+        b.ran(&json!({"status": "failed", "load": {"duration_s": null}}));
+        assert_eq!(b.overhead(ms(1660)), ms(70));
+        let cell = |d: u64| Cell {
+            model: "m".into(),
+            protocol: "echo".into(),
+            scenario: "echo".into(),
+            params: BTreeMap::new(),
+            trial: 1,
+            duration: ms(d),
+        };
+        assert_eq!(
+            b.times(ms(1660), &[cell(250), cell(1000)]),
+            vec![ms(420), ms(1170)]
+        );
+        // A resumed run: an earlier session's one-second cell counts at its own 1.1 s and
+        // this session's overhead.
+        b.ran_before(&ok(1.0));
+        assert_eq!(b.spent(ms(1660)), ms(1660 + 1100 + 70));
+    }
+
+    #[test]
     fn reruns_fit_in_the_time_left() {
         let ms = Duration::from_millis;
-        assert_eq!(cells_that_fit(ms(3000), ms(700)), 4);
-        assert_eq!(cells_that_fit(ms(600), ms(700)), 0);
-        assert_eq!(cells_that_fit(ms(3000), ms(0)), 0);
+        assert_eq!(cells_that_fit(ms(1400), [ms(700); 3]), 2);
+        assert_eq!(cells_that_fit(ms(3000), [ms(700); 6]), 4);
+        assert_eq!(cells_that_fit(ms(600), [ms(700); 2]), 0);
+        assert_eq!(cells_that_fit(ms(3000), [ms(0); 2]), 0);
+        // Cells of two lengths: the first that does not fit ends the count.
+        assert_eq!(
+            cells_that_fit(ms(3000), [ms(400), ms(1200), ms(1500), ms(400)]),
+            2
+        );
     }
 
     #[test]

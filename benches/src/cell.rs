@@ -25,8 +25,8 @@ pub struct Setup {
     pub loadgen: PathBuf,
     pub server_cpus: Vec<usize>,
     pub load_cpus: Vec<usize>,
+    /// Before each cell's measured time (`Cell::duration`).
     pub warmup: Duration,
-    pub duration: Duration,
     /// loadgen's reply and connect timeout.
     pub timeout: Duration,
     pub run_id: String,
@@ -353,7 +353,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
     let mut samples: Vec<Sample> = vec![process_tree::sample(server_pid, false)];
     let loadgen_pid = loadgen.id() as i32;
     let mut noise_samples = vec![noise::Sample::take(&cell_cpus, loadgen_pid)];
-    let deadline = started + setup.warmup + setup.duration + WATCHDOG_SLACK;
+    let deadline = started + setup.warmup + cell.duration + WATCHDOG_SLACK;
     let mut next_sample = Instant::now() + SAMPLE_EVERY;
     let status = loop {
         if crate::runner::interrupted().is_some() {
@@ -383,7 +383,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
             let _ = loadgen.wait();
             return Err(Outcome::Failed(format!(
                 "watchdog: the cell overran its {:.1}s by {}s and was stopped",
-                (setup.warmup + setup.duration).as_secs_f64(),
+                (setup.warmup + cell.duration).as_secs_f64(),
                 WATCHDOG_SLACK.as_secs()
             )));
         }
@@ -445,7 +445,7 @@ fn measure(cell: &Cell, setup: &Setup) -> Result<Parts, Outcome> {
         "cpu_sys_s": load["loadgen"]["cpu_sys_s"],
     });
     let from = started + setup.warmup;
-    let until = from + setup.duration;
+    let until = from + cell.duration;
     let server_cpu_s = |window_s: f64| {
         server_stats["cpu_utilization"]
             .as_f64()
@@ -574,7 +574,7 @@ pub(crate) fn loadgen_args(cell: &Cell, setup: &Setup, addr: &str) -> Vec<String
         "--addr".into(),
         addr.into(),
         "--duration".into(),
-        format!("{}ms", setup.duration.as_millis()),
+        format!("{}ms", cell.duration.as_millis()),
         "--warmup".into(),
         format!("{}ms", setup.warmup.as_millis()),
         "--threads".into(),
@@ -604,7 +604,7 @@ pub(crate) fn server_stats(
     let from = started + setup.warmup;
     // ... and ends with loadgen's measured window: samples taken while loadgen was closing
     // its connections have lost the threads and processes that served them.
-    let until = from + setup.duration;
+    let until = from + cell.duration;
     let peak = |f: fn(&Sample) -> u64| samples.iter().map(f).max().unwrap_or(0);
     let peak_pss = peak(|s| s.pss_kib);
     let connections = cell.connections().max(1) as f64;

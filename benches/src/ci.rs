@@ -403,7 +403,6 @@ fn wall_clock(
                 server_cpus: opts.server_cpus.clone(),
                 load_cpus: opts.load_cpus.clone(),
                 warmup: suite.warmup,
-                duration: suite.duration,
                 timeout: suite.timeout,
                 run_id: id.to_string(),
                 hosts: None,
@@ -417,7 +416,7 @@ fn wall_clock(
     eprintln!(
         "wall clock: {} cells x 2 builds, interleaved, about {:.0?}",
         cells.len(),
-        runner::estimate(cells.len() * 2, suite.cell_time())
+        suite.time_of(&cells) * 2
     );
     let terminal = std::io::stderr().is_terminal();
     for (i, c) in cells.iter().enumerate() {

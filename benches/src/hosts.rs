@@ -707,7 +707,7 @@ pub(crate) fn measure(
         )?;
         loads.push((remote, lines));
     }
-    let deadline = started + setup.warmup + setup.duration + cell::WATCHDOG_SLACK;
+    let deadline = started + setup.warmup + cell.duration + cell::WATCHDOG_SLACK;
     let mut done: Vec<Option<ExitStatus>> = vec![None; loads.len()];
     while done.iter().any(Option::is_none) {
         if crate::runner::interrupted().is_some() {
@@ -734,7 +734,7 @@ pub(crate) fn measure(
         if Instant::now() > deadline {
             return Err(Outcome::Failed(format!(
                 "watchdog: the cell overran its {:.1}s by {}s and was stopped (loadgens still running: {})",
-                (setup.warmup + setup.duration).as_secs_f64(),
+                (setup.warmup + cell.duration).as_secs_f64(),
                 cell::WATCHDOG_SLACK.as_secs(),
                 loads
                     .iter()
@@ -1043,6 +1043,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             trial: 1,
+            duration: std::time::Duration::from_secs(1),
         };
         let shares = split(&cell, 2).unwrap();
         let sum = |k: &str| shares.iter().map(|s| s.params[k]).sum::<u64>();

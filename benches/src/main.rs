@@ -634,7 +634,7 @@ fn list(bin_dir: Option<PathBuf>) -> Result<(), String> {
         }
         println!(
             "  {name:<6} {}; {}\n         {}",
-            s.plan(cells.len()),
+            s.plan(&cells),
             scenarios.join(", "),
             s.description
         );
@@ -930,7 +930,7 @@ fn run(
     let suite_name = request.suite.clone();
     eprintln!(
         "suite {suite_name}: {}; server on CPUs {server_cpus:?}, loadgen on {load_cpus:?}\nresults: {}",
-        suite.plan(cells.len()),
+        suite.plan(&cells),
         dir.display()
     );
     let run = Run {
@@ -940,7 +940,6 @@ fn run(
             server_cpus,
             load_cpus,
             warmup: suite.warmup,
-            duration: suite.duration,
             timeout: suite.timeout,
             run_id,
             hosts,

@@ -7,6 +7,7 @@
 //! finishes it without redoing a cell. One `bench run` at a time holds a directory (`lock`):
 //! two would each store every cell, both as the same trial.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Seek, Write};
@@ -229,18 +230,18 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
     }
     let bar = progress(todo.len());
     let started = Instant::now();
-    // Cells an earlier, interrupted session of this run already spent of its time budget
-    // (`max_time` counts from the run's start, not from a `--resume`).
-    let before = read_results(&run.dir)
-        .map_err(named)?
-        .iter()
-        .filter(|l| l["status"] != "unsupported") // refused at once: cost no cell's time
-        .count();
+    // The time budget (`max_time` counts from the run's start, not from a `--resume`: the
+    // cells an earlier session recorded count too).
+    let costs = RefCell::new(adaptive::Budget::new(
+        run.setup.warmup,
+        crate::suite::cell_overhead().0,
+    ));
+    for line in read_results(&run.dir).map_err(named)? {
+        costs.borrow_mut().ran_before(&line);
+    }
     let mut total = todo.len();
-    // Cells run so far (read between calls of `run_cell`), and those of them that ran (an
-    // unsupported model is refused at once: it takes no cell's time).
+    // Cells run so far (read between calls of `run_cell`).
     let count = std::cell::Cell::new(0usize);
-    let timed = std::cell::Cell::new(0usize);
     let mut run_cell = |cell: &Cell, rerun_of: Option<u64>, total: usize| -> Result<(), String> {
         count.set(count.get() + 1);
         let label = format!("{} (trial {})", cell.id(), cell.trial);
@@ -255,9 +256,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         if let Some(k) = rerun_of {
             line["rerun_of"] = json!(k);
         }
-        if line["status"] != "unsupported" {
-            timed.set(timed.get() + 1);
-        }
+        costs.borrow_mut().ran(&line);
         if line["status"] != "ok" {
             let message = format!(
                 "  {}: {} ({})",
@@ -288,17 +287,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         }
         run_cell(cell, None, total)?;
     }
-    // What one cell takes here: the cells so far tell better than the suite's estimate.
-    let per_cell = || {
-        if timed.get() > 0 {
-            started.elapsed() / timed.get() as u32
-        } else {
-            run.suite.cell_time()
-        }
-    };
-    // The run's time so far: this session's, and its cells from before a `--resume` at
-    // what a cell takes now (the gap between the sessions is not counted).
-    let spent = || started.elapsed() + per_cell() * before as u32;
+    let spent = || costs.borrow().spent(started.elapsed());
     let mut out_of_time = false;
     if run.suite.precision.is_some() && interrupted().is_none() {
         for trial in run.suite.trials + 1..=run.suite.most_trials() {
@@ -310,11 +299,18 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             // A round is whole or not at all, so every model of a cell gets the same chances.
             // Reruns of noisy trials come first: time for them is kept back.
             let reruns = if rerun_noisy {
-                adaptive::noisy_reruns(&run.cells, &so_far).len()
+                adaptive::noisy_reruns(&run.cells, &so_far)
             } else {
-                0
+                Vec::new()
             };
-            let round_time = per_cell() * (round.len() + reruns) as u32;
+            let round_time: Duration = costs
+                .borrow()
+                .times(
+                    started.elapsed(),
+                    round.iter().chain(reruns.iter().map(|(c, _)| c)),
+                )
+                .into_iter()
+                .sum();
             if run
                 .suite
                 .max_time
@@ -345,7 +341,10 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             // Within the suite's time budget, as its adaptive rounds are.
             if let Some(budget) = run.suite.max_time {
                 let room = budget.saturating_sub(spent());
-                let fit = adaptive::cells_that_fit(room, per_cell());
+                let times = costs
+                    .borrow()
+                    .times(started.elapsed(), reruns.iter().map(|(c, _)| c));
+                let fit = adaptive::cells_that_fit(room, times);
                 if fit < reruns.len() {
                     let message = format!(
                         "{} flagged noisy; {} fit in the suite's {:.0?}",
@@ -390,19 +389,19 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         crate::count(count.get(), "cell"),
         started.elapsed()
     );
-    record_overhead(run, timed.get(), started.elapsed());
+    let (timed, windows) = costs.borrow().ran_so_far();
+    record_overhead(run, timed, windows, started.elapsed());
     read_results(&run.dir).map_err(named)
 }
 
 /// Records what each cell of this run cost beyond its warmup and measured time, for every
 /// later estimate of a suite's length on this machine (`suite::cell_overhead`). Runs of a
 /// few cells, or interrupted ones, say little and are not kept.
-fn record_overhead(run: &Run, cells: usize, took: std::time::Duration) {
+fn record_overhead(run: &Run, cells: usize, measured: Duration, took: Duration) {
     // Cells on other hosts pay ssh's start-up and the synchronised start, not this machine's.
     if cells < 4 || interrupted().is_some() || run.setup.hosts.is_some() {
         return;
     }
-    let measured = (run.suite.warmup + run.suite.duration) * cells as u32;
     let per_cell = took.saturating_sub(measured).as_secs_f64() / cells as f64;
     let text = json!({"per_cell_s": (per_cell * 1000.0).round() / 1000.0, "cells": cells});
     let path = crate::suite::overhead_file();
@@ -568,8 +567,4 @@ pub fn raise_nofile(needed: u64) -> Result<u64, String> {
         ));
     }
     Ok(limit.rlim_cur)
-}
-
-pub fn estimate(cells: usize, cell_time: Duration) -> Duration {
-    cell_time * cells as u32
 }

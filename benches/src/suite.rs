@@ -16,6 +16,7 @@
 //! scenario = "echo"              # a loadgen scenario
 //! connections = [50, 500]        # every list is one axis of the grid
 //! size = [128]
+//! duration = "1s"                # optional: this scenario's measured time per cell
 //! [[server]]                     # a server run by command, a model like the others
 //! name = "py"                    # (keys: see `external`)
 //! command = ["python3", "{dir}/server.py", "--port", "{port}"]
@@ -31,7 +32,8 @@
 //! interleaved over models) run for the cells whose median's 95% interval is wider than
 //! ±`precision`, until every cell meets it, a cell has `max_trials`, or another round would
 //! end past `max_time` (counted from the start of the run; after a `--resume`, the cells
-//! run before it count at what a cell takes now). `precision.json` in the run
+//! run before it count at their warmup and measured time plus what starting and stopping a
+//! cell takes now; see `adaptive::Budget`). `precision.json` in the run
 //! directory says per cell which happened. Reruns of noisy cells (`rerun_noisy`) come last
 //! and, in a suite with `max_time`, only while one more ends within it.
 
@@ -118,6 +120,10 @@ pub struct ScenarioGrid {
     /// Only these models run this scenario (for example: the idle sweep's multiplexers); see
     /// [`ScenarioGrid::runs`] for how aliases and variants match.
     pub models: Option<Vec<String>>,
+    /// This scenario's measured time per cell, instead of the suite's `duration` (an open
+    /// loop's p99 needs a longer window than a closed loop's throughput).
+    #[serde(default, deserialize_with = "duration_text::deserialize_option")]
+    pub duration: Option<Duration>,
 }
 
 impl ScenarioGrid {
@@ -160,6 +166,9 @@ pub struct Cell {
     /// Parameter name to value, in a stable order (`connections`, `size`, ...).
     pub params: BTreeMap<String, u64>,
     pub trial: usize,
+    /// Its measured time (after the suite's warmup): its scenario's `duration`, else the
+    /// suite's.
+    pub duration: Duration,
 }
 
 impl Cell {
@@ -334,6 +343,19 @@ impl Suite {
         if self.max_trials.is_some_and(|m| m < self.trials) {
             return Err("max_trials is below trials".into());
         }
+        if self.duration.is_zero() {
+            return Err("duration: must be above zero (loadgen measures nothing)".into());
+        }
+        if let Some(g) = self
+            .scenarios
+            .iter()
+            .find(|g| g.duration.is_some_and(|d| d.is_zero()))
+        {
+            return Err(format!(
+                "scenario '{}': duration: must be above zero (loadgen measures nothing)",
+                g.scenario
+            ));
+        }
         Ok(())
     }
 
@@ -476,6 +498,7 @@ impl Suite {
                         scenario: grid.scenario.clone(),
                         params: params.clone(),
                         trial,
+                        duration: grid.duration.unwrap_or(self.duration),
                     });
                 }
             }
@@ -485,39 +508,51 @@ impl Suite {
 
     /// How many cells `cells` (the planned trials) lead to and how long, in words: a fixed
     /// count, or with a precision target the least and the most.
-    pub fn plan(&self, cells: usize) -> String {
-        let time = |n: usize| format!("{:.0?}", self.cell_time() * n as u32);
+    pub fn plan(&self, cells: &[Cell]) -> String {
+        let time = |t: Duration| format!("{t:.0?}");
         match self.precision {
             None => format!(
                 "{} ({}), about {}",
-                crate::count(cells, "cell"),
+                crate::count(cells.len(), "cell"),
                 crate::count(self.trials, "trial"),
-                time(cells)
+                time(self.time_of(cells))
             ),
             Some(p) => {
-                let most = cells / self.trials.max(1) * self.most_trials();
+                let first: Vec<Cell> = cells.iter().filter(|c| c.trial == 1).cloned().collect();
+                let most = first.len() * self.most_trials();
                 let upto = match self.max_time {
                     Some(t) => format!("extra rounds only while they end within {t:.0?}"),
-                    None => format!("at most {}", time(most)),
+                    None => format!(
+                        "at most {}",
+                        time(self.time_of(&first) * self.most_trials() as u32)
+                    ),
                 };
                 format!(
-                    "{cells} to {most} cells ({} to {} trials, until each median is known within ±{}%), about {} planned, {upto}",
+                    "{} to {most} cells ({} to {} trials, until each median is known within ±{}%), about {} planned, {upto}",
+                    cells.len(),
                     self.trials,
                     self.most_trials(),
                     // 5 for 5%, 0.5 for 0.5%: as the suite wrote it, not rounded away.
                     (p * 100_000.0).round() / 1000.0,
-                    time(cells),
+                    time(self.time_of(cells)),
                 )
             }
         }
     }
 
-    /// Wall time of one cell: warmup, measured time, and the start/stop overhead per cell
-    /// measured by this machine's last run ([`cell_overhead`]). Every estimate of a suite's
-    /// length (`bench list`, the run's opening line, adaptive rounds before a cell has run)
-    /// comes from here.
-    pub fn cell_time(&self) -> Duration {
-        self.warmup + self.duration + cell_overhead().0
+    /// Wall time of `cells` one after another: warmup, each one's measured time, and the
+    /// start/stop overhead per cell measured by this machine's last run
+    /// ([`cell_overhead`]). Every estimate of a suite's length (`bench list`, the run's
+    /// opening line, adaptive rounds before a cell has run) comes from here.
+    pub fn time_of(&self, cells: &[Cell]) -> Duration {
+        self.time_with(cells, cell_overhead().0)
+    }
+
+    fn time_with(&self, cells: &[Cell], overhead: Duration) -> Duration {
+        cells
+            .iter()
+            .map(|c| self.warmup + c.duration + overhead)
+            .sum()
     }
 }
 
@@ -707,6 +742,38 @@ mod tests {
     }
 
     #[test]
+    fn a_scenario_may_measure_longer_than_the_suite() {
+        let suite: Suite = toml::from_str(
+            "description = \"t\"\ntrials = 2\nwarmup = \"100ms\"\nduration = \"250ms\"\n\
+             [[scenario]]\nscenario = \"echo\"\nconnections = [1]\n\
+             [[scenario]]\nscenario = \"rate\"\nrate = [10, 20]\nduration = \"1s\"\n",
+        )
+        .unwrap();
+        suite.check().unwrap();
+        let cells = suite.cells(&["a".into(), "b".into()], None, None).unwrap();
+        assert_eq!(cells.len(), 12);
+        for c in &cells {
+            let want = if c.scenario == "rate" { 1000 } else { 250 };
+            assert_eq!(c.duration.as_millis(), want, "{}", c.id());
+        }
+        // The estimate adds each cell's own window: 4 echo cells of 0.35 s and 8 rate cells
+        // of 1.1 s, plus the overhead per cell.
+        assert_eq!(
+            suite.time_with(&cells, Duration::from_millis(50)),
+            Duration::from_millis(4 * 350 + 8 * 1100 + 12 * 50)
+        );
+        let zero = toml::from_str::<Suite>(
+            "description = \"t\"\ntrials = 1\nwarmup = \"0s\"\nduration = \"1s\"\n\
+             [[scenario]]\nscenario = \"rate\"\nduration = \"0s\"\n",
+        )
+        .unwrap();
+        assert!(zero
+            .check()
+            .unwrap_err()
+            .contains("scenario 'rate': duration"));
+    }
+
+    #[test]
     fn hosts_keys() {
         let suite: Suite = toml::from_str(
             "description = \"t\"\ntrials = 1\nwarmup = \"0s\"\nduration = \"1s\"\n\
@@ -757,6 +824,7 @@ mod tests {
             active: vec![],
             idle: vec![],
             models: Some(list.iter().map(|m| m.to_string()).collect()),
+            duration: None,
         };
         let runs = |g: &ScenarioGrid, m: &str| g.runs(m, server_model(m).unwrap().0);
         let plain = grid(&["epoll-et", "uring-multishot"]);
