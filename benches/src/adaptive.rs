@@ -155,8 +155,9 @@ impl Budget {
         }
     }
 
-    /// The warmup and measured time a result line stands for: none for a cell refused at
-    /// once (unsupported, or failed before loadgen measured), whose whole time was overhead.
+    /// The warmup and measured time a result line stands for: none for an unsupported model
+    /// (refused at once: not counted as a cell), zero for a cell that failed before loadgen
+    /// measured (its whole time was overhead).
     fn window(&self, line: &Value) -> Option<Duration> {
         if line["status"] == "unsupported" {
             return None;

@@ -389,20 +389,20 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         crate::count(count.get(), "cell"),
         started.elapsed()
     );
-    let (timed, windows) = costs.borrow().ran_so_far();
-    record_overhead(run, timed, windows, started.elapsed());
+    let costs = costs.borrow();
+    record_overhead(run, costs.ran_so_far().0, costs.overhead(started.elapsed()));
     read_results(&run.dir).map_err(named)
 }
 
 /// Records what each cell of this run cost beyond its warmup and measured time, for every
 /// later estimate of a suite's length on this machine (`suite::cell_overhead`). Runs of a
 /// few cells, or interrupted ones, say little and are not kept.
-fn record_overhead(run: &Run, cells: usize, measured: Duration, took: Duration) {
+fn record_overhead(run: &Run, cells: usize, per_cell: Duration) {
     // Cells on other hosts pay ssh's start-up and the synchronised start, not this machine's.
     if cells < 4 || interrupted().is_some() || run.setup.hosts.is_some() {
         return;
     }
-    let per_cell = took.saturating_sub(measured).as_secs_f64() / cells as f64;
+    let per_cell = per_cell.as_secs_f64();
     let text = json!({"per_cell_s": (per_cell * 1000.0).round() / 1000.0, "cells": cells});
     let path = crate::suite::overhead_file();
     if let Some(dir) = path.parent() {

@@ -518,13 +518,13 @@ impl Suite {
                 time(self.time_of(cells))
             ),
             Some(p) => {
-                let first: Vec<Cell> = cells.iter().filter(|c| c.trial == 1).cloned().collect();
+                let first: Vec<&Cell> = cells.iter().filter(|c| c.trial == 1).collect();
                 let most = first.len() * self.most_trials();
                 let upto = match self.max_time {
                     Some(t) => format!("extra rounds only while they end within {t:.0?}"),
                     None => format!(
                         "at most {}",
-                        time(self.time_of(&first) * self.most_trials() as u32)
+                        time(self.time_of(first) * self.most_trials() as u32)
                     ),
                 };
                 format!(
@@ -544,14 +544,20 @@ impl Suite {
     /// start/stop overhead per cell measured by this machine's last run
     /// ([`cell_overhead`]). Every estimate of a suite's length (`bench list`, the run's
     /// opening line, adaptive rounds before a cell has run) comes from here.
-    pub fn time_of(&self, cells: &[Cell]) -> Duration {
+    pub fn time_of<'a>(&self, cells: impl IntoIterator<Item = &'a Cell>) -> Duration {
         self.time_with(cells, cell_overhead().0)
     }
 
-    fn time_with(&self, cells: &[Cell], overhead: Duration) -> Duration {
-        cells
-            .iter()
-            .map(|c| self.warmup + c.duration + overhead)
+    /// [`Suite::time_of`] at a given overhead per cell: the runner's costs before a cell has
+    /// run ([`crate::adaptive::Budget`] holds the one formula).
+    fn time_with<'a>(
+        &self,
+        cells: impl IntoIterator<Item = &'a Cell>,
+        overhead: Duration,
+    ) -> Duration {
+        crate::adaptive::Budget::new(self.warmup, overhead)
+            .times(Duration::ZERO, cells)
+            .into_iter()
             .sum()
     }
 }
