@@ -229,8 +229,83 @@ pub fn cells_that_fit(room: Duration, times: impl IntoIterator<Item = Duration>)
         .count()
 }
 
+/// The part of a round that fits in `room` when the whole round does not: whole groups (a
+/// scenario with its parameters: every model of it in the round), the least precise first
+/// (the median over the group's cells of how far each median is from known, after `lines`),
+/// each taken if it still fits. A group's models still run in the same round, so they
+/// compare round by round; the time left goes where the medians are least known. `times`
+/// gives each cell of `round` its length; the cells keep the round's order.
+pub fn part_of_round(
+    round: &[Cell],
+    lines: &[Value],
+    times: &[Duration],
+    room: Duration,
+) -> Vec<Cell> {
+    let cells = by_cell(lines);
+    let key = |c: &Cell| (c.scenario.clone(), c.params.clone());
+    // Groups in the round's order: (key, its cells' indices).
+    let mut groups: Vec<(_, Vec<usize>)> = Vec::new();
+    for (i, cell) in round.iter().enumerate() {
+        match groups.iter_mut().find(|(k, _)| *k == key(cell)) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key(cell), vec![i])),
+        }
+    }
+    let imprecision = |members: &[usize]| {
+        let mut p: Vec<f64> = members
+            .iter()
+            .map(|&i| {
+                let have = cells.get(round[i].id().as_str());
+                have.map_or(f64::INFINITY, |l| precision(&values(l)))
+            })
+            .collect();
+        p.sort_by(f64::total_cmp);
+        p[p.len() / 2]
+    };
+    let mut order: Vec<(f64, Vec<usize>)> = groups
+        .into_iter()
+        .map(|(_, members)| (imprecision(&members), members))
+        .collect();
+    // Stable: among equals, the round's order.
+    order.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut left = room;
+    let mut keep = vec![false; round.len()];
+    for (_, members) in order {
+        let time: Duration = members.iter().map(|&i| times[i]).sum();
+        if !time.is_zero() && time <= left {
+            left -= time;
+            for i in members {
+                keep[i] = true;
+            }
+        }
+    }
+    round
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(c, _)| c.clone())
+        .collect()
+}
+
 /// How many times a trial measured with the CPUs apart or stopped is run again, at most.
 pub const RERUN_PASSES: usize = 4;
+
+/// The time an adaptive round must leave for reruns: `pending` (the reruns flagged so far)
+/// and the passes they will likely need in turn. A rerun runs again when it too ran with the
+/// CPUs apart or stopped, as a share `p` of the run's trials so far did; so each pending
+/// rerun costs 1 + p + p² + ... over the [`RERUN_PASSES`] passes. Keeping time only for the
+/// first pass let a fourth round take what the second pass needed (s15: 16 to 51 flagged
+/// trials left in each run): a trial that measured the host's placement is worse than a
+/// missing extra trial.
+pub fn rerun_reserve(pending: Duration, lines: &[Value]) -> Duration {
+    let ok: Vec<&Value> = lines.iter().filter(|l| l["status"] == "ok").collect();
+    if ok.is_empty() {
+        return pending;
+    }
+    let p = ok.iter().filter(|l| reports::noise::passing(l)).count() as f64 / ok.len() as f64;
+    let factor: f64 = (0..RERUN_PASSES as i32).map(|k| p.powi(k)).sum();
+    pending.mul_f64(factor)
+}
 
 /// One more trial for each flagged trial of `lines` that no rerun replaced yet: (cell, trial
 /// it replaces). A planned trial is rerun when flagged for any reason; a rerun only when it
@@ -339,6 +414,76 @@ mod tests {
             2,
             "both short at 5"
         );
+    }
+
+    #[test]
+    fn a_round_that_does_not_fit_runs_its_least_precise_groups_whole() {
+        let s: Suite = toml::from_str(
+            "description = \"t\"\ntrials = 3\nwarmup = \"0s\"\nduration = \"1s\"\nmodels = [\"a\", \"b\"]\nprecision = \"1%\"\n[[scenario]]\nscenario = \"echo\"\nconnections = [10, 50, 100]\n",
+        )
+        .unwrap();
+        let planned = s.cells(&["a".into(), "b".into()], None, None).unwrap();
+        let at = |c: u64, model: &str, trial: usize, rps: f64| {
+            json!({"cell": format!("echo/{model}/c={c}"), "trial": trial, "model": model,
+                   "scenario": "echo", "status": "ok", "load": {"throughput_rps": rps}})
+        };
+        // Spread at c=10: ±2%; c=50: ±20%; c=100: ±10% (a and b alike).
+        let mut lines = Vec::new();
+        for (c, spread) in [(10, 2.0), (50, 20.0), (100, 10.0)] {
+            for m in ["a", "b"] {
+                for (t, v) in [(1, 100.0 - spread), (2, 100.0), (3, 100.0 + spread)] {
+                    lines.push(at(c, m, t, v));
+                }
+            }
+        }
+        let round = next_round(&s, &planned, &lines, 4);
+        assert_eq!(round.len(), 6, "every cell is short of 1%");
+        let second = Duration::from_secs(1);
+        let times = vec![second; round.len()];
+        let ids = |cells: &[Cell]| cells.iter().map(Cell::id).collect::<Vec<_>>();
+        // Room for two groups of two: the least precise two, whole, in the round's order.
+        let part = part_of_round(&round, &lines, &times, second * 4);
+        assert_eq!(
+            ids(&part),
+            ["echo/a/c=50", "echo/b/c=50", "echo/a/c=100", "echo/b/c=100"]
+        );
+        assert!(part.iter().all(|c| c.trial == 4));
+        // Never half a group: three seconds hold one group, not one and a half.
+        assert_eq!(
+            ids(&part_of_round(&round, &lines, &times, second * 3)),
+            ["echo/a/c=50", "echo/b/c=50"]
+        );
+        // A group that does not fit leaves room for a later, smaller one.
+        let mut times = times;
+        times[2] = second * 4; // echo/a/c=50 takes longer: its group 5 s
+        assert_eq!(
+            ids(&part_of_round(&round, &lines, &times, second * 4)),
+            ["echo/a/c=10", "echo/b/c=10", "echo/a/c=100", "echo/b/c=100"]
+        );
+        assert!(part_of_round(&round, &lines, &times, second).is_empty());
+    }
+
+    #[test]
+    fn reruns_keep_time_for_the_passes_they_will_need() {
+        let second = Duration::from_secs(1);
+        let clean = json!({"status": "ok", "scenario": "echo"});
+        // Stopped for 10% of its window: flagged, and a rerun of it runs again.
+        let stopped = json!({"status": "ok", "scenario": "echo", "load": {"duration_s": 1.0},
+            "noise": {"window_s": 1.0,
+            "stalls": {"server": {"longest_us": 100000, "total_us": 100000},
+                       "load": {"longest_us": 0, "total_us": 0}}}});
+        assert!(reports::noise::passing(&stopped) && !reports::noise::passing(&clean));
+        assert_eq!(rerun_reserve(second * 10, &[]), second * 10);
+        assert_eq!(
+            rerun_reserve(second * 10, &[clean.clone(), clean.clone()]),
+            second * 10
+        );
+        // Half the trials flagged: 1 + 1/2 + 1/4 + 1/8 of the first pass.
+        let half = [clean.clone(), stopped.clone()];
+        assert_eq!(rerun_reserve(second * 8, &half), second * 15);
+        // Every trial flagged: every pass, and no more.
+        let reserve = rerun_reserve(second, &[stopped]);
+        assert_eq!(reserve, second * RERUN_PASSES as u32);
     }
 
     #[test]

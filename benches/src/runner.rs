@@ -292,32 +292,40 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
     if run.suite.precision.is_some() && interrupted().is_none() {
         for trial in run.suite.trials + 1..=run.suite.most_trials() {
             let so_far = read_results(&run.dir).map_err(named)?;
-            let round = adaptive::next_round(&run.suite, &run.cells, &so_far, trial);
+            let mut round = adaptive::next_round(&run.suite, &run.cells, &so_far, trial);
             if round.is_empty() {
                 break;
             }
-            // A round is whole or not at all, so every model of a cell gets the same chances.
-            // Reruns of noisy trials come first: time for them is kept back.
+            // Reruns of noisy trials come first: time for them (and for the passes they
+            // will likely need) is kept back.
             let reruns = if rerun_noisy {
                 adaptive::noisy_reruns(&run.cells, &so_far)
             } else {
                 Vec::new()
             };
-            let round_time: Duration = costs
-                .borrow()
-                .times(
-                    started.elapsed(),
-                    round.iter().chain(reruns.iter().map(|(c, _)| c)),
-                )
-                .into_iter()
-                .sum();
-            if run
-                .suite
-                .max_time
-                .is_some_and(|budget| spent() + round_time > budget)
-            {
-                out_of_time = true;
-                break;
+            let times = |cells: &[Cell]| costs.borrow().times(started.elapsed(), cells);
+            let rerun_cells: Vec<Cell> = reruns.into_iter().map(|(c, _)| c).collect();
+            let round_times = times(&round);
+            let reserve = adaptive::rerun_reserve(times(&rerun_cells).iter().sum(), &so_far);
+            let round_time: Duration = round_times.iter().sum::<Duration>() + reserve;
+            if let Some(budget) = run.suite.max_time {
+                if spent() + round_time > budget {
+                    // The last round: the groups of it that fit, each whole, so every model
+                    // of a group gets the same chances and they compare round by round.
+                    out_of_time = true;
+                    let room = budget.saturating_sub(spent()).saturating_sub(reserve);
+                    let whole = round.len();
+                    round = adaptive::part_of_round(&round, &so_far, &round_times, room);
+                    if round.is_empty() {
+                        break;
+                    }
+                    let message = format!(
+                        "trial {trial}: {} of {whole} cells short of ±{}% fit in the suite's {budget:.0?} (the least precise scenarios first)",
+                        round.len(),
+                        run.suite.precision.map_or(0.0, |p| (p * 100_000.0).round() / 1000.0),
+                    );
+                    say(&bar, &message);
+                }
             }
             total += round.len();
             if let Some(bar) = &bar {
@@ -328,6 +336,9 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                     break;
                 }
                 run_cell(cell, None, total)?;
+            }
+            if out_of_time {
+                break;
             }
         }
     }
