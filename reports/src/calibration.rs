@@ -122,8 +122,12 @@ fn per_group(groups: &[tiers::Group], same: (&str, &str), slowed: Option<(&str, 
         .max()
         .unwrap_or(0)
         .max(5);
+    let legend = match slowed {
+        Some(_) => "A/A: one tier; A/B: the slowed server a tier below, its median over the plain one's:\nfor throughput below 1x is slower, for p99 and CPU per request above 1x is worse",
+        None => "A/A: the two names in one tier",
+    };
     let mut s = format!(
-        "\nPer group (A/A: one tier; A/B: the slowed server a tier below, its median over the plain one's:\nfor throughput below 1x is slower, for p99 and CPU per request above 1x is worse):\n  {:<width$}  {:<8}  {:<8}",
+        "\nPer group ({legend}):\n  {:<width$}  {:<8}  {:<8}",
         "group", "A/A head", "A/A CPU"
     );
     if slowed.is_some() {
@@ -289,6 +293,10 @@ mod tests {
                 "{text}"
             );
         }
+        // Without --slowed, nothing about A/B: no rate, no column, no legend.
+        let aa_only = calibrate_text(&r, ("a", "a#2"), None);
+        assert!(!aa_only.contains("A/B"), "{aa_only}");
+        assert!(!aa_only.contains("slowed"), "{aa_only}");
     }
 
     #[test]
