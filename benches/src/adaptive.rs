@@ -4,9 +4,11 @@
 //! suite's order) for every cell whose median's 95% interval is still wider than the target,
 //! until each cell meets it or the budget (`max_trials`, `max_time`) is spent;
 //! `precision.json` records per cell which. With `--rerun-noisy`, every cell flagged by
-//! `reports::noise` runs again at the end as a new trial that names the one it replaces
-//! (`rerun_of`); views leave the replaced line out. A rerun that again ran with the CPUs apart
-//! or stopped runs again, up to [`RERUN_PASSES`] times; with `max_time`, reruns stop at it.
+//! `reports::noise` runs again as a new trial that names the one it replaces (`rerun_of`),
+//! after the planned rounds and before any adaptive one (whose own flagged trials are rerun
+//! after it); views leave the replaced line out. A rerun that again ran with the CPUs apart
+//! or stopped runs again, a trial at most [`RERUN_PASSES`] times; with `max_time`, reruns
+//! stop at it, and adaptive rounds get only the time the reruns leave.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -65,29 +67,29 @@ fn state(lines: Option<&Vec<&Value>>, target: f64, max_trials: usize) -> State {
     }
 }
 
-/// The cells of trial `trial` (one per distinct cell of `planned`, in run order) that are
-/// still short of the suite's target after `lines`.
+/// The number the next round's trials take: one above every trial number of the run, so
+/// that every cell of the round shares it (tiers pair models by round) and no rerun, which
+/// takes its cell's next number, has it already.
+pub fn next_trial(lines: &[Value]) -> usize {
+    lines
+        .iter()
+        .filter_map(|l| l["trial"].as_u64())
+        .max()
+        .unwrap_or(0) as usize
+        + 1
+}
+
+/// The cells of a round numbered `trial` ([`next_trial`]; one per distinct cell of
+/// `planned`, in run order) that are still short of the suite's target after `lines`.
 pub fn next_round(suite: &Suite, planned: &[Cell], lines: &[Value], trial: usize) -> Vec<Cell> {
     let Some(target) = suite.precision else {
         return Vec::new();
     };
     let cells = by_cell(lines);
-    // A trial number a rerun already took (a run resumed after its reruns) is not reused.
-    let taken = |id: &str| {
-        lines
-            .iter()
-            .any(|l| l["cell"] == id && l["trial"].as_u64() == Some(trial as u64))
-    };
     planned
         .iter()
         .filter(|c| c.trial == 1)
-        .filter(|c| {
-            let id = c.id();
-            let have = cells.get(id.as_str());
-            have.map_or(0, |l| l.len()) < trial
-                && state(have, target, suite.most_trials()) == State::Short
-                && !taken(&id)
-        })
+        .filter(|c| state(cells.get(c.id().as_str()), target, suite.most_trials()) == State::Short)
         .map(|c| Cell { trial, ..c.clone() })
         .collect()
 }
@@ -290,26 +292,35 @@ pub fn part_of_round(
 /// How many times a trial measured with the CPUs apart or stopped is run again, at most.
 pub const RERUN_PASSES: usize = 4;
 
-/// The time an adaptive round must leave for reruns: `pending` (the reruns flagged so far)
-/// and the passes they will likely need in turn. A rerun runs again when it too ran with the
-/// CPUs apart or stopped, as a share `p` of the run's trials so far did; so each pending
-/// rerun costs 1 + p + p² + ... over the [`RERUN_PASSES`] passes. Keeping time only for the
-/// first pass let a fourth round take what the second pass needed (s15: 16 to 51 flagged
-/// trials left in each run): a trial that measured the host's placement is worse than a
-/// missing extra trial.
-pub fn rerun_reserve(pending: Duration, lines: &[Value]) -> Duration {
-    let ok: Vec<&Value> = lines.iter().filter(|l| l["status"] == "ok").collect();
-    if ok.is_empty() {
-        return pending;
-    }
-    let p = ok.iter().filter(|l| reports::noise::passing(l)).count() as f64 / ok.len() as f64;
-    let factor: f64 = (0..RERUN_PASSES as i32).map(|k| p.powi(k)).sum();
-    pending.mul_f64(factor)
+/// What an adaptive round's trials will likely cost again in reruns, as a share of their own
+/// time (so a round of length t must leave t x this for them). The run's
+/// reruns of its planned trials have run by then (reruns come first), so the run says how
+/// often a trial is flagged (a share `q` of its planned trials) and how often a rerun is
+/// flagged again (a share `p` of its reruns ran with the CPUs apart or stopped; before any
+/// rerun, the share of its trials that did): a round's trial costs q (1 + p + p² + p³) more
+/// over the [`RERUN_PASSES`] passes. Reruns of one moment of the machine are flagged again
+/// far more often than trials are (s16-1: 79 of 156, where a quarter of the trials were
+/// flagged), so `p` is read off the reruns.
+pub fn rerun_share(lines: &[Value]) -> f64 {
+    let ok = || lines.iter().filter(|l| l["status"] == "ok");
+    let planned: Vec<&Value> = ok().filter(|l| l["rerun_of"].is_null()).collect();
+    let reruns: Vec<&Value> = ok().filter(|l| !l["rerun_of"].is_null()).collect();
+    let share = |of: &[&Value], flagged: fn(&Value) -> bool| {
+        (!of.is_empty()).then(|| of.iter().filter(|l| flagged(l)).count() as f64 / of.len() as f64)
+    };
+    let q = share(&planned, reports::noise::is_noisy).unwrap_or(0.0);
+    let p = share(&reruns, reports::noise::passing)
+        .or_else(|| share(&planned, reports::noise::passing))
+        .unwrap_or(0.0);
+    let passes: f64 = (0..RERUN_PASSES as i32).map(|k| p.powi(k)).sum();
+    q * passes
 }
 
 /// One more trial for each flagged trial of `lines` that no rerun replaced yet: (cell, trial
 /// it replaces). A planned trial is rerun when flagged for any reason; a rerun only when it
-/// too ran with the CPUs apart or stopped (those pass; other reasons mostly repeat).
+/// too ran with the CPUs apart or stopped (those pass; other reasons mostly repeat), and a
+/// trial at most [`RERUN_PASSES`] times over the run (its reruns before the adaptive rounds
+/// and after them).
 ///
 /// In the order of the rounds: every cell's first rerun (cells as planned), then every
 /// cell's second, and so on, so that a cell's reruns are spread over the pass as its
@@ -317,6 +328,28 @@ pub fn rerun_reserve(pending: Duration, lines: &[Value]) -> Duration {
 /// one moment of the machine and read as a spread far tighter than the cell's.
 pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
     let cells = by_cell(lines);
+    // Which trial each rerun replaced, over every line (replaced ones too), to count how
+    // many times a planned trial has been run again.
+    let replaces: BTreeMap<(&str, u64), u64> = lines
+        .iter()
+        .filter_map(|l| {
+            Some((
+                (l["cell"].as_str()?, l["trial"].as_u64()?),
+                l["rerun_of"].as_u64()?,
+            ))
+        })
+        .collect();
+    let depth = |cell: &str, mut trial: u64| {
+        let mut n = 0;
+        while let Some(&k) = replaces.get(&(cell, trial)) {
+            n += 1;
+            trial = k;
+            if n > RERUN_PASSES {
+                break;
+            }
+        }
+        n
+    };
     let mut per_cell: Vec<Vec<(Cell, u64)>> = Vec::new();
     for cell in planned.iter().filter(|c| c.trial == 1) {
         let id = cell.id();
@@ -340,7 +373,7 @@ pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
             } else {
                 reports::noise::passing(line)
             };
-            if !replaced && again {
+            if !replaced && again && depth(&id, k) < RERUN_PASSES {
                 reruns.push((
                     Cell {
                         trial: trial as usize,
@@ -406,14 +439,11 @@ mod tests {
         lines.push(rerun);
         let cells = by_cell(&lines);
         assert_eq!(cells["echo/a/c=50"].len(), 3, "trial 3 was replaced");
-        let round = next_round(&s, &planned, &lines, 4);
-        assert_eq!(round.len(), 1, "a: trial 4 is the rerun's; b: short");
-        assert_eq!(round[0].model, "b");
-        assert_eq!(
-            next_round(&s, &planned, &lines, 5).len(),
-            2,
-            "both short at 5"
-        );
+        // The next round takes a number no line has: 5, as the rerun took 4.
+        assert_eq!(next_trial(&lines), 5);
+        let round = next_round(&s, &planned, &lines, 5);
+        assert_eq!(round.len(), 2, "both short");
+        assert!(round.iter().all(|c| c.trial == 5));
     }
 
     #[test]
@@ -464,8 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn reruns_keep_time_for_the_passes_they_will_need() {
-        let second = Duration::from_secs(1);
+    fn a_round_keeps_time_for_its_own_reruns() {
         let clean = json!({"status": "ok", "scenario": "echo"});
         // Stopped for 10% of its window: flagged, and a rerun of it runs again.
         let stopped = json!({"status": "ok", "scenario": "echo", "load": {"duration_s": 1.0},
@@ -473,17 +502,24 @@ mod tests {
             "stalls": {"server": {"longest_us": 100000, "total_us": 100000},
                        "load": {"longest_us": 0, "total_us": 0}}}});
         assert!(reports::noise::passing(&stopped) && !reports::noise::passing(&clean));
-        assert_eq!(rerun_reserve(second * 10, &[]), second * 10);
-        assert_eq!(
-            rerun_reserve(second * 10, &[clean.clone(), clean.clone()]),
-            second * 10
-        );
-        // Half the trials flagged: 1 + 1/2 + 1/4 + 1/8 of the first pass.
+        let rerun = |mut l: Value| {
+            l["rerun_of"] = json!(1);
+            l
+        };
+        // No trial yet, or none flagged: nothing to keep.
+        assert_eq!(rerun_share(&[]), 0.0);
+        assert_eq!(rerun_share(&[clean.clone(), clean.clone()]), 0.0);
+        // Half the trials flagged, no rerun yet (so reruns are taken to be flagged again as
+        // often): 1/2 x (1 + 1/2 + 1/4 + 1/8).
         let half = [clean.clone(), stopped.clone()];
-        assert_eq!(rerun_reserve(second * 8, &half), second * 15);
-        // Every trial flagged: every pass, and no more.
-        let reserve = rerun_reserve(second, &[stopped]);
-        assert_eq!(reserve, second * RERUN_PASSES as u32);
+        assert_eq!(rerun_share(&half), 15.0 / 16.0);
+        // A quarter of the trials flagged, every rerun flagged again: a quarter, every pass.
+        let mut lines = vec![stopped.clone(), clean.clone(), clean.clone(), clean.clone()];
+        lines.push(rerun(stopped.clone()));
+        assert_eq!(rerun_share(&lines), RERUN_PASSES as f64 / 4.0);
+        // ... none flagged again: the first pass only.
+        *lines.last_mut().unwrap() = rerun(clean);
+        assert_eq!(rerun_share(&lines), 0.25);
     }
 
     #[test]
@@ -563,6 +599,29 @@ mod tests {
         let again = noisy_reruns(&planned, &lines);
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].0.trial, again[0].1), (4, 3));
+        // A trial runs again at most RERUN_PASSES times, however often it lands apart.
+        let apart = json!({"cpu_link_ns": {"before": 330, "after": 80, "best": 75}});
+        // Trial 3 was the first rerun (of 2); 4, 5, ... the next ones.
+        for k in 3..1 + RERUN_PASSES as u64 {
+            let mut r = line("a", k as usize + 1, 99.0);
+            r["rerun_of"] = json!(k);
+            r["noise"] = apart.clone();
+            lines.push(r);
+            assert_eq!(
+                noisy_reruns(&planned, &lines).len(),
+                1,
+                "after rerun {}",
+                k - 1
+            );
+        }
+        let mut last = line("a", 2 + RERUN_PASSES, 99.0);
+        last["rerun_of"] = json!(1 + RERUN_PASSES as u64);
+        last["noise"] = apart;
+        lines.push(last);
+        assert!(
+            noisy_reruns(&planned, &lines).is_empty(),
+            "{RERUN_PASSES} reruns"
+        );
     }
 
     #[test]

@@ -223,9 +223,10 @@ struct AdaptiveArgs {
     #[arg(long)]
     max_time: Option<String>,
     /// Run each cell flagged noisy (steal, other processes, loadgen saturated, the CPUs
-    /// apart) again at the end; the new trial replaces the noisy one in every view (a rerun
-    /// that again ran with the CPUs apart runs again, up to 4 times). A suite may ask for it
-    /// (`rerun_noisy = true`); with `max_time`, reruns stop at it.
+    /// apart) again, before any adaptive round; the new trial replaces the noisy one in every
+    /// view (a rerun that again ran with the CPUs apart or stopped runs again, a trial up to 4
+    /// times). A suite may ask for it (`rerun_noisy = true`); with `max_time`, reruns stop at
+    /// it.
     #[arg(long)]
     rerun_noisy: bool,
 }

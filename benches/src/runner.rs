@@ -201,8 +201,9 @@ pub fn execute(run: &Run) -> Result<Vec<Value>, String> {
     execute_with(run, false)
 }
 
-/// [`execute`], then the adaptive rounds of a suite with a precision target (see
-/// `adaptive`), then, with `rerun_noisy`, one more trial of each cell flagged noisy.
+/// [`execute`], then, with `rerun_noisy`, one more trial of each cell flagged noisy, then
+/// the adaptive rounds of a suite with a precision target (see `adaptive`) and the reruns
+/// of their own noisy trials.
 pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> {
     let path = run.dir.join("results.jsonl");
     let named = |e: io::Error| format!("{}: {e}", path.display());
@@ -289,44 +290,93 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
     }
     let spent = || costs.borrow().spent(started.elapsed());
     let mut out_of_time = false;
-    if run.suite.precision.is_some() && interrupted().is_none() {
-        for trial in run.suite.trials + 1..=run.suite.most_trials() {
+    // Reruns of noisy trials first, then adaptive rounds in the time they leave, then the
+    // reruns those rounds need: a trial that measured the host's placement is worse than a
+    // missing extra trial.
+    let mut rounds_ran = false;
+    for stage in 0..2 {
+        if rerun_noisy && (stage == 0 || rounds_ran) {
+            for _ in 0..adaptive::RERUN_PASSES {
+                if interrupted().is_some() {
+                    break;
+                }
+                let so_far = read_results(&run.dir).map_err(named)?;
+                let mut reruns = adaptive::noisy_reruns(&run.cells, &so_far);
+                // Within the suite's time budget, as its adaptive rounds are.
+                if let Some(budget) = run.suite.max_time {
+                    let room = budget.saturating_sub(spent());
+                    let times = costs
+                        .borrow()
+                        .times(started.elapsed(), reruns.iter().map(|(c, _)| c));
+                    let fit = adaptive::cells_that_fit(room, times);
+                    if fit < reruns.len() {
+                        let message = format!(
+                            "{} flagged noisy; {} fit in the suite's {:.0?}",
+                            crate::count(reruns.len(), "cell"),
+                            fit,
+                            budget
+                        );
+                        say(&bar, &message);
+                        reruns.truncate(fit);
+                    }
+                }
+                if reruns.is_empty() {
+                    break;
+                }
+                let message = format!("rerunning {} noisy cells", reruns.len());
+                say(&bar, &message);
+                total += reruns.len();
+                if let Some(bar) = &bar {
+                    bar.inc_length(reruns.len() as u64);
+                }
+                for (cell, rerun_of) in &reruns {
+                    if interrupted().is_some() {
+                        break;
+                    }
+                    run_cell(cell, Some(*rerun_of), total)?;
+                }
+            }
+        }
+        if stage == 1 || run.suite.precision.is_none() || interrupted().is_some() {
+            break;
+        }
+        // At most one round per trial past the planned ones; each cell stops at the target
+        // or at `max_trials`.
+        for _ in run.suite.trials..run.suite.most_trials() {
             let so_far = read_results(&run.dir).map_err(named)?;
+            let trial = adaptive::next_trial(&so_far);
             let mut round = adaptive::next_round(&run.suite, &run.cells, &so_far, trial);
             if round.is_empty() {
                 break;
             }
-            // Reruns of noisy trials come first: time for them (and for the passes they
-            // will likely need) is kept back.
-            let reruns = if rerun_noisy {
-                adaptive::noisy_reruns(&run.cells, &so_far)
+            // Time is kept for the reruns the round's own trials will likely need.
+            let again = if rerun_noisy {
+                1.0 + adaptive::rerun_share(&so_far)
             } else {
-                Vec::new()
+                1.0
             };
-            let times = |cells: &[Cell]| costs.borrow().times(started.elapsed(), cells);
-            let rerun_cells: Vec<Cell> = reruns.into_iter().map(|(c, _)| c).collect();
-            let round_times = times(&round);
-            let reserve = adaptive::rerun_reserve(times(&rerun_cells).iter().sum(), &so_far);
-            let round_time: Duration = round_times.iter().sum::<Duration>() + reserve;
+            let round_times = costs.borrow().times(started.elapsed(), &round);
+            let round_time = round_times.iter().sum::<Duration>().mul_f64(again);
             if let Some(budget) = run.suite.max_time {
                 if spent() + round_time > budget {
                     // The last round: the groups of it that fit, each whole, so every model
                     // of a group gets the same chances and they compare round by round.
                     out_of_time = true;
-                    let room = budget.saturating_sub(spent()).saturating_sub(reserve);
+                    let room = budget.saturating_sub(spent()).div_f64(again);
                     let whole = round.len();
                     round = adaptive::part_of_round(&round, &so_far, &round_times, room);
                     if round.is_empty() {
                         break;
                     }
                     let message = format!(
-                        "trial {trial}: {} of {whole} cells short of ±{}% fit in the suite's {budget:.0?} (the least precise scenarios first)",
+                        "one more trial: {} of {whole} cells short of ±{}% fit in the suite's {budget:.0?} (the least precise scenarios first)",
                         round.len(),
                         run.suite.precision.map_or(0.0, |p| (p * 100_000.0).round() / 1000.0),
                     );
                     say(&bar, &message);
                 }
             }
+            rounds_ran = true;
             total += round.len();
             if let Some(bar) = &bar {
                 bar.inc_length(round.len() as u64);
@@ -339,48 +389,6 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             }
             if out_of_time {
                 break;
-            }
-        }
-    }
-    if rerun_noisy {
-        for _ in 0..adaptive::RERUN_PASSES {
-            if interrupted().is_some() {
-                break;
-            }
-            let so_far = read_results(&run.dir).map_err(named)?;
-            let mut reruns = adaptive::noisy_reruns(&run.cells, &so_far);
-            // Within the suite's time budget, as its adaptive rounds are.
-            if let Some(budget) = run.suite.max_time {
-                let room = budget.saturating_sub(spent());
-                let times = costs
-                    .borrow()
-                    .times(started.elapsed(), reruns.iter().map(|(c, _)| c));
-                let fit = adaptive::cells_that_fit(room, times);
-                if fit < reruns.len() {
-                    let message = format!(
-                        "{} flagged noisy; {} fit in the suite's {:.0?}",
-                        crate::count(reruns.len(), "cell"),
-                        fit,
-                        budget
-                    );
-                    say(&bar, &message);
-                    reruns.truncate(fit);
-                }
-            }
-            if reruns.is_empty() {
-                break;
-            }
-            let message = format!("rerunning {} noisy cells", reruns.len());
-            say(&bar, &message);
-            total += reruns.len();
-            if let Some(bar) = &bar {
-                bar.inc_length(reruns.len() as u64);
-            }
-            for (cell, rerun_of) in &reruns {
-                if interrupted().is_some() {
-                    break;
-                }
-                run_cell(cell, Some(*rerun_of), total)?;
             }
         }
     }
