@@ -341,7 +341,9 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             break;
         }
         // At most one round per trial past the planned ones; each cell stops at the target
-        // or at `max_trials`.
+        // or at `max_trials`. `owed`: the time kept for the reruns of the rounds run so far,
+        // which all run after the last round.
+        let mut owed = Duration::ZERO;
         for _ in run.suite.trials..run.suite.most_trials() {
             let so_far = read_results(&run.dir).map_err(named)?;
             let trial = adaptive::next_trial(&so_far);
@@ -358,11 +360,11 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             let round_times = costs.borrow().times(started.elapsed(), &round);
             let round_time = round_times.iter().sum::<Duration>().mul_f64(again);
             if let Some(budget) = run.suite.max_time {
-                if spent() + round_time > budget {
+                if spent() + owed + round_time > budget {
                     // The last round: the groups of it that fit, each whole, so every model
                     // of a group gets the same chances and they compare round by round.
                     out_of_time = true;
-                    let room = budget.saturating_sub(spent()).div_f64(again);
+                    let room = budget.saturating_sub(spent() + owed).div_f64(again);
                     let whole = round.len();
                     round = adaptive::part_of_round(&round, &so_far, &round_times, room);
                     if round.is_empty() {
@@ -377,6 +379,12 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                 }
             }
             rounds_ran = true;
+            owed += costs
+                .borrow()
+                .times(started.elapsed(), &round)
+                .iter()
+                .sum::<Duration>()
+                .mul_f64(again - 1.0);
             total += round.len();
             if let Some(bar) = &bar {
                 bar.inc_length(round.len() as u64);

@@ -70,8 +70,9 @@ pub struct Suite {
     /// Adaptive trials: no round starts that would end past this time from the run's start.
     #[serde(default, deserialize_with = "duration_text::deserialize_option")]
     pub max_time: Option<Duration>,
-    /// Run each cell flagged noisy again at the end, as `bench run --rerun-noisy` does
-    /// (within `max_time` when the suite has one).
+    /// Run each cell flagged noisy again (before any adaptive round, and after them for
+    /// their own), as `bench run --rerun-noisy` does (within `max_time` when the suite has
+    /// one).
     #[serde(default)]
     pub rerun_noisy: bool,
     /// Run the server on this host and a loadgen on each of `load_hosts`, over ssh (see

@@ -492,7 +492,7 @@ pub fn judge<'a>(lines: impl IntoIterator<Item = &'a Value>) -> Vec<Group<'a>> {
                             .iter()
                             .filter(|l| l["status"] == "ok")
                             .filter_map(|l| {
-                                // A rerun ran after every round: no round of its own.
+                                // A rerun ran outside the rounds: no round of its own.
                                 let round = match l["rerun_of"].is_null() {
                                     true => l["trial"].as_u64()?,
                                     false => NO_ROUND,
