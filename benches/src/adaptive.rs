@@ -233,7 +233,7 @@ pub fn cells_that_fit(room: Duration, times: impl IntoIterator<Item = Duration>)
 
 /// The part of a round that fits in `room` when the whole round does not: whole groups (a
 /// scenario with its parameters: every model of it in the round), the least precise first
-/// (the median over the group's cells of how far each median is from known, after `lines`),
+/// (by the median over the group's cells of their [`precision`] after `lines`),
 /// each taken if it still fits. A group's models still run in the same round, so they
 /// compare round by round; the time left goes where the medians are least known. `times`
 /// gives each cell of `round` its length; the cells keep the round's order.

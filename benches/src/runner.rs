@@ -373,7 +373,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                     let message = format!(
                         "one more trial: {} of {whole} cells short of ±{}% fit in the suite's {budget:.0?} (the least precise scenarios first)",
                         round.len(),
-                        run.suite.precision.map_or(0.0, |p| (p * 100_000.0).round() / 1000.0),
+                        run.suite.precision.map_or(0.0, crate::suite::percent),
                     );
                     say(&bar, &message);
                 }

@@ -34,8 +34,9 @@
 //! end past `max_time` (counted from the start of the run; after a `--resume`, the cells
 //! run before it count at their warmup and measured time plus what starting and stopping a
 //! cell takes now; see `adaptive::Budget`). `precision.json` in the run
-//! directory says per cell which happened. Reruns of noisy cells (`rerun_noisy`) come last
-//! and, in a suite with `max_time`, only while one more ends within it.
+//! directory says per cell which happened. Reruns of noisy cells (`rerun_noisy`) come first,
+//! after the planned rounds (and again after the adaptive ones, for theirs) and, in a suite
+//! with `max_time`, only while one more ends within it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -258,6 +259,12 @@ pub fn cell_overhead() -> (Duration, bool) {
         .filter(|s| s.is_finite() && *s >= 0.0 && *s < 60.0)
         .map(|s| (Duration::from_secs_f64(s), true))
         .unwrap_or((Duration::from_millis(400), false))
+}
+
+/// A precision target as a percentage, as the suite wrote it: 5 for 5%, 0.5 for 0.5% (not
+/// rounded away).
+pub fn percent(target: f64) -> f64 {
+    (target * 100_000.0).round() / 1000.0
 }
 
 pub const BUILT_IN: [&str; 8] = [
@@ -533,8 +540,7 @@ impl Suite {
                     cells.len(),
                     self.trials,
                     self.most_trials(),
-                    // 5 for 5%, 0.5 for 0.5%: as the suite wrote it, not rounded away.
-                    (p * 100_000.0).round() / 1000.0,
+                    percent(p),
                     time(self.time_of(cells)),
                 )
             }
