@@ -3,8 +3,8 @@
 //!
 //! `run` loads a run directory; `series` reads a cell's interval series and fairness;
 //! `families` groups models for small multiples and `identity` gives each its colour and
-//! marker; `stats` holds medians, bootstrap confidence
-//! intervals, coefficients of variation and stalls; `metrics` says what each scenario is judged
+//! marker; `stats` holds medians, bootstrap and moderated
+//! (Student's t) confidence intervals, coefficients of variation and stalls; `metrics` says what each scenario is judged
 //! by; `tiers` judges models, `verdict` says what the tiers mean in words, `text` holds every
 //! sentence in each language; `charts` draws SVG with plotters; `render`, `compare` and `export` are the three
 //! commands.

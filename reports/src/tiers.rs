@@ -7,8 +7,11 @@
 //! higher throughput, lower latency and CPU per request are better). The best model leads
 //! tier 1. Each next model is compared with the leader of the current tier by the 95%
 //! interval of its ratio to the leader. Where both ran in at least [`PAIRED_ROUNDS`] shared
-//! rounds (trial k of every model runs in round k), the ratio is taken round by round and
-//! the interval bootstrapped over rounds. Otherwise it is the ratio of the two medians with
+//! rounds (trial k of every model runs in round k), the ratio is taken round by round: the
+//! geometric mean of the per-round ratios, ± t x its standard error, the variance of the
+//! per-round log ratios shrunk toward the group's typical one for a pair (the median over
+//! the group's pairs that compare so, weighed as below). Otherwise it is the ratio of the
+//! two medians with
 //! a **moderated** interval: ln(ratio) ± t x its standard error, where each model's variance
 //! (of the logarithms of its trials) is shrunk toward the group's typical one (the median
 //! over the group's models, corrected for the median's shortfall), which weighs as much as a model's own three trials
@@ -30,9 +33,12 @@
 //! replicates of many genes). On this project's recorded runs it kept as many separations of
 //! a slowed server as the bootstrap and made the tiers steadier from run to run (see
 //! ARCHITECTURE.md, "Calibration"). Round by round, because the machine's speed changes in
-//! phases that a round's cells share: the per-round ratio cancels it. Not below 4 rounds:
-//! the interval of the median of 3 ratios is their range, and for a metric far noisier than
-//! the floor all three land on one side by chance a quarter of the time. The noise floor is
+//! phases that a round's cells share: the per-round ratio cancels it. Moderated there too,
+//! for the same reason: the bootstrap of the median of four ratios is their range, which
+//! holds the true ratio only 7 times in 8, and four that happen to sit close split models a
+//! few percent apart in one run and not the next. Not below 4 rounds: a model that met its
+//! precision target at 3 trials would be compared on 3 pairs, leaving out the other's extra
+//! trials, and lose more than the round's speed gives back. The noise floor is
 //! criterion's idea ("change within noise threshold"): differences smaller than the
 //! run-to-run drift of a whole server are not verdicts even when the trials happen to be
 //! tight. The leader rule (not "adjacent models differ") keeps a chain of small steps from
@@ -50,7 +56,8 @@ use serde_json::Value;
 
 use crate::metrics::{headline, Metric};
 use crate::stats::{
-    change_ci, cv, median, median_ci, moderated_change, paired_change_ci, variance, Spread,
+    change_ci, cv, log_ratio_variance, median, median_ci, moderated_change,
+    moderated_paired_change, paired_change_ci, variance, Spread,
 };
 use crate::text::Lang;
 
@@ -60,14 +67,18 @@ pub const NOISE_FLOOR: f64 = 0.03;
 pub const MIN_TRIALS: usize = 3;
 /// Two models compare round by round when they share at least this many rounds.
 pub const PAIRED_ROUNDS: usize = 4;
+/// Fewer pairs of models compared round by round than this give no group prior for a pair's
+/// spread (the pair's own spread then stands alone, at its own degrees of freedom).
+pub const PAIRS_FOR_PRIOR: usize = 3;
 /// The round of a trial that ran outside the rounds (a rerun): never paired.
 pub const NO_ROUND: u64 = u64::MAX;
 /// How much the group's typical spread weighs in each model's, in degrees of freedom: as
-/// much as a model's own three trials (the least count) give.
+/// much as a model's own three trials (the least count) give. The group's typical spread of
+/// a per-round ratio weighs the same in each pair's.
 pub const GROUP_WEIGHT: f64 = 2.0;
 
 /// The rule, in words, for every view to print once.
-pub const RULE: &str = "Tiers: models share a tier when the 95% interval of their ratio to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). The ratio is taken round by round where both ran in at least 4 of the same rounds (bootstrap over rounds), else it is the ratio of the medians, its interval from each model's spread weighed with the group's typical spread (three trials say little about their own). Ratios are to the best model, ± half their interval; † marks one taken round by round.";
+pub const RULE: &str = "Tiers: models share a tier when the 95% interval of their ratio to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). The ratio is taken round by round where both ran in at least 4 of the same rounds (the geometric mean of the per-round ratios, its interval from their spread weighed with the group's typical one for a pair), else it is the ratio of the medians, its interval from each model's spread weighed with the group's typical spread (three trials say little about their own). Ratios are to the best model, ± half their interval; † marks one taken round by round.";
 
 /// One model in one group: its trials and where it stands.
 #[derive(Clone, Debug)]
@@ -86,7 +97,8 @@ pub struct Entry {
     pub cv: f64,
     /// 1 is the best tier.
     pub tier: usize,
-    /// Median over the best model's median, with its 95% bootstrap interval.
+    /// Its ratio to the best model, taken as in the tier rule (the ratio of the medians, or
+    /// the geometric mean of the per-round ratios when `paired`), with its 95% interval.
     pub ratio: f64,
     pub ratio_ci: (f64, f64),
     /// The ratio was taken round by round (printed with a †).
@@ -134,12 +146,16 @@ pub fn precision(values: &[f64]) -> f64 {
 }
 
 /// The change from `base` to `new` with its 95% interval: round by round when both ran in at
-/// least [`PAIRED_ROUNDS`] shared rounds ([`paired_change_ci`]), else of their medians with
+/// least [`PAIRED_ROUNDS`] shared rounds, the spread of the per-round ratios moderated toward
+/// the group's typical one for a pair, `pair_prior` ([`moderated_paired_change`]; by
+/// bootstrap over rounds, [`paired_change_ci`], when a value is not positive), else of their medians with
 /// spreads moderated toward the group's ([`moderated_change`]; by bootstrap, [`change_ci`],
 /// when a value is not positive).
-fn change(base: &Entry, new: &Entry) -> (f64, f64, f64) {
+fn change(base: &Entry, new: &Entry, pair_prior: Option<f64>) -> (f64, f64, f64) {
     if let Some(pairs) = shared_rounds(base, new) {
-        return paired_change_ci(&pairs);
+        let (prior, weight) = pair_prior.map_or((0.0, 0.0), |v| (v, GROUP_WEIGHT));
+        return moderated_paired_change(&pairs, prior, weight)
+            .unwrap_or_else(|| paired_change_ci(&pairs));
     }
     match (&base.spread, &new.spread) {
         (Some(b), Some(n)) => moderated_change(b, n),
@@ -169,6 +185,24 @@ fn group_variance(models: &[Input]) -> f64 {
     median(&variances) / (1.0 - 2.0 / (9.0 * k)).powi(3)
 }
 
+/// A group's typical spread of a per-round ratio: the median, over the pairs of its models
+/// that compare round by round, of the variance of their per-round log ratios, corrected for
+/// the median's shortfall as in [`group_variance`]. `None` below [`PAIRS_FOR_PRIOR`] such
+/// pairs: a pair's own variance is no prior for itself.
+fn group_pair_variance(entries: &[Entry]) -> Option<f64> {
+    let (variances, dfs): (Vec<f64>, Vec<f64>) = entries
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| entries[i + 1..].iter().map(move |b| (a, b)))
+        .filter_map(|(a, b)| log_ratio_variance(&shared_rounds(a, b)?))
+        .unzip();
+    if variances.len() < PAIRS_FOR_PRIOR {
+        return None;
+    }
+    let k = median(&dfs);
+    Some(median(&variances) / (1.0 - 2.0 / (9.0 * k)).powi(3))
+}
+
 /// The (base, new) values of the rounds both ran in, when there are at least
 /// [`PAIRED_ROUNDS`] of them. Never when either side has a round twice; rounds without a
 /// number ([`NO_ROUND`]) and zero bases are left out.
@@ -195,11 +229,16 @@ fn shared_rounds(base: &Entry, new: &Entry) -> Option<Vec<(f64, f64)>> {
 }
 
 /// Whether `worse` (ordered after `leader`) can be told apart from it.
-fn separated(leader: &Entry, worse: &Entry, higher_is_better: bool) -> bool {
+fn separated(
+    leader: &Entry,
+    worse: &Entry,
+    higher_is_better: bool,
+    pair_prior: Option<f64>,
+) -> bool {
     if leader.values.len() < MIN_TRIALS || worse.values.len() < MIN_TRIALS || leader.median == 0.0 {
         return false;
     }
-    let (_, lo, hi) = change(leader, worse);
+    let (_, lo, hi) = change(leader, worse, pair_prior);
     if higher_is_better {
         1.0 + hi < 1.0 - NOISE_FLOOR
     } else {
@@ -277,15 +316,16 @@ fn tiers_of(models: Vec<Input>, higher_is_better: bool) -> Tiers {
         };
         order.then(a.model.cmp(&b.model))
     });
+    let pair_prior = group_pair_variance(&entries);
     if let Some(best) = entries.first().cloned() {
         let mut leader = 0;
         let mut tier = 1;
         for i in 0..entries.len() {
-            if i > 0 && separated(&entries[leader], &entries[i], higher_is_better) {
+            if i > 0 && separated(&entries[leader], &entries[i], higher_is_better, pair_prior) {
                 tier += 1;
                 leader = i;
             }
-            let (change, lo, hi) = change(&best, &entries[i]);
+            let (change, lo, hi) = change(&best, &entries[i], pair_prior);
             let paired = i > 0 && shared_rounds(&best, &entries[i]).is_some();
             let e = &mut entries[i];
             e.paired = paired;
@@ -777,6 +817,40 @@ mod tests {
             true,
         );
         assert_eq!(unshared.count(), 1, "{unshared:?}");
+    }
+
+    #[test]
+    fn four_still_rounds_do_not_outweigh_the_pairs_spread() {
+        // Ten models whose trials move by ±8% round to round on top of the machine's speed,
+        // and two whose four rounds keep them exactly 5% apart. The bootstrap of the median of
+        // four ratios, all 0.95, would claim 0.95 to 0.95; the group's pairs say a per-round
+        // ratio moves by far more.
+        let speeds = [180_000.0, 130_000.0, 170_000.0, 140_000.0];
+        let rounds = |scale: f64, spread: f64, seed: u64| -> Vec<(u64, f64)> {
+            let noise = trials(1.0, spread, speeds.len(), seed);
+            (0..speeds.len())
+                .map(|r| (r as u64 + 1, speeds[r] * scale * noise[r]))
+                .collect()
+        };
+        let mut models: Vec<(String, Vec<(u64, f64)>)> = (0..10)
+            .map(|i| (format!("m{i}"), rounds(0.5, 0.08, 2 * i + 1)))
+            .collect();
+        models.push(("a".into(), rounds(1.0, 0.0, 99)));
+        models.push(("b".into(), rounds(0.95, 0.0, 99)));
+        let t = tiers_in_rounds(models.clone(), true);
+        assert_eq!((tier_of(&t, "a"), tier_of(&t, "b")), (1, 1), "{t:?}");
+        let b = t.of("b").unwrap();
+        assert!(b.paired && (b.ratio - 0.95).abs() < 1e-9, "{b:?}");
+        assert!(
+            paired_change_ci(&[(1.0, 0.95); 4]).2 < -NOISE_FLOOR,
+            "the bootstrap alone splits them"
+        );
+        // Where the group's pairs are as still, the same 5% is a separation.
+        for (i, (_, values)) in models.iter_mut().take(10).enumerate() {
+            *values = rounds(0.5, 0.002, 2 * i as u64 + 1);
+        }
+        let t = tiers_in_rounds(models, true);
+        assert_eq!((tier_of(&t, "a"), tier_of(&t, "b")), (1, 2), "{t:?}");
     }
 
     #[test]
