@@ -57,7 +57,7 @@ use serde_json::Value;
 use crate::metrics::{headline, Metric};
 use crate::stats::{
     change_ci, cv, log_ratio_variance, median, median_ci, moderated_change,
-    moderated_paired_change, paired_change_ci, variance, Spread,
+    moderated_paired_change, paired_change_ci, typical_variance, variance, Spread,
 };
 use crate::text::Lang;
 
@@ -163,11 +163,9 @@ fn change(base: &Entry, new: &Entry, pair_prior: Option<f64>) -> (f64, f64, f64)
     }
 }
 
-/// A group's typical spread: the median over its models (those with two or more values, all
-/// positive) of the variance of their values' logarithms, divided by the median of a
-/// chi-squared variable over its degrees of freedom (Wilson-Hilferty: (1 - 2/9k)^3 at the
-/// models' median k = n - 1), since the median of sample variances falls short of the
-/// variance they estimate (by 0.69 at 3 trials); 0 when no model has two values.
+/// A group's typical spread: over its models with two or more values, all positive, the
+/// [`typical_variance`] of their values' logarithms (the median, corrected for its
+/// shortfall); 0 when no model has two values.
 fn group_variance(models: &[Input]) -> f64 {
     let (variances, dfs): (Vec<f64>, Vec<f64>) = models
         .iter()
@@ -178,16 +176,12 @@ fn group_variance(models: &[Input]) -> f64 {
             (variance(&logs), (v.len() - 1) as f64)
         })
         .unzip();
-    if variances.is_empty() {
-        return 0.0;
-    }
-    let k = median(&dfs);
-    median(&variances) / (1.0 - 2.0 / (9.0 * k)).powi(3)
+    typical_variance(&variances, &dfs)
 }
 
 /// A group's typical spread of a per-round ratio: the median, over the pairs of its models
-/// that compare round by round, of the variance of their per-round log ratios, corrected for
-/// the median's shortfall as in [`group_variance`]. `None` below [`PAIRS_FOR_PRIOR`] such
+/// that compare round by round, of the variance of their per-round log ratios, made
+/// typical as in [`group_variance`]. `None` below [`PAIRS_FOR_PRIOR`] such
 /// pairs: a pair's own variance is no prior for itself.
 fn group_pair_variance(entries: &[Entry]) -> Option<f64> {
     let (variances, dfs): (Vec<f64>, Vec<f64>) = entries
@@ -196,11 +190,7 @@ fn group_pair_variance(entries: &[Entry]) -> Option<f64> {
         .flat_map(|(i, a)| entries[i + 1..].iter().map(move |b| (a, b)))
         .filter_map(|(a, b)| log_ratio_variance(&shared_rounds(a, b)?))
         .unzip();
-    if variances.len() < PAIRS_FOR_PRIOR {
-        return None;
-    }
-    let k = median(&dfs);
-    Some(median(&variances) / (1.0 - 2.0 / (9.0 * k)).powi(3))
+    (variances.len() >= PAIRS_FOR_PRIOR).then(|| typical_variance(&variances, &dfs))
 }
 
 /// The (base, new) values of the rounds both ran in, when there are at least
