@@ -433,17 +433,22 @@ fn ci_for_an_external_server_refuses_what_it_cannot_compare() {
 /// which another such test's server is.
 static IN_THIS_PROCESS: Mutex<()> = Mutex::new(());
 
-/// A server that forks a worker of its group, then opens its port (so the worker is there
-/// when it is ready); on SIGTERM each of the two leaves a file `terminated-PID` in the
-/// directory it is given and exits 0.
+/// A server that forks a worker of its group, then opens its port once the worker says it
+/// is past the fork (CPython drops a signal that reaches the child before its after-fork
+/// work is done, so a SIGTERM right after the port opened could be lost); on SIGTERM each
+/// of the two leaves a file `terminated-PID` in the directory it is given and exits 0.
 const TERMINABLE: &str = r#"
 import os, signal, socket, sys
 def on_term(*_):
     open(os.path.join(sys.argv[2], "terminated-%d" % os.getpid()), "w").close()
     os._exit(0)
 signal.signal(signal.SIGTERM, on_term)
+ready_r, ready_w = os.pipe()
 if os.fork() > 0:
+    os.read(ready_r, 1)
     listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+else:
+    os.write(ready_w, b"x")
 while True:
     signal.pause()
 "#;
