@@ -10,7 +10,7 @@
 //! or stopped runs again, a trial at most [`RERUN_PASSES`] times; with `max_time`, reruns
 //! stop at it, and adaptive rounds get only the time the reruns leave.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -79,17 +79,47 @@ pub fn next_trial(lines: &[Value]) -> usize {
         + 1
 }
 
-/// The cells of a round numbered `trial` ([`next_trial`]; one per distinct cell of
-/// `planned`, in run order) that are still short of the suite's target after `lines`.
+/// The numbers adaptive rounds have taken: those of trials above the planned ones that no
+/// rerun took.
+fn round_numbers(planned: &[Cell], lines: &[Value]) -> BTreeSet<u64> {
+    let last_planned = planned.iter().map(|c| c.trial).max().unwrap_or(0) as u64;
+    lines
+        .iter()
+        .filter(|l| l["rerun_of"].is_null())
+        .filter_map(|l| l["trial"].as_u64())
+        .filter(|&t| t > last_planned)
+        .collect()
+}
+
+/// The round an interrupted session left unfinished, to be finished under its own number:
+/// the last adaptive round, when a cell still short of the target has not run it (and no
+/// line of that cell has its number). `None` when there is none; the next round then takes
+/// [`next_trial`]. Finishing it keeps a group's models at the same count of trials in the
+/// same rounds, as an uninterrupted run would have them, where a new number would give the
+/// cells that had run the round one trial more than the rest of their group.
+pub fn unfinished_round(suite: &Suite, planned: &[Cell], lines: &[Value]) -> Option<usize> {
+    let last = *round_numbers(planned, lines).last()? as usize;
+    (!next_round(suite, planned, lines, last).is_empty()).then_some(last)
+}
+
+/// The cells of a round numbered `trial` ([`next_trial`], or an [`unfinished_round`]; one
+/// per distinct cell of `planned`, in run order) that are still short of the suite's target
+/// after `lines` and have no line numbered `trial` yet.
 pub fn next_round(suite: &Suite, planned: &[Cell], lines: &[Value], trial: usize) -> Vec<Cell> {
     let Some(target) = suite.precision else {
         return Vec::new();
     };
     let cells = by_cell(lines);
+    let numbered: BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l["trial"].as_u64() == Some(trial as u64))
+        .filter_map(|l| l["cell"].as_str())
+        .collect();
     planned
         .iter()
         .filter(|c| c.trial == 1)
         .filter(|c| state(cells.get(c.id().as_str()), target, suite.most_trials()) == State::Short)
+        .filter(|c| !numbered.contains(c.id().as_str()))
         .map(|c| Cell { trial, ..c.clone() })
         .collect()
 }
@@ -322,6 +352,8 @@ pub fn rerun_share(lines: &[Value]) -> f64 {
 /// trial at most [`RERUN_PASSES`] times over the run (its reruns before the adaptive rounds
 /// and after them).
 ///
+/// A rerun takes its cell's next trial number that no adaptive round has taken.
+///
 /// In the order of the rounds: every cell's first rerun (cells as planned), then every
 /// cell's second, and so on, so that a cell's reruns are spread over the pass as its
 /// planned trials were over the run. Run back to back, three reruns of one cell would share
@@ -350,6 +382,9 @@ pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
         }
         n
     };
+    // A rerun never takes a round's number: a round left unfinished by an interruption is
+    // finished under its number, by cells that must not have it already.
+    let rounds = round_numbers(planned, lines);
     let mut per_cell: Vec<Vec<(Cell, u64)>> = Vec::new();
     for cell in planned.iter().filter(|c| c.trial == 1) {
         let id = cell.id();
@@ -362,6 +397,12 @@ pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
             .max()
             .unwrap_or(0)
             + 1;
+        let next_free = |trial: &mut u64| {
+            while rounds.contains(trial) {
+                *trial += 1;
+            }
+        };
+        next_free(&mut trial);
         let mut reruns = Vec::new();
         for line in lines.iter().filter(|l| l["status"] == "ok") {
             let Some(k) = line["trial"].as_u64() else {
@@ -382,6 +423,7 @@ pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
                     k,
                 ));
                 trial += 1;
+                next_free(&mut trial);
             }
         }
         per_cell.push(reruns);
@@ -444,6 +486,58 @@ mod tests {
         let round = next_round(&s, &planned, &lines, 5);
         assert_eq!(round.len(), 2, "both short");
         assert!(round.iter().all(|c| c.trial == 5));
+    }
+
+    /// An interruption inside an adaptive round: `--resume` finishes that round under its
+    /// number, for the cells short of the target that had not run it, and no rerun takes
+    /// the number first.
+    #[test]
+    fn a_round_left_part_way_is_finished_under_its_number() {
+        let s = suite("precision = \"5%\"\nmax_trials = 6");
+        let planned = s.cells(&["a".into(), "b".into()], None, None).unwrap();
+        // Both spread by ±20%; a rerun of each one's first trial took 4.
+        let mut lines = Vec::new();
+        for (k, rps) in [(1, 80.0), (2, 100.0), (3, 120.0)] {
+            lines.push(line("a", k, rps));
+            lines.push(line("b", k, rps));
+        }
+        for model in ["a", "b"] {
+            let mut rerun = line(model, 4, 82.0);
+            rerun["rerun_of"] = json!(1);
+            lines.push(rerun);
+        }
+        assert_eq!(unfinished_round(&s, &planned, &lines), None, "no round yet");
+        assert_eq!(next_trial(&lines), 5);
+        // Round 5 ran a, then the session was interrupted.
+        lines.push(line("a", 5, 110.0));
+        assert_eq!(unfinished_round(&s, &planned, &lines), Some(5));
+        let round = next_round(&s, &planned, &lines, 5);
+        let ran: Vec<(&str, usize)> = round.iter().map(|c| (c.model.as_str(), c.trial)).collect();
+        assert_eq!(ran, [("b", 5)], "only the cell that had not run it");
+        // The resumed session reruns b's flagged trial 2 first: as 6, not as the round's 5.
+        lines[3]["noise"] = json!({"server_cpus": {"steal": 0.2}, "load_cpus": {}});
+        let reruns = noisy_reruns(&planned, &lines);
+        assert_eq!(reruns.len(), 1);
+        assert_eq!(
+            (reruns[0].0.model.as_str(), reruns[0].0.trial, reruns[0].1),
+            ("b", 6, 2)
+        );
+        let mut rerun = line("b", 6, 101.0);
+        rerun["rerun_of"] = json!(2);
+        lines.push(rerun);
+        assert_eq!(unfinished_round(&s, &planned, &lines), Some(5));
+        // Once b has run it, the round is whole, and the next one takes a new number.
+        lines.push(line("b", 5, 90.0));
+        assert_eq!(unfinished_round(&s, &planned, &lines), None);
+        assert_eq!(next_trial(&lines), 7);
+        // A cell that met the target before the round is not made to run it.
+        let mut met = lines[..8].to_vec();
+        for (k, rps) in [(1, 100.0), (2, 101.0), (3, 99.0)] {
+            met[2 * (k - 1) + 1] = line("b", k, rps);
+        }
+        met.pop(); // b's rerun of its first trial
+        met.push(line("a", 5, 110.0));
+        assert_eq!(unfinished_round(&s, &planned, &met), None, "b met ±5%");
     }
 
     #[test]

@@ -345,11 +345,23 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
         // which all run after the last round.
         let mut owed = Duration::ZERO;
         for _ in run.suite.trials..run.suite.most_trials() {
+            if interrupted().is_some() {
+                break;
+            }
             let so_far = read_results(&run.dir).map_err(named)?;
-            let trial = adaptive::next_trial(&so_far);
+            // A round an interrupted session left part way is finished under its number.
+            let unfinished = adaptive::unfinished_round(&run.suite, &run.cells, &so_far);
+            let trial = unfinished.unwrap_or_else(|| adaptive::next_trial(&so_far));
             let mut round = adaptive::next_round(&run.suite, &run.cells, &so_far, trial);
             if round.is_empty() {
                 break;
+            }
+            if unfinished.is_some() {
+                let message = format!(
+                    "finishing the interrupted round (trial {trial}): {} to run",
+                    crate::count(round.len(), "cell")
+                );
+                say(&bar, &message);
             }
             // Time is kept for the reruns the round's own trials will likely need.
             let again = if rerun_noisy {
