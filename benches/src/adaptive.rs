@@ -330,17 +330,28 @@ pub const RERUN_PASSES: usize = 4;
 /// rerun, the share of its trials that did): a round's trial costs q (1 + p + p² + p³) more
 /// over the [`RERUN_PASSES`] passes. Reruns of one moment of the machine are flagged again
 /// far more often than trials are (s16-1: 79 of 156, where a quarter of the trials were
-/// flagged), so `p` is read off the reruns.
+/// flagged), so `p` is read off the reruns. `q` is the larger of the whole run's share and
+/// the latest round's (the trials of the highest number no rerun took): a machine that got
+/// noisier late in a run flags the next round's trials as its latest did (s17-2's extra
+/// round was flagged at twice the planned trials' share).
 pub fn rerun_share(lines: &[Value]) -> f64 {
     let ok = || lines.iter().filter(|l| l["status"] == "ok");
-    let planned: Vec<&Value> = ok().filter(|l| l["rerun_of"].is_null()).collect();
+    let trials: Vec<&Value> = ok().filter(|l| l["rerun_of"].is_null()).collect();
     let reruns: Vec<&Value> = ok().filter(|l| !l["rerun_of"].is_null()).collect();
     let share = |of: &[&Value], flagged: fn(&Value) -> bool| {
         (!of.is_empty()).then(|| of.iter().filter(|l| flagged(l)).count() as f64 / of.len() as f64)
     };
-    let q = share(&planned, reports::noise::is_noisy).unwrap_or(0.0);
+    let latest_number = trials.iter().filter_map(|l| l["trial"].as_u64()).max();
+    let latest: Vec<&Value> = trials
+        .iter()
+        .copied()
+        .filter(|l| latest_number.is_some() && l["trial"].as_u64() == latest_number)
+        .collect();
+    let q = share(&trials, reports::noise::is_noisy)
+        .unwrap_or(0.0)
+        .max(share(&latest, reports::noise::is_noisy).unwrap_or(0.0));
     let p = share(&reruns, reports::noise::passing)
-        .or_else(|| share(&planned, reports::noise::passing))
+        .or_else(|| share(&trials, reports::noise::passing))
         .unwrap_or(0.0);
     let passes: f64 = (0..RERUN_PASSES as i32).map(|k| p.powi(k)).sum();
     q * passes
@@ -612,8 +623,30 @@ mod tests {
         lines.push(rerun(stopped.clone()));
         assert_eq!(rerun_share(&lines), RERUN_PASSES as f64 / 4.0);
         // ... none flagged again: the first pass only.
-        *lines.last_mut().unwrap() = rerun(clean);
+        *lines.last_mut().unwrap() = rerun(clean.clone());
         assert_eq!(rerun_share(&lines), 0.25);
+        // The machine got noisier: the latest round's share counts when it is the larger.
+        let numbered = |mut l: Value, trial: u64| {
+            l["trial"] = json!(trial);
+            l
+        };
+        let mut lines = vec![
+            numbered(stopped.clone(), 1),
+            numbered(clean.clone(), 1),
+            numbered(clean.clone(), 1),
+            numbered(clean.clone(), 1),
+            numbered(stopped.clone(), 2),
+            numbered(clean.clone(), 2),
+        ];
+        lines.push(numbered(rerun(clean.clone()), 3));
+        assert_eq!(
+            rerun_share(&lines),
+            0.5,
+            "round 2's half, not the run's third"
+        );
+        lines.push(numbered(clean.clone(), 2));
+        lines.push(numbered(clean, 2));
+        assert_eq!(rerun_share(&lines), 0.25, "round 2's quarter, as the run's");
     }
 
     #[test]
