@@ -78,7 +78,7 @@ pub const NO_ROUND: u64 = u64::MAX;
 pub const GROUP_WEIGHT: f64 = 2.0;
 
 /// The rule, in words, for every view to print once.
-pub const RULE: &str = "Tiers: models share a tier when the 95% interval of their ratio to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). The ratio is taken round by round where both ran in at least 4 of the same rounds (the geometric mean of the per-round ratios, its interval from their spread weighed with the group's typical one for a pair), else it is the ratio of the medians, its interval from each model's spread weighed with the group's typical spread (three trials say little about their own). Ratios are to the best model, ± half their interval; † marks one taken round by round.";
+pub const RULE: &str = "Tiers: models share a tier when the 95% interval of their ratio to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). The ratio is taken round by round where both ran in at least 4 of the same rounds (the geometric mean of the per-round ratios, its interval from their spread weighed with the group's typical one for a pair), else it is the ratio of the medians, its interval from each model's spread weighed with the group's typical spread (three trials say little about their own). The ratio printed is the model's median over the best's, ± half its interval (or beside the interval, where it is off the interval's middle); † marks an interval taken round by round.";
 
 /// One model in one group: its trials and where it stands.
 #[derive(Clone, Debug)]
@@ -97,11 +97,12 @@ pub struct Entry {
     pub cv: f64,
     /// 1 is the best tier.
     pub tier: usize,
-    /// Its ratio to the best model, taken as in the tier rule (the ratio of the medians, or
-    /// the geometric mean of the per-round ratios when `paired`), with its 95% interval.
+    /// Its median over the best model's (so it follows the order of the medians), and the
+    /// 95% interval of its ratio to the best taken as in the tier rule (round by round when
+    /// `paired`, about the geometric mean of the per-round ratios).
     pub ratio: f64,
     pub ratio_ci: (f64, f64),
-    /// The ratio was taken round by round (printed with a †).
+    /// The ratio's interval was taken round by round (printed with a †).
     pub paired: bool,
     /// Its spread moderated toward the group's, for the unpaired comparison; `None` when a
     /// value is not positive (then the two medians are compared by bootstrap).
@@ -315,13 +316,15 @@ fn tiers_of(models: Vec<Input>, higher_is_better: bool) -> Tiers {
                 tier += 1;
                 leader = i;
             }
-            let (change, lo, hi) = change(&best, &entries[i], pair_prior);
+            let (_, lo, hi) = change(&best, &entries[i], pair_prior);
             let paired = i > 0 && shared_rounds(&best, &entries[i]).is_some();
             let e = &mut entries[i];
             e.paired = paired;
             e.tier = tier;
             if best.median != 0.0 {
-                e.ratio = 1.0 + change;
+                // The ratio of the medians, as the table's order and its median column
+                // read, whichever way its interval was taken.
+                e.ratio = e.median / best.median;
                 e.ratio_ci = (1.0 + lo, 1.0 + hi);
             } else {
                 e.ratio = f64::NAN;
@@ -565,9 +568,10 @@ pub fn median_pm(e: &Entry) -> String {
     }
 }
 
-/// "0.73 ± 0.06x" (hyperfine's form), "1.00" for the best, or the interval itself
-/// ("0.84x [0.31, 3.03]") when it is too lopsided for a ±; a † after a ratio taken round by
-/// round (it may differ from the ratio of the two medians beside it).
+/// "0.73 ± 0.06x" (hyperfine's form), "1.00" for the best, or the ratio beside its interval
+/// ("0.84x [0.31, 3.03]") when the interval is too wide or lopsided for a ±, or the ratio of
+/// the medians is off its middle (an interval taken round by round is about the geometric
+/// mean of the per-round ratios); a † after a ratio whose interval was taken round by round.
 pub fn ratio_pm(e: &Entry, best: bool) -> String {
     let text = ratio_text(e, best);
     if e.paired && !best && !e.ratio.is_nan() {
@@ -578,13 +582,17 @@ pub fn ratio_pm(e: &Entry, best: bool) -> String {
 }
 
 fn ratio_text(e: &Entry, best: bool) -> String {
+    let (lo, hi) = e.ratio_ci;
+    // A ± reads as the interval only where the ratio sits near its middle: a ratio of
+    // medians with an interval taken round by round may not.
+    let centred = (e.ratio - (lo + hi) / 2.0).abs() <= 0.25 * e.ratio_pm();
     if best {
         "1.00".into()
     } else if e.ratio.is_nan() {
         "-".into()
     } else if e.ratio_pm() == 0.0 {
         format!("{:.2}x", e.ratio)
-    } else if e.ratio_pm() <= 0.2 * e.ratio {
+    } else if centred && e.ratio_pm() <= 0.2 * e.ratio {
         format!("{:.2} ± {:.2}x", e.ratio, e.ratio_pm())
     } else {
         format!("{:.2}x [{:.2}, {:.2}]", e.ratio, e.ratio_ci.0, e.ratio_ci.1)
@@ -841,6 +849,36 @@ mod tests {
         }
         let t = tiers_in_rounds(models, true);
         assert_eq!((tier_of(&t, "a"), tier_of(&t, "b")), (1, 2), "{t:?}");
+    }
+
+    /// A model ordered below the best by its median never reads better than the best: its
+    /// ratio is the ratio of the medians, whichever way the interval was taken. Here b was
+    /// ahead in two rounds of five by half, and a little behind in the other three.
+    #[test]
+    fn a_model_below_the_best_never_reads_better_than_it() {
+        let rounds = |v: &[f64]| {
+            v.iter()
+                .enumerate()
+                .map(|(k, x)| (k as u64 + 1, *x))
+                .collect()
+        };
+        let t = tiers_in_rounds(
+            vec![
+                ("a".into(), rounds(&[100.0, 200.0, 200.0, 100.0, 200.0])),
+                ("b".into(), rounds(&[150.0, 199.0, 199.0, 150.0, 199.0])),
+            ],
+            true,
+        );
+        let b = t.of("b").unwrap();
+        assert!(b.paired, "{b:?}");
+        assert!((b.ratio - 0.995).abs() < 1e-9, "{b:?}");
+        assert!(b.ratio_ci.1 > 1.1, "round by round, b was ahead: {b:?}");
+        let text = ratio_pm(b, false);
+        assert!(
+            text.starts_with("0.99x ["),
+            "an interval off its centre: {text}"
+        );
+        assert!(t.words().contains("tie"), "{}", t.words());
     }
 
     #[test]
