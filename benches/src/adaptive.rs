@@ -322,18 +322,25 @@ pub fn part_of_round(
 /// How many times a trial measured with the CPUs apart or stopped is run again, at most.
 pub const RERUN_PASSES: usize = 4;
 
+/// How many trials at the run's share the latest round's share of flagged trials is weighed
+/// with in [`rerun_share`]: a round of the quick suite has 100 to 160 trials, a late round
+/// of a few cells tells little.
+pub const LATEST_ROUND_PRIOR: f64 = 20.0;
+
 /// What an adaptive round's trials will likely cost again in reruns, as a share of their own
 /// time (so a round of length t must leave t x this for them). The run's
 /// reruns of its planned trials have run by then (reruns come first), so the run says how
-/// often a trial is flagged (a share `q` of its planned trials) and how often a rerun is
+/// often a trial is flagged (a share `q` of its trials, reruns aside) and how often a rerun is
 /// flagged again (a share `p` of its reruns ran with the CPUs apart or stopped; before any
 /// rerun, the share of its trials that did): a round's trial costs q (1 + p + p² + p³) more
 /// over the [`RERUN_PASSES`] passes. Reruns of one moment of the machine are flagged again
 /// far more often than trials are (s16-1: 79 of 156, where a quarter of the trials were
 /// flagged), so `p` is read off the reruns. `q` is the larger of the whole run's share and
-/// the latest round's (the trials of the highest number no rerun took): a machine that got
-/// noisier late in a run flags the next round's trials as its latest did (s17-2's extra
-/// round was flagged at twice the planned trials' share).
+/// the latest round's (the trials of the highest number no rerun took), that one shrunk
+/// toward the run's as if [`LATEST_ROUND_PRIOR`] more trials had been flagged at the run's
+/// share, so that a late round of a few cells does not read as the machine's state: a
+/// machine that got noisier late in a run flags the next round's trials as its latest did
+/// (s17-2's extra round was flagged at twice the planned trials' share).
 pub fn rerun_share(lines: &[Value]) -> f64 {
     let ok = || lines.iter().filter(|l| l["status"] == "ok");
     let trials: Vec<&Value> = ok().filter(|l| l["rerun_of"].is_null()).collect();
@@ -347,9 +354,13 @@ pub fn rerun_share(lines: &[Value]) -> f64 {
         .copied()
         .filter(|l| latest_number.is_some() && l["trial"].as_u64() == latest_number)
         .collect();
-    let q = share(&trials, reports::noise::is_noisy)
-        .unwrap_or(0.0)
-        .max(share(&latest, reports::noise::is_noisy).unwrap_or(0.0));
+    let run = share(&trials, reports::noise::is_noisy).unwrap_or(0.0);
+    let flagged = latest
+        .iter()
+        .filter(|l| reports::noise::is_noisy(l))
+        .count() as f64;
+    let latest = (flagged + LATEST_ROUND_PRIOR * run) / (latest.len() as f64 + LATEST_ROUND_PRIOR);
+    let q = run.max(latest);
     let p = share(&reruns, reports::noise::passing)
         .or_else(|| share(&trials, reports::noise::passing))
         .unwrap_or(0.0);
@@ -625,28 +636,44 @@ mod tests {
         // ... none flagged again: the first pass only.
         *lines.last_mut().unwrap() = rerun(clean.clone());
         assert_eq!(rerun_share(&lines), 0.25);
-        // The machine got noisier: the latest round's share counts when it is the larger.
-        let numbered = |mut l: Value, trial: u64| {
-            l["trial"] = json!(trial);
-            l
+        // The machine got noisier: the latest round's share counts when it is the larger,
+        // weighed with LATEST_ROUND_PRIOR trials at the run's share. Round 1: 4 of 40
+        // flagged; round 2: 10 of 20; a clean rerun, so the first pass only.
+        // Two rounds (flagged, of), then a clean rerun.
+        let two_rounds = |first: (usize, usize), second: (usize, usize)| -> Vec<Value> {
+            let mut lines = Vec::new();
+            for (trial, (flagged, of)) in [(1, first), (2, second)] {
+                for k in 0..of {
+                    let mut l = if k < flagged {
+                        stopped.clone()
+                    } else {
+                        clean.clone()
+                    };
+                    l["trial"] = json!(trial);
+                    lines.push(l);
+                }
+            }
+            let mut last = rerun(clean.clone());
+            last["trial"] = json!(3);
+            lines.push(last);
+            lines
         };
-        let mut lines = vec![
-            numbered(stopped.clone(), 1),
-            numbered(clean.clone(), 1),
-            numbered(clean.clone(), 1),
-            numbered(clean.clone(), 1),
-            numbered(stopped.clone(), 2),
-            numbered(clean.clone(), 2),
-        ];
-        lines.push(numbered(rerun(clean.clone()), 3));
-        assert_eq!(
-            rerun_share(&lines),
-            0.5,
-            "round 2's half, not the run's third"
+        let run = 14.0 / 60.0;
+        let latest = (10.0 + LATEST_ROUND_PRIOR * run) / (20.0 + LATEST_ROUND_PRIOR);
+        assert!(latest > run + 0.1);
+        let share = rerun_share(&two_rounds((4, 40), (10, 20)));
+        assert!((share - latest).abs() < 1e-12, "round 2's, not the run's");
+        // A late round of two trials, one flagged, says little: near the run's share.
+        let run = 5.0 / 42.0;
+        let latest = (1.0 + LATEST_ROUND_PRIOR * run) / (2.0 + LATEST_ROUND_PRIOR);
+        let share = rerun_share(&two_rounds((4, 40), (1, 2)));
+        assert!(
+            (share - latest).abs() < 1e-12 && share < 0.2,
+            "not the round's half"
         );
-        lines.push(numbered(clean.clone(), 2));
-        lines.push(numbered(clean, 2));
-        assert_eq!(rerun_share(&lines), 0.25, "round 2's quarter, as the run's");
+        // A quieter latest round leaves the run's share.
+        let lines = two_rounds((10, 40), (0, 20));
+        assert!((rerun_share(&lines) - 10.0 / 60.0).abs() < 1e-12);
     }
 
     #[test]

@@ -356,13 +356,6 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             if round.is_empty() {
                 break;
             }
-            if unfinished.is_some() {
-                let message = format!(
-                    "finishing the interrupted round (trial {trial}): {} to run",
-                    crate::count(round.len(), "cell")
-                );
-                say(&bar, &message);
-            }
             // Time is kept for the reruns the round's own trials will likely need.
             let again = if rerun_noisy {
                 1.0 + adaptive::rerun_share(&so_far)
@@ -389,6 +382,13 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                     );
                     say(&bar, &message);
                 }
+            }
+            if unfinished.is_some() {
+                let message = format!(
+                    "finishing round {trial}, which an earlier session left part way: {}",
+                    crate::count(round.len(), "cell")
+                );
+                say(&bar, &message);
             }
             rounds_ran = true;
             owed += costs

@@ -73,22 +73,35 @@ fn group(out: &mut String, g: &Group, precision: Option<&Value>) -> usize {
         better(&g.efficiency)
     );
     let w = g.lines.keys().map(|m| m.len()).max().unwrap_or(0).max(16);
+    let rows: Vec<_> = g
+        .models()
+        .into_iter()
+        .map(|model| {
+            let headline = cell_text(g.headline.of(model), &g.headline);
+            let efficiency = cell_text(g.efficiency.of(model), &g.efficiency);
+            (model, headline, efficiency)
+        })
+        .collect();
+    // A ratio beside its interval ("0.80x [0.74, 0.91]†") is wider than one with a ±.
+    let rw = rows
+        .iter()
+        .map(|(_, h, e)| h.2.chars().count().max(e.2.chars().count()))
+        .max()
+        .unwrap_or(0)
+        .max(14);
     let _ = writeln!(
         out,
-        "  {:<4} {:<w$} {:>15} {:>14}   {:<4} {:>13} {:>14}  notes",
+        "  {:<4} {:<w$} {:>15} {:>rw$}   {:<4} {:>13} {:>rw$}  notes",
         "tier", "model", "median", "ratio", "tier", "CPU us/req", "ratio"
     );
-    let order = g.models();
     let mut noisy_count = 0;
-    for model in order {
+    for (model, (tier, median, ratio), (etier, emedian, eratio)) in rows {
         let lines = &g.lines[model];
-        let (tier, median, ratio) = cell_text(g.headline.of(model), &g.headline);
-        let (etier, emedian, eratio) = cell_text(g.efficiency.of(model), &g.efficiency);
         let notes = reports::render::notes(lines, precision, Lang::En);
         noisy_count += lines.iter().filter(|l| noise::is_noisy(l)).count();
         let _ = writeln!(
             out,
-            "  {tier:<4} {model:<w$} {median:>15} {ratio:>14}   {etier:<4} {emedian:>13} {eratio:>14}  {}",
+            "  {tier:<4} {model:<w$} {median:>15} {ratio:>rw$}   {etier:<4} {emedian:>13} {eratio:>rw$}  {}",
             notes.join("; ")
         );
     }

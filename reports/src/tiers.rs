@@ -78,7 +78,7 @@ pub const NO_ROUND: u64 = u64::MAX;
 pub const GROUP_WEIGHT: f64 = 2.0;
 
 /// The rule, in words, for every view to print once.
-pub const RULE: &str = "Tiers: models share a tier when the 95% interval of their ratio to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). The ratio is taken round by round where both ran in at least 4 of the same rounds (the geometric mean of the per-round ratios, its interval from their spread weighed with the group's typical one for a pair), else it is the ratio of the medians, its interval from each model's spread weighed with the group's typical spread (three trials say little about their own). The ratio printed is the model's median over the best's, ± half its interval (or beside the interval, where it is off the interval's middle); † marks an interval taken round by round.";
+pub const RULE: &str = "Tiers: models share a tier when the 95% interval of their ratio to the tier's best reaches within 3% of 1, or either has fewer than 3 trials (a tie means the data cannot tell them apart). The ratio is taken round by round where both ran in at least 4 of the same rounds (the geometric mean of the per-round ratios, its interval from their spread weighed with the group's typical one for a pair), else it is the ratio of the medians, its interval from each model's spread weighed with the group's typical spread (three trials say little about their own). The ratio printed is the model's median over the best's, ± half its interval (or beside the interval, where that is wide, lopsided or off the ratio); † marks a comparison taken round by round.";
 
 /// One model in one group: its trials and where it stands.
 #[derive(Clone, Debug)]
@@ -102,7 +102,8 @@ pub struct Entry {
     /// `paired`, about the geometric mean of the per-round ratios).
     pub ratio: f64,
     pub ratio_ci: (f64, f64),
-    /// The ratio's interval was taken round by round (printed with a †).
+    /// The comparison with the best, and so the ratio's interval, was taken round by round
+    /// (printed with a †).
     pub paired: bool,
     /// Its spread moderated toward the group's, for the unpaired comparison; `None` when a
     /// value is not positive (then the two medians are compared by bootstrap).
@@ -115,7 +116,8 @@ impl Entry {
         (self.ratio_ci.1 - self.ratio_ci.0) / 2.0
     }
 
-    /// "†" when the ratio was taken round by round (a sentence puts it after the ratio).
+    /// "†" when the comparison with the best was taken round by round (a sentence puts it
+    /// after the ratio).
     pub fn paired_mark(&self) -> &'static str {
         if self.paired {
             "†"

@@ -463,7 +463,12 @@ pub fn model_sentences(run: &Run, groups: &[Group], model: &str, lang: Lang) -> 
         let Some(e) = g.headline.of(model) else {
             continue;
         };
-        let ratio = if e.tier > 1 || e.ratio != 1.0 {
+        let best = g
+            .headline
+            .entries
+            .first()
+            .is_some_and(|b| std::ptr::eq(b, e));
+        let ratio = if !best {
             lang.say(
                 "model.ratio",
                 &[
