@@ -11,6 +11,7 @@
 //! stop at it, and adaptive rounds get only the time the reruns leave.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -91,19 +92,94 @@ fn round_numbers(planned: &[Cell], lines: &[Value]) -> BTreeSet<u64> {
         .collect()
 }
 
-/// The round an interrupted session left unfinished, to be finished under its own number:
-/// the last adaptive round, when a cell still short of the target has not run it (and no
-/// line of that cell has its number). `None` when there is none; the next round then takes
-/// [`next_trial`]. Finishing it keeps a group's models at the same count of trials in the
-/// same rounds, as an uninterrupted run would have them, where a new number would give the
-/// cells that had run the round one trial more than the rest of their group.
-pub fn unfinished_round(suite: &Suite, planned: &[Cell], lines: &[Value]) -> Option<usize> {
-    let last = *round_numbers(planned, lines).last()? as usize;
-    (!next_round(suite, planned, lines, last).is_empty()).then_some(last)
+/// The adaptive round under way: its number and its cells, which the runner keeps in the
+/// run's `round.json` from before the round's first cell runs until its last one has. An
+/// interruption leaves the file behind, and `--resume` finishes that round (and only that
+/// one) under its number: which cells a round holds is decided when it starts, and cannot
+/// be read back from the results, where a rerun after the round may leave a cell that had
+/// met the target short of it again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenRound {
+    pub trial: usize,
+    /// Cell ids, in run order.
+    pub cells: Vec<String>,
 }
 
-/// The cells of a round numbered `trial` ([`next_trial`], or an [`unfinished_round`]; one
-/// per distinct cell of `planned`, in run order) that are still short of the suite's target
+impl OpenRound {
+    const FILE: &'static str = "round.json";
+
+    /// The round an earlier session left open in `dir`, if any (an unreadable file counts
+    /// as none: the next round then takes a new number).
+    pub fn read(dir: &Path) -> Option<OpenRound> {
+        let text = std::fs::read_to_string(dir.join(Self::FILE)).ok()?;
+        let value: Value = serde_json::from_str(&text).ok()?;
+        let cells = value["cells"]
+            .as_array()?
+            .iter()
+            .map(|c| c.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?;
+        Some(OpenRound {
+            trial: usize::try_from(value["trial"].as_u64()?).ok()?,
+            cells,
+        })
+    }
+
+    /// Records `round` as under way in `dir`.
+    pub fn open(dir: &Path, round: &[Cell]) -> Result<(), String> {
+        let text = json!({
+            "trial": round.first().map_or(0, |c| c.trial),
+            "cells": round.iter().map(Cell::id).collect::<Vec<_>>(),
+        });
+        reports::run::replace_file(&dir.join(Self::FILE), format!("{text}\n").as_bytes())
+    }
+
+    /// The round in `dir` ran to its end (or there is none to finish).
+    pub fn close(dir: &Path) -> Result<(), String> {
+        match std::fs::remove_file(dir.join(Self::FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("{}: {e}", dir.join(Self::FILE).display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The rest of a round an interrupted session left open: its number and its cells (of
+/// `planned`, in run order) that have no line with that number yet. `None` when there is no
+/// open round, when all its cells ran, or when none of them did (then nothing was cut in
+/// two, and the next round takes [`next_trial`] as if this one had never started).
+/// Finishing it keeps a group's models at the same count of trials in the same rounds, as an
+/// uninterrupted run would have them, where a new number would give the cells that had run
+/// the round one trial more than the rest of their group.
+pub fn unfinished_round(
+    open: Option<&OpenRound>,
+    planned: &[Cell],
+    lines: &[Value],
+) -> Option<(usize, Vec<Cell>)> {
+    let open = open?;
+    let trial = open.trial as u64;
+    let numbered: BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l["trial"].as_u64() == Some(trial) && l["rerun_of"].is_null())
+        .filter_map(|l| l["cell"].as_str())
+        .collect();
+    if numbered.is_empty() {
+        return None;
+    }
+    let rest: Vec<Cell> = open
+        .cells
+        .iter()
+        .filter(|id| !numbered.contains(id.as_str()))
+        .filter_map(|id| planned.iter().find(|c| c.trial == 1 && c.id() == *id))
+        .map(|c| Cell {
+            trial: open.trial,
+            ..c.clone()
+        })
+        .collect();
+    (!rest.is_empty()).then_some((open.trial, rest))
+}
+
+/// The cells of a round numbered `trial` ([`next_trial`]; one per distinct cell of `planned`, in run order) that are still short of the suite's target
 /// after `lines` and have no line numbered `trial` yet.
 pub fn next_round(suite: &Suite, planned: &[Cell], lines: &[Value], trial: usize) -> Vec<Cell> {
     let Some(target) = suite.precision else {
@@ -511,8 +587,8 @@ mod tests {
     }
 
     /// An interruption inside an adaptive round: `--resume` finishes that round under its
-    /// number, for the cells short of the target that had not run it, and no rerun takes
-    /// the number first.
+    /// number, for the cells it held that had not run it, and no rerun takes the number
+    /// first. Which cells a round holds comes from `round.json`, not from the results.
     #[test]
     fn a_round_left_part_way_is_finished_under_its_number() {
         let s = suite("precision = \"5%\"\nmax_trials = 6");
@@ -528,14 +604,30 @@ mod tests {
             rerun["rerun_of"] = json!(1);
             lines.push(rerun);
         }
-        assert_eq!(unfinished_round(&s, &planned, &lines), None, "no round yet");
+        assert!(
+            unfinished_round(None, &planned, &lines).is_none(),
+            "no round yet"
+        );
         assert_eq!(next_trial(&lines), 5);
+        // Round 5 starts with both cells; `round.json` says so, in a run's directory.
+        let round = next_round(&s, &planned, &lines, 5);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(OpenRound::read(dir.path()), None);
+        OpenRound::open(dir.path(), &round).unwrap();
+        let open = OpenRound::read(dir.path()).unwrap();
+        assert_eq!(open.trial, 5);
+        assert_eq!(open.cells, ["echo/a/c=50", "echo/b/c=50"]);
+        // Interrupted before any cell ran: nothing to finish, the round starts anew.
+        assert!(unfinished_round(Some(&open), &planned, &lines).is_none());
         // Round 5 ran a, then the session was interrupted.
         lines.push(line("a", 5, 110.0));
-        assert_eq!(unfinished_round(&s, &planned, &lines), Some(5));
-        let round = next_round(&s, &planned, &lines, 5);
-        let ran: Vec<(&str, usize)> = round.iter().map(|c| (c.model.as_str(), c.trial)).collect();
-        assert_eq!(ran, [("b", 5)], "only the cell that had not run it");
+        let (trial, rest) = unfinished_round(Some(&open), &planned, &lines).unwrap();
+        let ran: Vec<(&str, usize)> = rest.iter().map(|c| (c.model.as_str(), c.trial)).collect();
+        assert_eq!(
+            (trial, ran),
+            (5, vec![("b", 5)]),
+            "only the cell that had not run it"
+        );
         // The resumed session reruns b's flagged trial 2 first: as 6, not as the round's 5.
         lines[3]["noise"] = json!({"server_cpus": {"steal": 0.2}, "load_cpus": {}});
         let reruns = noisy_reruns(&planned, &lines);
@@ -547,19 +639,34 @@ mod tests {
         let mut rerun = line("b", 6, 101.0);
         rerun["rerun_of"] = json!(2);
         lines.push(rerun);
-        assert_eq!(unfinished_round(&s, &planned, &lines), Some(5));
+        assert!(unfinished_round(Some(&open), &planned, &lines).is_some());
         // Once b has run it, the round is whole, and the next one takes a new number.
         lines.push(line("b", 5, 90.0));
-        assert_eq!(unfinished_round(&s, &planned, &lines), None);
+        assert!(unfinished_round(Some(&open), &planned, &lines).is_none());
         assert_eq!(next_trial(&lines), 7);
-        // A cell that met the target before the round is not made to run it.
+        OpenRound::close(dir.path()).unwrap();
+        assert_eq!(OpenRound::read(dir.path()), None);
+        OpenRound::close(dir.path()).unwrap(); // closing twice is no error
+                                               // A round that held only a (b had met the target) is not finished by b, even when a
+                                               // rerun after the round left b short again: the results alone would suggest so.
+        let open = OpenRound {
+            trial: 5,
+            cells: vec!["echo/a/c=50".into()],
+        };
         let mut met = lines[..8].to_vec();
-        for (k, rps) in [(1, 100.0), (2, 101.0), (3, 99.0)] {
-            met[2 * (k - 1) + 1] = line("b", k, rps);
-        }
-        met.pop(); // b's rerun of its first trial
         met.push(line("a", 5, 110.0));
-        assert_eq!(unfinished_round(&s, &planned, &met), None, "b met ±5%");
+        assert_eq!(
+            state(by_cell(&met).get("echo/b/c=50"), 0.05, 6),
+            State::Short
+        );
+        assert!(unfinished_round(Some(&open), &planned, &met).is_none());
+        // A damaged file counts as no open round.
+        std::fs::write(
+            dir.path().join("round.json"),
+            "{\"trial\": 5, \"cells\": [1]}",
+        )
+        .unwrap();
+        assert_eq!(OpenRound::read(dir.path()), None);
     }
 
     #[test]

@@ -350,10 +350,18 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             }
             let so_far = read_results(&run.dir).map_err(named)?;
             // A round an interrupted session left part way is finished under its number.
-            let unfinished = adaptive::unfinished_round(&run.suite, &run.cells, &so_far);
-            let trial = unfinished.unwrap_or_else(|| adaptive::next_trial(&so_far));
-            let mut round = adaptive::next_round(&run.suite, &run.cells, &so_far, trial);
+            let open = adaptive::OpenRound::read(&run.dir);
+            let unfinished = adaptive::unfinished_round(open.as_ref(), &run.cells, &so_far);
+            let finishing = unfinished.is_some();
+            let (trial, mut round) = unfinished.unwrap_or_else(|| {
+                let trial = adaptive::next_trial(&so_far);
+                (
+                    trial,
+                    adaptive::next_round(&run.suite, &run.cells, &so_far, trial),
+                )
+            });
             if round.is_empty() {
+                adaptive::OpenRound::close(&run.dir)?;
                 break;
             }
             // Time is kept for the reruns the round's own trials will likely need.
@@ -383,7 +391,7 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
                     say(&bar, &message);
                 }
             }
-            if unfinished.is_some() {
+            if finishing {
                 let message = format!(
                     "finishing round {trial}, which an earlier session left part way: {}",
                     crate::count(round.len(), "cell")
@@ -401,12 +409,17 @@ pub fn execute_with(run: &Run, rerun_noisy: bool) -> Result<Vec<Value>, String> 
             if let Some(bar) = &bar {
                 bar.inc_length(round.len() as u64);
             }
+            adaptive::OpenRound::open(&run.dir, &round)?;
             for cell in &round {
                 if interrupted().is_some() {
                     break;
                 }
                 run_cell(cell, None, total)?;
             }
+            if interrupted().is_some() {
+                break; // the round stays open for `--resume` to finish
+            }
+            adaptive::OpenRound::close(&run.dir)?;
             if out_of_time {
                 break;
             }
