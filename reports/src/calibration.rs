@@ -11,7 +11,8 @@
 //!   fixed rate below capacity) does, and a slowdown of the server's CPU reaches its
 //!   throughput or p99 little, though CPU per request shows it.
 //! - **Stability** (`report stability RUN RUN RUN...`): per group, how many models land in
-//!   the same tier in every run, on the headline and on CPU per request, and the mean.
+//!   the same tier in every run, and how many keep the same tier-mates, on the headline and
+//!   on CPU per request, and the mean.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -204,9 +205,21 @@ fn per_group(groups: &[tiers::Group], same: (&str, &str), slowed: Option<(&str, 
     s
 }
 
-/// Per group present in every run: (group, models in the same tier in all of them, models
-/// present in all of them), on `axis`.
-pub fn stability(runs: &[Run], on: Axis) -> Vec<(String, usize, usize)> {
+/// How one group's tiers held across runs: of the models that ran in every run
+/// (`models`), how many were in the same tier every time (`same_tier`, the issue's
+/// measure), and how many had the same tier-mates every time (`same_mates`: the same set of
+/// other models beside them, whatever the tier's number), which tells a boundary that moved
+/// from a renumbering below one extra split.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub group: String,
+    pub same_tier: usize,
+    pub same_mates: usize,
+    pub models: usize,
+}
+
+/// Per group (scenario and parameters) that every run has, on one axis.
+pub fn stability(runs: &[Run], on: Axis) -> Vec<Held> {
     let mut tiers_of: BTreeMap<String, Vec<BTreeMap<String, usize>>> = BTreeMap::new();
     for run in runs {
         for g in tiers::judge(&run.lines) {
@@ -229,51 +242,79 @@ pub fn stability(runs: &[Run], on: Axis) -> Vec<(String, usize, usize)> {
                 .keys()
                 .filter(|m| maps.iter().all(|t| t.contains_key(*m)))
                 .collect();
-            let stable = everywhere
+            let mates = |t: &BTreeMap<String, usize>, m: &str| -> Vec<&String> {
+                everywhere
+                    .iter()
+                    .copied()
+                    .filter(|o| o.as_str() != m && t[*o] == t[m])
+                    .collect()
+            };
+            let same_tier = everywhere
                 .iter()
                 .filter(|m| maps.iter().all(|t| t[**m] == maps[0][**m]))
                 .count();
-            (group, stable, everywhere.len())
+            let same_mates = everywhere
+                .iter()
+                .filter(|m| maps.iter().all(|t| mates(t, m) == mates(&maps[0], m)))
+                .count();
+            Held {
+                group,
+                same_tier,
+                same_mates,
+                models: everywhere.len(),
+            }
         })
         .collect()
 }
 
-/// Both axes side by side, a line per group, and the mean over groups.
+/// Both axes side by side, a line per group, and the mean over groups: models in the same
+/// tier every time, and (after the slash) with the same tier-mates every time.
 pub fn stability_text(runs: &[Run]) -> String {
     let headline = stability(runs, Axis::Headline);
     let efficiency = stability(runs, Axis::Efficiency);
     let width = headline
         .iter()
-        .map(|(g, ..)| g.len())
+        .map(|h| h.group.len())
         .max()
         .unwrap_or(0)
         .max(5);
     let mut s = format!(
-        "Models in the same tier in all {} runs, per scenario:\n  {:<width$}  {:>10}  {:>15}\n",
+        "Models in the same tier in all {} runs, per scenario (after the slash: with the same tier-mates every time):\n  {:<width$}  {:>13}  {:>15}\n",
         runs.len(),
         "",
         "headline",
         "CPU per request",
     );
-    let mut sums = (0, 0);
-    for (group, stable, total) in &headline {
-        let cpu = efficiency.iter().find(|(g, ..)| g == group);
-        sums = (sums.0 + stable, sums.1 + cpu.map_or(0, |(_, s, _)| *s));
-        let cpu = cpu.map_or_else(String::new, |(_, s, t)| format!("{s} of {t}"));
+    let mut sums = [0; 4];
+    for h in &headline {
+        let cpu = efficiency.iter().find(|c| c.group == h.group);
+        for (sum, add) in sums.iter_mut().zip([
+            h.same_tier,
+            h.same_mates,
+            cpu.map_or(0, |c| c.same_tier),
+            cpu.map_or(0, |c| c.same_mates),
+        ]) {
+            *sum += add;
+        }
+        let cpu = cpu.map_or_else(String::new, |c| {
+            format!("{} / {} of {}", c.same_tier, c.same_mates, c.models)
+        });
         let _ = writeln!(
             s,
-            "  {group:<width$}  {:>10}  {cpu:>15}",
-            format!("{stable} of {total}")
+            "  {:<width$}  {:>13}  {cpu:>15}",
+            h.group,
+            format!("{} / {} of {}", h.same_tier, h.same_mates, h.models)
         );
     }
     if !headline.is_empty() {
         let n = headline.len() as f64;
+        let mean = |a: usize, b: usize| format!("{:.1} / {:.1}", a as f64 / n, b as f64 / n);
         let _ = writeln!(
             s,
-            "  {:<width$}  {:>10.1}  {:>15.1}",
+            "  {:<width$}  {:>13}  {:>15}",
             "mean",
-            sums.0 as f64 / n,
-            sums.1 as f64 / n
+            mean(sums[0], sums[1]),
+            mean(sums[2], sums[3])
         );
     }
     s
@@ -379,14 +420,28 @@ mod tests {
         let runs = || [calibration_run(0.5), calibration_run(0.99)];
         let s = stability(&runs(), Axis::Headline);
         assert_eq!(s.len(), 2);
-        // a and a#2 stay in tier 1; a+slow moves from tier 2 to tier 1.
+        // a and a#2 stay in tier 1; a+slow moves from tier 2 to tier 1, so every model's
+        // tier-mates changed (a+slow joined a and a#2).
         assert!(
             s.iter()
-                .all(|(_, stable, total)| (*stable, *total) == (2, 3)),
+                .all(|h| (h.same_tier, h.same_mates, h.models) == (2, 0, 3)),
             "{s:?}"
         );
         let text = stability_text(&runs());
         let mean: Vec<&str> = text.lines().last().unwrap().split_whitespace().collect();
-        assert_eq!(mean, ["mean", "2.0", "2.0"], "{text}");
+        assert_eq!(
+            mean,
+            ["mean", "2.0", "/", "0.0", "2.0", "/", "0.0"],
+            "{text}"
+        );
+        // The same run twice: every model keeps its tier and its tier-mates.
+        let same = stability(
+            &[calibration_run(0.5), calibration_run(0.5)],
+            Axis::Headline,
+        );
+        assert!(
+            same.iter().all(|h| (h.same_tier, h.same_mates) == (3, 3)),
+            "{same:?}"
+        );
     }
 }

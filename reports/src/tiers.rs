@@ -876,11 +876,30 @@ mod tests {
         assert!((b.ratio - 0.995).abs() < 1e-9, "{b:?}");
         assert!(b.ratio_ci.1 > 1.1, "round by round, b was ahead: {b:?}");
         let text = ratio_pm(b, false);
-        assert!(
-            text.starts_with("0.99x ["),
-            "an interval off its centre: {text}"
-        );
+        assert!(text.starts_with("0.99x ["), "a wide interval: {text}");
         assert!(t.words().contains("tie"), "{}", t.words());
+    }
+
+    /// A ± stands for an interval only where the ratio sits near its middle: a narrow
+    /// interval off the ratio (a ratio of medians beside an interval about the geometric mean
+    /// of per-round ratios) is printed as the interval, a centred one of the same width as a ±.
+    #[test]
+    fn a_narrow_interval_off_the_ratio_is_printed_as_the_interval() {
+        let mut e = tiers(
+            vec![("a".into(), vec![1.0]), ("b".into(), vec![0.95])],
+            true,
+        )
+        .of("b")
+        .unwrap()
+        .clone();
+        e.paired = true;
+        e.ratio = 0.95;
+        e.ratio_ci = (0.97, 1.03);
+        assert_eq!(ratio_pm(&e, false), "0.95x [0.97, 1.03]†");
+        e.ratio_ci = (0.92, 0.98);
+        assert_eq!(ratio_pm(&e, false), "0.95 ± 0.03x†");
+        e.paired = false;
+        assert_eq!(ratio_pm(&e, false), "0.95 ± 0.03x");
     }
 
     #[test]
