@@ -397,7 +397,7 @@ impl Tiers {
                     (a.0.min(e.ratio), a.1.max(e.ratio))
                 });
             // One value when both ends print alike (1.136 and 1.144 are both "1.14").
-            let (lo, hi) = (format!("{lo:.2}"), format!("{hi:.2}"));
+            let (lo, hi) = (ratio_number(lo), ratio_number(hi));
             let paired = if members.iter().any(|e| e.paired) {
                 "†"
             } else {
@@ -583,8 +583,24 @@ pub fn ratio_pm(e: &Entry, best: bool) -> String {
     }
 }
 
+/// A ratio as every view prints it: two decimals, or two significant digits below 0.1, so a
+/// model at a two-hundredth of the best reads "0.0047", not "0.00".
+pub fn ratio_number(x: f64) -> String {
+    format!("{x:.*}", ratio_decimals(x))
+}
+
+/// The decimals [`ratio_number`] gives `x` (an interval's ends and ± take its ratio's).
+fn ratio_decimals(x: f64) -> usize {
+    if !x.is_finite() || x == 0.0 || x.abs() >= 0.1 {
+        2
+    } else {
+        (1.0 - x.abs().log10().floor()).min(6.0) as usize
+    }
+}
+
 fn ratio_text(e: &Entry, best: bool) -> String {
     let (lo, hi) = e.ratio_ci;
+    let d = ratio_decimals(e.ratio);
     // A ± reads as the interval only where the ratio sits near its middle: a ratio of
     // medians with an interval taken round by round may not.
     let centred = (e.ratio - (lo + hi) / 2.0).abs() <= 0.25 * e.ratio_pm();
@@ -593,11 +609,11 @@ fn ratio_text(e: &Entry, best: bool) -> String {
     } else if e.ratio.is_nan() {
         "-".into()
     } else if e.ratio_pm() == 0.0 {
-        format!("{:.2}x", e.ratio)
+        format!("{:.d$}x", e.ratio)
     } else if centred && e.ratio_pm() <= 0.2 * e.ratio {
-        format!("{:.2} ± {:.2}x", e.ratio, e.ratio_pm())
+        format!("{:.d$} ± {:.d$}x", e.ratio, e.ratio_pm())
     } else {
-        format!("{:.2}x [{:.2}, {:.2}]", e.ratio, e.ratio_ci.0, e.ratio_ci.1)
+        format!("{:.d$}x [{lo:.d$}, {hi:.d$}]", e.ratio)
     }
 }
 
@@ -878,6 +894,29 @@ mod tests {
         let text = ratio_pm(b, false);
         assert!(text.starts_with("0.99x ["), "a wide interval: {text}");
         assert!(t.words().contains("tie"), "{}", t.words());
+    }
+
+    /// A model far below the best keeps two significant digits, not "0.00".
+    #[test]
+    fn ratios_far_below_the_best_keep_two_significant_digits() {
+        assert_eq!(ratio_number(0.73), "0.73");
+        assert_eq!(ratio_number(0.0047), "0.0047");
+        assert_eq!(ratio_number(0.05), "0.050");
+        assert_eq!(ratio_number(1953.77), "1953.77");
+        let t = tiers(
+            vec![
+                ("epoll-et".into(), vec![169.0e3, 170.0e3, 171.0e3]),
+                ("select".into(), vec![790.0, 796.0, 800.0]),
+            ],
+            true,
+        );
+        assert_eq!(t.words(), "epoll-et first; select last (0.0047x)");
+        let select = t.of("select").unwrap();
+        assert!(
+            ratio_pm(select, false).starts_with("0.0047 ± 0.000"),
+            "{}",
+            ratio_pm(select, false)
+        );
     }
 
     /// A ± stands for an interval only where the ratio sits near its middle: a narrow

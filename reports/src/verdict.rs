@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::run::{param, str_of, Run};
 use crate::text::Lang;
-use crate::tiers::{compact, Entry, Group, Tiers};
+use crate::tiers::{compact, ratio_number, Entry, Group, Tiers};
 
 /// `servers`' default `--max-conns` (servers/src/registry.rs `DEFAULT_MAX_CONNS`; a test
 /// reads that file to keep the two equal). A cell names another cap as `MODEL+max-conns=N`.
@@ -182,7 +182,7 @@ fn lead_sentence(g: &Group, lang: Lang) -> Vec<String> {
                     &lang.list(&last.iter().map(|e| e.model.as_str()).collect::<Vec<_>>()),
                 ),
                 ("value", &value(worst, g.unit)),
-                ("ratio", &format!("{:.2}", worst.ratio)),
+                ("ratio", &ratio_number(worst.ratio)),
                 ("mark", &worst.paired_mark()),
             ],
         ));
@@ -472,7 +472,7 @@ pub fn model_sentences(run: &Run, groups: &[Group], model: &str, lang: Lang) -> 
             lang.say(
                 "model.ratio",
                 &[
-                    ("ratio", &format!("{:.2}", e.ratio)),
+                    ("ratio", &ratio_number(e.ratio)),
                     ("mark", &e.paired_mark()),
                 ],
             )
