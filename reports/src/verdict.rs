@@ -240,6 +240,17 @@ fn ties_elsewhere(lead: &Group, groups: &[&Group], lang: Lang) -> Vec<String> {
         .collect()
 }
 
+/// Whether `model` is select refusing descriptors past FD_SETSIZE in `g`: then its
+/// throughput there is its ceiling's (said by [`by_design`]), not the scan's.
+fn over_fd_setsize(g: &Group, model: &str) -> bool {
+    base(model) == "select"
+        && g.lines.get(model).is_some_and(|lines| {
+            lines
+                .iter()
+                .any(|l| connections(l) >= FD_SETSIZE && errors(l, &["reset", "connect"]) > 0)
+        })
+}
+
 /// select and poll trailing with idle connections open: every wait scans all of them.
 fn scan_reason(groups: &[&Group], lang: Lang) -> Option<String> {
     let idle_of = |g: &Group| load_of(g).0;
@@ -256,6 +267,7 @@ fn scan_reason(groups: &[&Group], lang: Lang) -> Option<String> {
         .entries
         .iter()
         .filter(|e| SCANNING.contains(&base(&e.model)) && e.tier > 1)
+        .filter(|e| !over_fd_setsize(most, &e.model))
         .collect();
     if behind.is_empty() {
         return None;
