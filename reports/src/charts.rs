@@ -539,6 +539,8 @@ fn compact(v: f64) -> String {
         a if a >= 1e6 => trim(format!("{:.1}", v / 1e6)) + "M",
         a if a >= 1e3 => trim(format!("{:.1}", v / 1e3)) + "k",
         a if a >= 10.0 || a == 0.0 => format!("{v:.0}"),
+        // 0.001, not "0": two decimals would round a small tick to nothing.
+        a if a < 0.01 => trim(format!("{v:.*}", (1.0 - a.log10().floor()) as usize)),
         _ => trim(format!("{v:.2}")),
     }
 }
@@ -574,6 +576,12 @@ mod tests {
             "a linear axis names every tick"
         );
         assert_eq!(axis_label(0.5, true), "0.5");
+        assert_eq!(
+            axis_label(0.001, true),
+            "0.001",
+            "a small tick keeps its digit"
+        );
+        assert_eq!(axis_label(0.002, true), "0.002");
     }
 
     #[test]

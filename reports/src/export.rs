@@ -10,7 +10,9 @@ use crate::run::{str_of, Run};
 use crate::stats::{median, median_ci};
 use crate::tiers;
 
-pub const CSV_COLUMNS: [&str; 16] = [
+/// Every line of the run, one row each: `rerun_of` names the trial a rerun replaced, and
+/// `replaced` is true on a line a rerun replaced (every view leaves those out).
+pub const CSV_COLUMNS: [&str; 18] = [
     "run",
     "cell",
     "trial",
@@ -27,11 +29,15 @@ pub const CSV_COLUMNS: [&str; 16] = [
     "peak_pss_kib",
     "pss_kib_per_conn",
     "reason",
+    "rerun_of",
+    "replaced",
 ];
 
 pub fn csv(run: &Run) -> String {
     let mut s = CSV_COLUMNS.join(",") + "\n";
-    for line in &run.lines {
+    let all: Vec<&Value> = run.lines.iter().collect();
+    let replaced = tiers::superseded(&all);
+    for (line, replaced) in run.lines.iter().zip(replaced) {
         let num = |v: &Value| v.as_f64().map(|x| x.to_string()).unwrap_or_default();
         let quote = |t: String| {
             if t.contains([',', '"', '\n']) {
@@ -61,6 +67,8 @@ pub fn csv(run: &Run) -> String {
             num(&line["server"]["peak_pss_kib"]),
             num(&line["server"]["pss_kib_per_conn"]),
             quote(line["reason"].as_str().unwrap_or("").to_string()),
+            num(&line["rerun_of"]),
+            replaced.to_string(),
         ];
         s.push_str(&fields.join(","));
         s.push('\n');

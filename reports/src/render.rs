@@ -683,6 +683,28 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
     )? {
         out.push(svg);
     }
+    if let Some((lo, hi, mut rows)) = marginal_memory(run, models) {
+        // A pool's idle clients wait in the listen queue and select refuses those past
+        // FD_SETSIZE: their memory does not grow, which a bar of zero length would hide.
+        for row in rows.iter_mut().filter(|r| r.value <= 0.0) {
+            row.note = Some(lang.get("chart.pss_marginal.flat").to_string());
+            row.ci = None;
+        }
+        let log = spans_decades(rows.iter().map(|r| r.value));
+        let axis = ValueAxis {
+            desc: if log {
+                lang.get("chart.pss.x_log")
+            } else {
+                lang.get("chart.pss.x")
+            },
+            log,
+            range: None,
+        };
+        let title = lang.say("chart.pss_marginal.title", &[("lo", &lo), ("hi", &hi)]);
+        let svg = charts::bars(&title, &axis, &rows)?;
+        out.push(format!("<figure class=\"bars\">{svg}</figure>"));
+        return Ok(out);
+    }
     let mut pss_cells = representative(run, "idle");
     if pss_cells.is_empty() {
         pss_cells = echo.clone();
@@ -709,6 +731,50 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
         out.push(svg);
     }
     Ok(out)
+}
+
+/// What one more connection costs each model in memory: its peak PSS with the most idle
+/// connections the run has minus with the fewest, over the connections between, per trial
+/// (paired by trial number), the median and its 95% interval. Peak PSS over the connections
+/// of one cell would spread a model's fixed memory (a buffer ring, a pool's workers) over a
+/// few hundred connections and rank that instead. `None` without idle cells at two counts.
+fn marginal_memory(run: &Run, models: &[String]) -> Option<(u64, u64, Vec<Row>)> {
+    let idle: Vec<&Value> = run
+        .ok()
+        .filter(|l| str_of(l, "scenario") == "idle")
+        .collect();
+    let counts: Vec<u64> = idle.iter().filter_map(|l| param(l, "idle")).collect();
+    let (lo, hi) = (*counts.iter().min()?, *counts.iter().max()?);
+    if lo == hi {
+        return None;
+    }
+    let ids = Identities::new(models);
+    let mut rows = Vec::new();
+    for model in models {
+        let at = |count: u64| -> BTreeMap<u64, f64> {
+            idle.iter()
+                .filter(|l| str_of(l, "model") == *model && param(l, "idle") == Some(count))
+                .filter_map(|l| Some((l["trial"].as_u64()?, l["server"]["peak_pss_kib"].as_f64()?)))
+                .collect()
+        };
+        let (few, many) = (at(lo), at(hi));
+        let slopes: Vec<f64> = many
+            .iter()
+            .filter_map(|(trial, m)| Some((m - few.get(trial)?) / (hi - lo) as f64))
+            .collect();
+        if slopes.is_empty() {
+            continue;
+        }
+        rows.push(Row {
+            name: model.clone(),
+            identity: ids.of(model),
+            value: median(&slopes),
+            ci: (slopes.len() > 1).then(|| median_ci(&slopes)),
+            note: None,
+        });
+    }
+    rows.sort_by(|a, b| b.value.total_cmp(&a.value));
+    (!rows.is_empty()).then_some((lo, hi, rows))
 }
 
 /// The HdrHistogram-style percentile spectrum: latency at 50% .. 99.99%, trials merged.
@@ -1264,6 +1330,99 @@ const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1340px;margin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chart's point is its table's median: the trials a rerun replaced are left out of
+    /// both (in s22-1 they were drawn, and tokio's echo point sat at 133.5k beside a table's
+    /// 171.1k).
+    #[test]
+    fn charts_leave_out_the_trials_a_rerun_replaced_as_the_tables_do() {
+        let line = |trial: u64, rps: f64, rerun_of: Option<u64>| {
+            serde_json::json!({"scenario": "echo", "cell": "echo/tokio/c=100", "model": "tokio",
+                "trial": trial, "status": "ok", "rerun_of": rerun_of,
+                "params": {"connections": 100}, "load": {"throughput_rps": rps}})
+        };
+        let run = Run {
+            dir: std::path::PathBuf::new(),
+            env: Value::Null,
+            lines: vec![
+                line(1, 170.0, None),
+                line(2, 60.0, None), // the CPUs apart: replaced by trial 4
+                line(3, 172.0, None),
+                line(4, 171.0, Some(2)),
+            ],
+            damaged: Vec::new(),
+        };
+        assert_eq!(run.ok().count(), 3);
+        let series = series_by_model(
+            &run,
+            &["tokio".to_string()],
+            "echo",
+            |_| true,
+            |l| l["params"]["connections"].as_f64(),
+            Metric::Throughput,
+        );
+        let group = &tiers::judge(&run.lines)[0];
+        let table = group.headline.of("tokio").unwrap().median;
+        assert_eq!(series[0].points, [(100.0, 171.0)]);
+        assert_eq!(table, 171.0);
+    }
+
+    /// Memory per connection is what one more idle connection costs: a model's fixed
+    /// memory (here uring-multishot's 4 MiB ring) does not count, and a pool whose idle
+    /// clients wait in the listen queue grows by nothing.
+    #[test]
+    fn memory_per_connection_is_the_growth_from_the_fewest_idle_connections_to_the_most() {
+        let line = |model: &str, idle: u64, trial: u64, pss: f64| {
+            serde_json::json!({"scenario": "idle", "model": model, "trial": trial,
+                "cell": format!("idle/{model}/idle={idle}"), "status": "ok",
+                "params": {"active": 10, "idle": idle}, "server": {"peak_pss_kib": pss}})
+        };
+        let mut lines = Vec::new();
+        for trial in 1..=3 {
+            let t = trial as f64;
+            lines.push(line("epoll-et", 200, trial, 1000.0 + t));
+            lines.push(line("epoll-et", 2000, trial, 1000.0 + t + 1800.0 * 0.2));
+            lines.push(line("uring-multishot", 200, trial, 5000.0));
+            lines.push(line("uring-multishot", 2000, trial, 5000.0 + 1800.0 * 0.3));
+            lines.push(line("prefork", 200, trial, 9000.0));
+            lines.push(line("prefork", 2000, trial, 9000.0));
+        }
+        let run = Run {
+            dir: std::path::PathBuf::new(),
+            env: Value::Null,
+            lines,
+            damaged: Vec::new(),
+        };
+        let models: Vec<String> = ["epoll-et", "uring-multishot", "prefork"]
+            .map(String::from)
+            .to_vec();
+        let (lo, hi, rows) = marginal_memory(&run, &models).unwrap();
+        assert_eq!((lo, hi), (200, 2000));
+        let of: Vec<(&str, f64)> = rows
+            .iter()
+            .map(|r| (r.name.as_str(), (r.value * 1000.0).round() / 1000.0))
+            .collect();
+        assert_eq!(
+            of,
+            [
+                ("uring-multishot", 0.3),
+                ("epoll-et", 0.2),
+                ("prefork", 0.0)
+            ]
+        );
+        let html = all_charts(&run, &models, Lang::En).unwrap().join("");
+        assert!(html.contains("Memory per connection: PSS from 200 to 2000 idle"));
+        assert!(html.contains("none measured"), "prefork's bar says so");
+        // One idle count: no growth to measure, so no such chart.
+        let one: Vec<Value> = run
+            .lines
+            .iter()
+            .filter(|l| l["params"]["idle"] == 200)
+            .cloned()
+            .collect();
+        let run = Run { lines: one, ..run };
+        assert!(marginal_memory(&run, &models).is_none());
+    }
 
     #[test]
     fn a_precision_short_of_its_target_never_rounds_onto_it() {

@@ -203,8 +203,12 @@ impl Run {
             .collect()
     }
 
+    /// Lines that ran ok, but those a rerun replaced ([`crate::tiers::kept`]): what every
+    /// table and chart counts, so a chart's point is its table's median.
     pub fn ok(&self) -> impl Iterator<Item = &Value> {
-        self.lines.iter().filter(|l| l["status"] == "ok")
+        crate::tiers::kept(&self.lines)
+            .into_iter()
+            .filter(|l| l["status"] == "ok")
     }
 
     /// Lines that did not run ok (failed, unsupported).

@@ -475,15 +475,17 @@ pub fn params_of(line: &Value) -> String {
 /// Lines that a rerun replaced (`--rerun-noisy`): the same cell with a line whose
 /// `rerun_of` names their trial.
 pub fn superseded(lines: &[&Value]) -> Vec<bool> {
-    let reruns: Vec<(String, u64)> = lines
+    let reruns: std::collections::HashSet<(&str, u64)> = lines
         .iter()
-        .filter_map(|l| Some((l["cell"].as_str()?.to_string(), l["rerun_of"].as_u64()?)))
+        .filter_map(|l| Some((l["cell"].as_str()?, l["rerun_of"].as_u64()?)))
         .collect();
     lines
         .iter()
         .map(|l| {
-            let (cell, trial) = (l["cell"].as_str().unwrap_or(""), l["trial"].as_u64());
-            reruns.iter().any(|(c, t)| c == cell && Some(*t) == trial)
+            let cell = l["cell"].as_str().unwrap_or("");
+            l["trial"]
+                .as_u64()
+                .is_some_and(|t| reruns.contains(&(cell, t)))
         })
         .collect()
 }

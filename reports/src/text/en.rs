@@ -85,6 +85,8 @@ pub const TEXT: &[(&str, &str)] = &[
     ("chart.cpu.title", "Server CPU per request (echo {params})"),
     ("chart.cpu.x", "µs of server CPU per request (median, 95% CI)"),
     ("chart.pss.title", "Server memory per connection (peak PSS / connections)"),
+    ("chart.pss_marginal.title", "Memory per connection: PSS from {lo} to {hi} idle"),
+    ("chart.pss_marginal.flat", "none measured"),
     ("chart.pss.x_log", "KiB per connection (median, 95% CI; log scale)"),
     ("chart.pss.x", "KiB per connection (median, 95% CI)"),
     ("chart.spectrum.title", "Latency spectrum, {cell}"),

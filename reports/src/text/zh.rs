@@ -80,6 +80,8 @@ pub const TEXT: &[(&str, &str)] = &[
     ("chart.cpu.title", "每请求服务器 CPU（echo {params}）"),
     ("chart.cpu.x", "每请求服务器 CPU，µs（中位数，95% 置信区间）"),
     ("chart.pss.title", "每连接服务器内存（峰值 PSS / 连接数）"),
+    ("chart.pss_marginal.title", "每连接内存：{lo} 至 {hi} 个空闲连接的 PSS 增量"),
+    ("chart.pss_marginal.flat", "未测得增长"),
     ("chart.pss.x_log", "每连接 KiB（中位数，95% 置信区间；对数刻度）"),
     ("chart.pss.x", "每连接 KiB（中位数，95% 置信区间）"),
     ("chart.spectrum.title", "延迟分布，{cell}"),
