@@ -878,6 +878,10 @@ fn median_trial<'a>(lines: &[&'a Value]) -> Option<&'a Value> {
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
 }
 
+/// The fewest intervals a trial needs for "Over time" to be drawn: with fewer, a sentence
+/// says so and which suites draw it.
+pub const OVER_TIME_POINTS: usize = 3;
+
 /// Throughput and p99 over time in one cell, one trial per model (its median), as small
 /// multiples: a panel per family, every panel of a quantity on the same scale.
 fn over_time_html(
@@ -935,6 +939,25 @@ fn over_time_html(
         .first()
         .and_then(|(_, l)| series::intervals(l))
         .map_or(0.0, |(w, _)| w);
+    // Two intervals (the quick suite's quarter-second cells) show neither a stall
+    // nor a warm-up, and "no model fell below half its median" would say nothing.
+    let most = chosen
+        .iter()
+        .map(|(_, l)| points(l, false).len())
+        .max()
+        .unwrap_or(0);
+    if most < OVER_TIME_POINTS {
+        html.push_str(&lang.say(
+            "over.short",
+            &[
+                ("cell", &escape(&name)),
+                ("n", &most),
+                ("ms", &ms),
+                ("min", &OVER_TIME_POINTS),
+            ],
+        ));
+        return Ok(());
+    }
     html.push_str(&lang.say("over.intro", &[("cell", &escape(&name)), ("ms", &ms)]));
     let ids = Identities::new(models);
     for p99 in [false, true] {

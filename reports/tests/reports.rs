@@ -625,6 +625,27 @@ fn over_time_and_fairness_charts_come_from_schema_2_lines_only() {
     for model in ["threads", "epoll-et", "prethreaded"] {
         assert!(fairness.contains(&format!("\n{model}\n")), "{model}");
     }
+    // Trials of two intervals (the quick suite's quarter second) show no stall or warm-up:
+    // the section says so instead of drawing two points a line.
+    let short: String = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(iv) = v["load"]["series"]["intervals"].as_array_mut() {
+                iv.truncate(2);
+            }
+            format!("{v}\n")
+        })
+        .collect();
+    std::fs::write(dir.join("results.jsonl"), short).unwrap();
+    assert!(report(&["render", dir.to_str().unwrap()]).status.success());
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let over_time = section(&html, "over-time");
+    assert!(
+        over_time.contains("Not drawn: this run's trials measured 2 intervals of 100 ms"),
+        "{over_time}"
+    );
+    assert!(!over_time.contains("<figure"), "{over_time}");
     // A run of schema 1 has neither section, and renders as before.
     let old = scratch_render("base");
     assert!(!old.contains("id=\"over-time\"") && !old.contains("id=\"fairness\""));

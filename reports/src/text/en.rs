@@ -93,6 +93,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("chart.spectrum.x", "percentile (log scale of 1 in N requests slower)"),
     ("chart.spectrum.y", "latency, µs (log scale)"),
     ("over.intro", "<h2 id=\"over-time\">Over time: echo <code>{cell}</code></h2><p>Requests per second and corrected p99 latency per {ms} ms interval of the measured window, one trial per model (the one with the median throughput), a panel per family of models; the panels of a chart share their scales. A dip shows a stall (a pause of the server, a reaping, a loop that stopped), a slope a warm-up.</p>"),
+    ("over.short", "<h2 id=\"over-time\">Over time: echo <code>{cell}</code></h2><p class=\"left-out\">Not drawn: this run's trials measured {n} intervals of {ms} ms, too few to show a stall or a warm-up (it takes {min}). Suites whose cells measure a second or more (<code>full</code>, <code>tail</code>, <code>c10k</code>) draw it.</p>"),
     ("over.rps.title", "Throughput over time"),
     ("over.p99.title", "p99 latency over time"),
     ("over.x", "seconds into the measured window"),

@@ -88,6 +88,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("chart.spectrum.x", "百分位（对数刻度：N 个请求中有 1 个更慢）"),
     ("chart.spectrum.y", "延迟，µs（对数刻度）"),
     ("over.intro", "<h2 id=\"over-time\">随时间变化：echo <code>{cell}</code></h2><p>测量窗口内每 {ms} ms 区间的每秒请求数和校正后的 p99 延迟，每个模型取一次试验（吞吐量为中位数的那次），每类模型一个面板；同一图表的各面板刻度相同。下凹表示停顿（服务器暂停、回收子进程、循环停止），斜坡表示预热。</p>"),
+    ("over.short", "<h2 id=\"over-time\">随时间变化：echo <code>{cell}</code></h2><p class=\"left-out\">未绘制：本次运行的试验只测得 {n} 个 {ms} ms 区间，不足以显示停顿或预热（至少需要 {min} 个）。单元测量一秒以上的套件（<code>full</code>、<code>tail</code>、<code>c10k</code>）会绘制它。</p>"),
     ("over.rps.title", "吞吐量随时间变化"),
     ("over.p99.title", "p99 延迟随时间变化"),
     ("over.x", "测量窗口内的秒数"),
