@@ -89,9 +89,22 @@ fn group(out: &mut String, g: &Group, precision: Option<&Value>) -> usize {
         .max()
         .unwrap_or(0)
         .max(14);
+    // So is a median beside its interval ("256 [92.0, 2260]").
+    let mw = rows
+        .iter()
+        .map(|(_, h, _)| h.1.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(15);
+    let ew = rows
+        .iter()
+        .map(|(_, _, e)| e.1.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(13);
     let _ = writeln!(
         out,
-        "  {:<4} {:<w$} {:>15} {:>rw$}   {:<4} {:>13} {:>rw$}  notes",
+        "  {:<4} {:<w$} {:>mw$} {:>rw$}   {:<4} {:>ew$} {:>rw$}  notes",
         "tier", "model", "median", "ratio", "tier", "CPU us/req", "ratio"
     );
     let mut noisy_count = 0;
@@ -101,7 +114,7 @@ fn group(out: &mut String, g: &Group, precision: Option<&Value>) -> usize {
         noisy_count += lines.iter().filter(|l| noise::is_noisy(l)).count();
         let _ = writeln!(
             out,
-            "  {tier:<4} {model:<w$} {median:>15} {ratio:>rw$}   {etier:<4} {emedian:>13} {eratio:>rw$}  {}",
+            "  {tier:<4} {model:<w$} {median:>mw$} {ratio:>rw$}   {etier:<4} {emedian:>ew$} {eratio:>rw$}  {}",
             notes.join("; ")
         );
     }

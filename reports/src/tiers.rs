@@ -563,9 +563,21 @@ pub fn judge<'a>(lines: impl IntoIterator<Item = &'a Value>) -> Vec<Group<'a>> {
         .collect()
 }
 
-/// "161.2k ± 4%": a median and its interval's half width in percent.
+/// The widest interval of a median still printed as "± x%": past it, the interval itself.
+pub const MEDIAN_PM_MOST: f64 = 0.5;
+
+/// "161.2k ± 4%": a median and its interval's half width in percent; past
+/// [`MEDIAN_PM_MOST`], "256 [92.0, 2260]": the median and its interval.
 pub fn median_pm(e: &Entry) -> String {
-    if e.precision.is_finite() {
+    if e.precision > MEDIAN_PM_MOST && e.precision.is_finite() {
+        // "92.0 ± 257%" would read as reaching below zero: the interval itself.
+        format!(
+            "{} [{}, {}]",
+            compact(e.median),
+            compact(e.ci.0),
+            compact(e.ci.1)
+        )
+    } else if e.precision.is_finite() {
         format!("{} ± {:.0}%", compact(e.median), e.precision * 100.0)
     } else {
         format!("{} (1 trial)", compact(e.median))
@@ -896,6 +908,21 @@ mod tests {
         let text = ratio_pm(b, false);
         assert!(text.starts_with("0.99x ["), "a wide interval: {text}");
         assert!(t.words().contains("tie"), "{}", t.words());
+    }
+
+    /// A median whose interval reaches further than ±50% is printed beside its interval:
+    /// "256 ± 782%" would read as reaching below zero.
+    #[test]
+    fn a_median_known_only_loosely_is_printed_beside_its_interval() {
+        let t = tiers(
+            vec![
+                ("a".into(), vec![100.0, 102.0, 98.0]),
+                ("b".into(), vec![92.0, 256.0, 2260.0]),
+            ],
+            false,
+        );
+        assert_eq!(median_pm(t.of("a").unwrap()), "100 ± 2%");
+        assert_eq!(median_pm(t.of("b").unwrap()), "256 [92.0, 2260]");
     }
 
     /// A model far below the best keeps two significant digits, not "0.00".
