@@ -406,7 +406,8 @@ pub const LATEST_ROUND_PRIOR: f64 = 20.0;
 /// What an adaptive round's trials will likely cost again in reruns, as a share of their own
 /// time (so a round of length t must leave t x this for them). The run's
 /// reruns of its planned trials have run by then (reruns come first), so the run says how
-/// often a trial is flagged (a share `q` of its trials, reruns aside) and how often a rerun is
+/// often a trial is flagged for a reason a rerun may escape (a share `q` of its trials, reruns
+/// aside, [`reports::noise::worth_rerun`]) and how often a rerun is
 /// flagged again (a share `p` of its reruns ran with the CPUs apart or stopped; before any
 /// rerun, the share of its trials that did): a round's trial costs q (1 + p + p² + p³) more
 /// over the [`RERUN_PASSES`] passes. Reruns of one moment of the machine are flagged again
@@ -430,10 +431,10 @@ pub fn rerun_share(lines: &[Value]) -> f64 {
         .copied()
         .filter(|l| latest_number.is_some() && l["trial"].as_u64() == latest_number)
         .collect();
-    let run = share(&trials, reports::noise::is_noisy).unwrap_or(0.0);
+    let run = share(&trials, reports::noise::worth_rerun).unwrap_or(0.0);
     let flagged = latest
         .iter()
-        .filter(|l| reports::noise::is_noisy(l))
+        .filter(|l| reports::noise::worth_rerun(l))
         .count() as f64;
     let latest = (flagged + LATEST_ROUND_PRIOR * run) / (latest.len() as f64 + LATEST_ROUND_PRIOR);
     let q = run.max(latest);
@@ -445,7 +446,9 @@ pub fn rerun_share(lines: &[Value]) -> f64 {
 }
 
 /// One more trial for each flagged trial of `lines` that no rerun replaced yet: (cell, trial
-/// it replaces). A planned trial is rerun when flagged for any reason; a rerun only when it
+/// it replaces). A planned trial is rerun when flagged for a state of the machine that
+/// passes ([`reports::noise::worth_rerun`]: steal, other processes, the CPUs apart or
+/// stopped; loadgen saturated or late come back in every rerun); a rerun only when it
 /// too ran with the CPUs apart or stopped (those pass; other reasons mostly repeat), and a
 /// trial at most [`RERUN_PASSES`] times over the run (its reruns before the adaptive rounds
 /// and after them).
@@ -508,7 +511,7 @@ pub fn noisy_reruns(planned: &[Cell], lines: &[Value]) -> Vec<(Cell, u64)> {
             };
             let replaced = lines.iter().any(|l| l["rerun_of"].as_u64() == Some(k));
             let again = if line["rerun_of"].is_null() {
-                reports::noise::is_noisy(line)
+                reports::noise::worth_rerun(line)
             } else {
                 reports::noise::passing(line)
             };
@@ -839,7 +842,13 @@ mod tests {
         let planned = s.cells(&["a".into(), "b".into()], None, None).unwrap();
         let mut noisy = line("a", 2, 50.0);
         noisy["noise"] = json!({"server_cpus": {"steal": 0.2}, "load_cpus": {}});
-        let mut lines = vec![line("a", 1, 100.0), noisy, line("b", 1, 90.0)];
+        // b's trial read loadgen saturated while its server idled: the model's at that
+        // load, which a rerun repeats, so flagged and not rerun.
+        let mut saturated = line("b", 1, 90.0);
+        saturated["noise"] =
+            json!({"server_cpus": {"busy": 0.35}, "load_cpus": {}, "loadgen_cpu": 0.98});
+        assert!(reports::noise::is_noisy(&saturated) && !reports::noise::worth_rerun(&saturated));
+        let mut lines = vec![line("a", 1, 100.0), noisy, saturated];
         let reruns = noisy_reruns(&planned, &lines);
         assert_eq!(reruns.len(), 1);
         assert_eq!(

@@ -222,8 +222,9 @@ struct AdaptiveArgs {
     /// time from the run's start (e.g. 5m).
     #[arg(long)]
     max_time: Option<String>,
-    /// Run each cell flagged noisy (steal, other processes, loadgen saturated, the CPUs
-    /// apart) again, before any adaptive round; the new trial replaces the noisy one in every
+    /// Run each cell flagged noisy for a state of the machine that passes (steal, other
+    /// processes, the CPUs apart or stopped; not loadgen saturated or late, which a rerun
+    /// repeats) again, before any adaptive round; the new trial replaces the noisy one in every
     /// view (a rerun that again ran with the CPUs apart or stopped runs again, a trial up to 4
     /// times). A suite may ask for it (`rerun_noisy = true`); with `max_time`, reruns stop at
     /// it.

@@ -23,7 +23,7 @@ pub fn render(lines: &[Value], precision: Option<&Value>) -> String {
     if noisy_total > 0 {
         let _ = writeln!(
             out,
-            "{noisy_total} trial(s) flagged noisy (marked ⚠): the server's CPU may not have set their figures; `bench run --rerun-noisy` runs such cells again."
+            "{noisy_total} trial(s) flagged noisy (marked ⚠): the server's CPU may not have set their figures; `bench run --rerun-noisy` runs again those flagged for steal, other processes or the CPUs apart or stopped (loadgen saturated or late comes back in a rerun)."
         );
     }
     if let Some((best, apart, probed, rerun)) = noise::apart_counts(lines) {

@@ -163,6 +163,20 @@ pub fn passing(line: &Value) -> bool {
     cpus_apart(line) || stalled(line).is_some()
 }
 
+/// Whether a rerun may measure the cell without what flagged it: steal, other processes on
+/// its CPUs, the CPUs apart or stopped are states of the machine that pass. Loadgen
+/// saturated while the server's CPUs idled, or an open loop's sends late, belong to the model
+/// at that load on this machine and come back in every rerun (`iterative`, serving one client
+/// at a time, reads "loadgen saturated" in every trial), so they are flagged, not rerun.
+pub fn worth_rerun(line: &Value) -> bool {
+    let noise = &line["noise"];
+    let shared = ["server_cpus", "load_cpus"].iter().any(|side| {
+        noise[side]["steal"].as_f64().unwrap_or(0.0) > STEAL
+            || noise[side]["foreign"].as_f64().unwrap_or(0.0) > FOREIGN
+    });
+    shared || passing(line)
+}
+
 /// Sets every line's `noise.cpu_link_ns.best` to the whole run's near figure: the 10th
 /// percentile of all its cells' probes (one lucky probe cannot move it; a run mostly apart
 /// judges against its own placement). A line records the lowest probe seen up to its cell,
