@@ -319,6 +319,21 @@ fn switch_reason(g: &Group, lang: Lang) -> Option<String> {
         .filter(|x| BLOCKING.contains(&base(&x.model)) && x.tier > 1)
         .filter(|x| g.headline.of(&x.model).is_some_and(|h| h.tier > 1))
         .collect();
+    // The reason explains why they cost the most: only those in a tier below every model
+    // that serves many sockets from one thread are named. Where such a model costs as much
+    // (poll, select or spin in an open loop below capacity: a scan, or a spin, per request),
+    // naming the blocking models would teach the wrong lesson.
+    let worst_single = e
+        .entries
+        .iter()
+        .filter(|x| !one_at_a_time(&x.model))
+        .map(|x| x.tier)
+        .max()
+        .unwrap_or(1);
+    let behind: Vec<&Entry> = behind
+        .into_iter()
+        .filter(|x| x.tier > worst_single)
+        .collect();
     if behind.is_empty() {
         return None;
     }
@@ -585,5 +600,53 @@ mod tests {
         assert_eq!(cap_of("threads+max-conns=500"), 500);
         assert_eq!(cap_of("threads#2"), DEFAULT_MAX_CONNS);
         assert_eq!(base("fork+max-conns=5"), "fork");
+    }
+
+    /// The context-switch reason names the blocking models only where they cost more CPU
+    /// per request than every model serving many sockets from one thread: with spin
+    /// spinning below capacity and costing the most, naming them would teach the wrong
+    /// lesson.
+    #[test]
+    fn the_context_switch_reason_names_only_models_below_every_event_loop() {
+        let lines = |models: &[(&str, f64, f64)]| -> Vec<Value> {
+            let mut out = Vec::new();
+            for (model, rps, cpu) in models {
+                for (trial, f) in [(1u64, 1.0), (2, 1.01), (3, 0.99)] {
+                    out.push(serde_json::json!({"scenario": "echo", "model": model,
+                        "cell": format!("echo/{model}/c=100"), "trial": trial, "status": "ok",
+                        "params": {"connections": 100},
+                        "load": {"throughput_rps": rps * f},
+                        "server": {"cpu_us_per_request": cpu * f}}));
+                }
+            }
+            out
+        };
+        let mut models = vec![
+            ("epoll-et", 170e3, 5.5),
+            ("poll", 168e3, 5.6),
+            ("threads", 120e3, 8.0),
+            ("fork", 90e3, 11.0),
+        ];
+        let run = lines(&models);
+        let groups = crate::tiers::judge(&run);
+        let said = switch_reason(&groups[0], Lang::En).expect("a reason");
+        assert!(
+            said.starts_with("Server CPU per request is higher for threads and fork because"),
+            "{said}"
+        );
+        // spin costs the most: no reason for fork's or threads' cost.
+        models.push(("spin", 150e3, 13.0));
+        let run = lines(&models);
+        let groups = crate::tiers::judge(&run);
+        assert_eq!(switch_reason(&groups[0], Lang::En), None);
+        // spin between them: fork, below it, is named; threads, above it, is not.
+        *models.last_mut().unwrap() = ("spin", 150e3, 9.5);
+        let run = lines(&models);
+        let groups = crate::tiers::judge(&run);
+        let said = switch_reason(&groups[0], Lang::En).expect("a reason");
+        assert!(
+            said.starts_with("Server CPU per request is higher for fork because"),
+            "{said}"
+        );
     }
 }
