@@ -82,26 +82,19 @@ fn group(out: &mut String, g: &Group, precision: Option<&Value>) -> usize {
             (model, headline, efficiency)
         })
         .collect();
-    // A ratio beside its interval ("0.80x [0.74, 0.91]†") is wider than one with a ±.
-    let rw = rows
-        .iter()
-        .map(|(_, h, e)| h.2.chars().count().max(e.2.chars().count()))
-        .max()
-        .unwrap_or(0)
-        .max(14);
-    // So is a median beside its interval ("256 [92.0, 2260]").
-    let mw = rows
-        .iter()
-        .map(|(_, h, _)| h.1.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(15);
-    let ew = rows
-        .iter()
-        .map(|(_, _, e)| e.1.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(13);
+    // A column as wide as its widest text, at least `least`: a ratio beside its interval
+    // ("0.80x [0.74, 0.91]†") is wider than one with a ±, and so is a median beside its
+    // interval ("256 [92.0, 2260]").
+    type Row<'a> = (&'a str, (String, String, String), (String, String, String));
+    let width = |text: &dyn Fn(&Row) -> usize, least: usize| {
+        rows.iter().map(text).max().unwrap_or(0).max(least)
+    };
+    let rw = width(
+        &|(_, h, e)| h.2.chars().count().max(e.2.chars().count()),
+        14,
+    );
+    let mw = width(&|(_, h, _)| h.1.chars().count(), 15);
+    let ew = width(&|(_, _, e)| e.1.chars().count(), 13);
     let _ = writeln!(
         out,
         "  {:<4} {:<w$} {:>mw$} {:>rw$}   {:<4} {:>ew$} {:>rw$}  notes",

@@ -690,16 +690,7 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
             row.note = Some(lang.get("chart.pss_marginal.flat").to_string());
             row.ci = None;
         }
-        let log = spans_decades(rows.iter().map(|r| r.value));
-        let axis = ValueAxis {
-            desc: if log {
-                lang.get("chart.pss.x_log")
-            } else {
-                lang.get("chart.pss.x")
-            },
-            log,
-            range: None,
-        };
+        let axis = pss_axis(lang, rows.iter().map(|r| r.value));
         let title = lang.say("chart.pss_marginal.title", &[("lo", &lo), ("hi", &hi)]);
         let svg = charts::bars(&title, &axis, &rows)?;
         out.push(format!("<figure class=\"bars\">{svg}</figure>"));
@@ -710,27 +701,32 @@ fn all_charts(run: &Run, models: &[String], lang: Lang) -> Result<Vec<String>, S
         pss_cells = echo.clone();
     }
     let pss = |l: &Value| l["server"]["pss_kib_per_conn"].as_f64();
-    // A process per connection costs a hundred times an event loop's bytes: on a linear axis
-    // every event loop would be a sliver.
-    let log = spans_decades(pss_cells.iter().filter_map(|l| pss(l)));
     if let Some(svg) = bar_chart(
         models,
         lang.get("chart.pss.title"),
-        &ValueAxis {
-            desc: if log {
-                lang.get("chart.pss.x_log")
-            } else {
-                lang.get("chart.pss.x")
-            },
-            log,
-            range: None,
-        },
+        &pss_axis(lang, pss_cells.iter().filter_map(|l| pss(l))),
         &pss_cells,
         pss,
     )? {
         out.push(svg);
     }
     Ok(out)
+}
+
+/// The axis of a memory-per-connection chart: a process per connection costs a hundred
+/// times an event loop's bytes, so on a linear axis every event loop would be a sliver; log
+/// when the values span more than a decade.
+fn pss_axis(lang: Lang, values: impl Iterator<Item = f64>) -> ValueAxis<'static> {
+    let log = spans_decades(values);
+    ValueAxis {
+        desc: if log {
+            lang.get("chart.pss.x_log")
+        } else {
+            lang.get("chart.pss.x")
+        },
+        log,
+        range: None,
+    }
 }
 
 /// What one more connection costs each model in memory: its peak PSS with the most idle
