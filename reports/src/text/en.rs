@@ -129,7 +129,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("verdict.all_tie", "All {n} models tie ({models}: {range}, medians): {why}."),
     ("verdict.wins_higher", "{model} wins with {value} (median of {trials} trials), {factor}x the next tier's best, {next} at {next_value}."),
     ("verdict.wins_lower", "{model} wins with a p99 of {value} (median of {trials} trials); the next tier's best, {next}, takes {factor}x as long ({next_value})."),
-    ("verdict.tie_first_higher", "{models} tie for first ({range}, medians): the data cannot tell them apart. The next tier starts at {next} with {next_value}, {factor}x below {model}."),
+    ("verdict.tie_first_higher", "{models} tie for first ({range}, medians): the data cannot tell them apart. The next tier starts at {next} with {next_value}; {model}'s is {factor}x that."),
     ("verdict.tie_first_lower", "{models} tie for first (p99 {range}, medians): the data cannot tell them apart. The next tier starts at {next} with {next_value}, {factor}x {model}'s p99."),
     ("verdict.last", "Last tier: {models}, at {ratio}x{mark} the best median ({value})."),
     ("verdict.across", "Across the {n} {scenario} cells, {model} is in the first tier in {k}."),
