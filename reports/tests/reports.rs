@@ -798,7 +798,7 @@ fn the_verdict_says_who_wins_what_ties_and_why_in_words() {
         "the cap, with the trial's count: {echo}"
     );
     assert!(
-        echo.contains("fork left 2634 of 10100 connections never served (echo c=10100,size=128) while it forked its way up to 7421 processes"),
+        echo.contains("fork left 2634 of 10100 connections never served in its worst trial (echo c=10100,size=128) while it forked its way up to 7421 processes"),
         "{echo}"
     );
     assert!(

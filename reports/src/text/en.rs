@@ -138,7 +138,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("why.scan_behind", "With {idle} idle connections open, the throughput of {models} trails because every wait scans all of them: {values} {unit} vs {best_value} for {best}."),
     ("why.switch", "Server CPU per request is higher for {models} because each request wakes the thread or process blocked on its socket, a context switch each time: {values} µs vs {best_value} µs for {best}, which serves many sockets from one thread."),
     ("design.cap", "{model} at {conns} connections ({cell}) closed {n} of them right after accept, seen by the client as resets: that is its --max-conns cap of {cap} live connections working as designed, not a failure."),
-    ("design.fork", "{model} left {n} of {conns} connections never served ({cell}) while it forked its way up to {procs} processes: one fork per connection, and the others wait in the listen queue meanwhile."),
+    ("design.fork", "{model} left {n} of {conns} connections never served in its worst trial ({cell}) while it forked its way up to {procs} processes: one fork per connection, and the others wait in the listen queue meanwhile."),
     ("design.iterative", "{model} serves one client at a time, by design: {n} of {conns} connections ({cell}) were never served in the measured window."),
     ("design.pool", "{model} serves one client per worker, by design: {served} of {conns} connections were served ({cell}) and {n} waited in the listen queue the whole window."),
     ("design.select", "{model} closed {n} connections at accept ({cell}, {conns} connections): descriptors from FD_SETSIZE ({limit}) up cannot go in its bitmaps, so it serves about a thousand clients at most, by design."),

@@ -132,7 +132,7 @@ pub const TEXT: &[(&str, &str)] = &[
     ("why.scan_behind", "开着 {idle} 个空闲连接时 {models} 落后，因为每次等待都要扫描全部连接：{values} {unit}，而 {best} 为 {best_value}。"),
     ("why.switch", "{models} 每请求花费的服务器 CPU 更多，因为每个请求都要唤醒阻塞在该套接字上的线程或进程，每次都是一次上下文切换：{values} µs，而 {best} 为 {best_value} µs，它用一个线程服务许多套接字。"),
     ("design.cap", "{model} 在 {conns} 个连接时（{cell}）在 accept 之后立即关闭了其中 {n} 个，客户端看到的是 reset：这是它的 --max-conns 上限（{cap} 个活动连接）按设计生效，不是故障。"),
-    ("design.fork", "{model} 一路 fork 到 {procs} 个进程，其间 {conns} 个连接中有 {n} 个始终未被服务（{cell}）：每个连接 fork 一次，其余连接同时在监听队列中等待。"),
+    ("design.fork", "{model} 一路 fork 到 {procs} 个进程，最差的一次试验中 {conns} 个连接有 {n} 个始终未被服务（{cell}）：每个连接 fork 一次，其余连接同时在监听队列中等待。"),
     ("design.iterative", "{model} 按设计一次只服务一个客户端：{conns} 个连接中有 {n} 个（{cell}）在测量窗口内始终未被服务。"),
     ("design.pool", "{model} 按设计每个工作者服务一个客户端：{conns} 个连接中 {served} 个得到服务（{cell}），{n} 个在监听队列中等了整个窗口。"),
     ("design.select", "{model} 在 accept 时关闭了 {n} 个连接（{cell}，{conns} 个连接）：从 FD_SETSIZE（{limit}）起的描述符放不进它的位图，所以它按设计最多服务约一千个客户端。"),
