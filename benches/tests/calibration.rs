@@ -46,9 +46,9 @@ connections = [50]
 size = [128]
 "#;
 
-#[test]
-fn an_alias_ties_and_a_slowed_server_is_a_tier_below() {
-    let bins = bin_dir();
+/// One calibration run in a fresh directory: `Err` with what went wrong and the run's
+/// summary when a relation does not hold.
+fn calibrate(bins: &Path) -> Result<(), String> {
     let scratch = tempfile::Builder::new()
         .prefix("bench-calibration-")
         .tempdir()
@@ -56,11 +56,18 @@ fn an_alias_ties_and_a_slowed_server_is_a_tier_below() {
     let suite = scratch.path().join("suite.toml");
     std::fs::write(&suite, SUITE).unwrap();
     let out = scratch.path().join("run");
+    // As the quick suite runs: a trial run with the CPUs apart or stopped is run again.
     let output = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["run", "--suite", suite.to_str().unwrap(), "--out"])
+        .args([
+            "run",
+            "--rerun-noisy",
+            "--suite",
+            suite.to_str().unwrap(),
+            "--out",
+        ])
         .arg(&out)
         .arg("--bin-dir")
-        .arg(&bins)
+        .arg(bins)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -71,12 +78,34 @@ fn an_alias_ties_and_a_slowed_server_is_a_tier_below() {
     );
     let run = reports::run::Run::load(&out).unwrap();
     assert_eq!(run.ok().count(), 15, "every cell ran: {stdout}");
+    assert!(stdout.contains("epoll-et#2"), "{stdout}");
     let slowed = "epoll-et+extra-work=30000";
     for axis in [Axis::Headline, Axis::Efficiency] {
         let aa = same_tier(&run, "epoll-et", "epoll-et#2", axis);
-        assert_eq!((aa.hits, aa.groups), (1, 1), "A/A {axis:?}: {stdout}");
+        if (aa.hits, aa.groups) != (1, 1) {
+            return Err(format!("A/A {axis:?}: {aa:?}\n{stdout}"));
+        }
         let ab = separated(&run, "epoll-et", slowed, axis);
-        assert_eq!((ab.hits, ab.groups), (1, 1), "A/B {axis:?}: {stdout}");
+        if (ab.hits, ab.groups) != (1, 1) {
+            return Err(format!("A/B {axis:?}: {ab:?}\n{stdout}"));
+        }
     }
-    assert!(stdout.contains("epoll-et#2"), "{stdout}");
+    Ok(())
+}
+
+/// The rule's own promise is a rate: the alias shares the tier in 95% of groups, so one
+/// group splits it now and then by chance (s22's CI: 0.90x [0.78, 0.95] on a machine whose
+/// trials spread by 18%). One more run is made then; both failing is a rule that does not
+/// hold (a rule that always separates, or never does, fails both).
+#[test]
+fn an_alias_ties_and_a_slowed_server_is_a_tier_below() {
+    let bins = bin_dir();
+    let first = match calibrate(&bins) {
+        Ok(()) => return,
+        Err(e) => e,
+    };
+    eprintln!("first calibration run missed, running it once more:\n{first}");
+    if let Err(second) = calibrate(&bins) {
+        panic!("both calibration runs missed.\nfirst: {first}\nsecond: {second}");
+    }
 }
