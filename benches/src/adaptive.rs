@@ -649,9 +649,10 @@ mod tests {
         assert_eq!(next_trial(&lines), 7);
         OpenRound::close(dir.path()).unwrap();
         assert_eq!(OpenRound::read(dir.path()), None);
-        OpenRound::close(dir.path()).unwrap(); // closing twice is no error
-                                               // A round that held only a (b had met the target) is not finished by b, even when a
-                                               // rerun after the round left b short again: the results alone would suggest so.
+        // Closing twice is no error.
+        OpenRound::close(dir.path()).unwrap();
+        // A round that held only a (b had met the target) is not finished by b, even when a
+        // rerun after the round left b short again: the results alone would suggest so.
         let open = OpenRound {
             trial: 5,
             cells: vec!["echo/a/c=50".into()],

@@ -540,7 +540,7 @@ fn compact(v: f64) -> String {
         a if a >= 1e3 => trim(format!("{:.1}", v / 1e3)) + "k",
         a if a >= 10.0 || a == 0.0 => format!("{v:.0}"),
         // 0.001, not "0": two decimals would round a small tick to nothing.
-        a if a < 0.01 => trim(format!("{v:.*}", (1.0 - a.log10().floor()) as usize)),
+        a if a < 0.01 => trim(format!("{v:.*}", crate::tiers::significant_decimals(v))),
         _ => trim(format!("{v:.2}")),
     }
 }

@@ -48,11 +48,10 @@ pub fn flags(line: &Value, lang: Lang) -> Vec<String> {
     }
     let pct = |share: f64| format!("{:.0}", share * 100.0);
     for (side, name) in [("server_cpus", "server"), ("load_cpus", "load")] {
-        let steal = noise[side]["steal"].as_f64().unwrap_or(0.0);
+        let (steal, foreign) = shared(noise, side);
         if steal > STEAL {
             reasons.push(lang.say(&format!("noise.steal_{name}"), &[("pct", &pct(steal))]));
         }
-        let foreign = noise[side]["foreign"].as_f64().unwrap_or(0.0);
         if foreign > FOREIGN {
             reasons.push(lang.say(&format!("noise.foreign_{name}"), &[("pct", &pct(foreign))]));
         }
@@ -169,12 +168,18 @@ pub fn passing(line: &Value) -> bool {
 /// at that load on this machine and come back in every rerun (`iterative`, serving one client
 /// at a time, reads "loadgen saturated" in every trial), so they are flagged, not rerun.
 pub fn worth_rerun(line: &Value) -> bool {
-    let noise = &line["noise"];
-    let shared = ["server_cpus", "load_cpus"].iter().any(|side| {
-        noise[side]["steal"].as_f64().unwrap_or(0.0) > STEAL
-            || noise[side]["foreign"].as_f64().unwrap_or(0.0) > FOREIGN
+    let machine_shared = ["server_cpus", "load_cpus"].iter().any(|side| {
+        let (steal, foreign) = shared(&line["noise"], side);
+        steal > STEAL || foreign > FOREIGN
     });
-    shared || passing(line)
+    machine_shared || passing(line)
+}
+
+/// What one side's CPUs (`server_cpus`, `load_cpus`) gave to others during the cell: the
+/// host's steal and other processes' share, 0 where unknown.
+fn shared(noise: &Value, side: &str) -> (f64, f64) {
+    let share = |key: &str| noise[side][key].as_f64().unwrap_or(0.0);
+    (share("steal"), share("foreign"))
 }
 
 /// Sets every line's `noise.cpu_link_ns.best` to the whole run's near figure: the 10th

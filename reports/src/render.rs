@@ -838,16 +838,15 @@ fn spectrum(run: &Run, models: &[String], lang: Lang) -> Result<Option<String>, 
 /// with a series), then the one with the most trials.
 fn over_time_cell(run: &Run) -> Option<(Value, String)> {
     let mut best: Option<(u64, usize, Value, String)> = None;
-    for line in run
+    // Read once: `Run::ok` sorts out the replaced trials on every call.
+    let echo: Vec<&Value> = run
         .ok()
-        .filter(|l| str_of(l, "scenario") == "echo" && series::intervals(l).is_some())
-    {
+        .filter(|l| str_of(l, "scenario") == "echo")
+        .collect();
+    for &line in echo.iter().filter(|l| series::intervals(l).is_some()) {
         let connections = param(line, "connections").unwrap_or(0);
         let params = line["params"].clone();
-        let trials = run
-            .ok()
-            .filter(|l| str_of(l, "scenario") == "echo" && l["params"] == params)
-            .count();
+        let trials = echo.iter().filter(|l| l["params"] == params).count();
         if best
             .as_ref()
             .is_none_or(|b| (connections, trials) > (b.0, b.1))

@@ -600,11 +600,13 @@ pub fn ratio_pm(e: &Entry, best: bool) -> String {
 /// A ratio as every view prints it: two decimals, or two significant digits below 0.1, so a
 /// model at a two-hundredth of the best reads "0.0047", not "0.00".
 pub fn ratio_number(x: f64) -> String {
-    format!("{x:.*}", ratio_decimals(x))
+    format!("{x:.*}", significant_decimals(x))
 }
 
-/// The decimals [`ratio_number`] gives `x` (an interval's ends and ± take its ratio's).
-fn ratio_decimals(x: f64) -> usize {
+/// The decimals that print `x` with two of them from 0.1 up, and with two significant digits
+/// below (0.0047): [`ratio_number`]'s (an interval's ends and ± take its ratio's), and a
+/// chart axis's small ticks.
+pub fn significant_decimals(x: f64) -> usize {
     if !x.is_finite() || x == 0.0 || x.abs() >= 0.1 {
         2
     } else {
@@ -614,7 +616,7 @@ fn ratio_decimals(x: f64) -> usize {
 
 fn ratio_text(e: &Entry, best: bool) -> String {
     let (lo, hi) = e.ratio_ci;
-    let d = ratio_decimals(e.ratio);
+    let d = significant_decimals(e.ratio);
     // A ± reads as the interval only where the ratio sits near its middle: a ratio of
     // medians with an interval taken round by round may not.
     let centred = (e.ratio - (lo + hi) / 2.0).abs() <= 0.25 * e.ratio_pm();
